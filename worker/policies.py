@@ -1,0 +1,117 @@
+"""Policies: Markdown files with YAML front matter, loaded into an immutable registry."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n(.*)\Z", re.DOTALL)
+
+
+class PolicyError(Exception):
+    """A policy file or policy set that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    id: str
+    title: str
+    text: str
+    version: str
+    threshold: float | None = None
+    review_low: float | None = None
+    review_high: float | None = None
+    path: Path | None = None
+
+
+def policy_version(text: str) -> str:
+    """sha256 of the exact policy text sent to the model."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def parse_policy(source: str, path: Path | None = None) -> Policy:
+    where = str(path) if path else "policy"
+    match = _FRONT_MATTER.match(source)
+    if not match:
+        raise PolicyError(f"{where}: missing YAML front matter (a '---' block with id and title)")
+    try:
+        meta = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{where}: front matter is not valid YAML: {exc}") from None
+    if not isinstance(meta, dict):
+        raise PolicyError(f"{where}: front matter must be a mapping")
+    text = match.group(2).strip()
+    if not text:
+        raise PolicyError(f"{where}: policy body is empty")
+    policy_id = meta.get("id")
+    if not isinstance(policy_id, str) or not _ID.match(policy_id):
+        raise PolicyError(f"{where}: 'id' must be a lowercase identifier, got {policy_id!r}")
+    return Policy(
+        id=policy_id,
+        title=str(meta.get("title") or policy_id),
+        text=text,
+        version=policy_version(text),
+        threshold=_unit_float(meta, "threshold", where),
+        review_low=_unit_float(meta, "review_low", where),
+        review_high=_unit_float(meta, "review_high", where),
+        path=path,
+    )
+
+
+def _unit_float(meta: Mapping[str, object], key: str, where: str) -> float | None:
+    value = meta.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise PolicyError(f"{where}: '{key}' must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+class PolicyRegistry:
+    """An immutable set of policies plus the default set for events that name none."""
+
+    def __init__(self, policies: Iterable[Policy], default: Iterable[str] = ()) -> None:
+        by_id: dict[str, Policy] = {}
+        for policy in policies:
+            if policy.id in by_id:
+                first = by_id[policy.id].path or "another file"
+                raise PolicyError(f"duplicate policy id {policy.id!r} in {policy.path} and {first}")
+            by_id[policy.id] = policy
+        if not by_id:
+            raise PolicyError("no policies loaded")
+        self._by_id = by_id
+        self.default: tuple[str, ...] = tuple(default) or tuple(sorted(by_id))
+        unknown = [p for p in self.default if p not in by_id]
+        if unknown:
+            raise PolicyError(f"default policies not found: {', '.join(unknown)}")
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self):
+        return iter(self._by_id.values())
+
+    def get(self, policy_id: str) -> Policy:
+        return self._by_id[policy_id]
+
+    def resolve(self, requested: list[str] | None) -> list[Policy]:
+        """Policies for one event; raise PolicyError naming ids that are not loaded."""
+        ids = self.default if not requested else list(dict.fromkeys(requested))
+        unknown = [p for p in ids if p not in self._by_id]
+        if unknown:
+            raise PolicyError(f"unknown policy id(s): {', '.join(unknown)}")
+        return [self._by_id[p] for p in ids]
+
+
+def load_policies(directory: Path, default: Iterable[str] = ()) -> PolicyRegistry:
+    """Load every ``*.md`` in ``directory`` (README.md excepted)."""
+    if not directory.is_dir():
+        raise PolicyError(f"policy directory {directory} does not exist")
+    files = sorted(p for p in directory.glob("*.md") if p.name.lower() != "readme.md")
+    return PolicyRegistry((parse_policy(f.read_text(encoding="utf-8"), f) for f in files), default)
