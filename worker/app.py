@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
@@ -42,29 +43,36 @@ async def run_worker(
     load_policies(settings.policies.dir, settings.policies.default)
     classifier = await classifier_factory(settings)
     try:
-        catalog = load_catalog(settings, classifier)
-        log.info("policies loaded", policies=sorted(catalog.entries))
-        await ensure_topics(settings)
-        producer = await start_producer(settings.kafka)
-        try:
-            worker = Worker(
-                settings,
-                classifier,
-                catalog,
-                lambda listener: start_consumer(settings, listener),
-                producer,
-            )
+        async with open_worker(settings, classifier) as worker:
             _install_signal_handlers(worker)
-            watcher = _watch_policies(settings, classifier, worker)
-            try:
-                return await worker.run()
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
-        finally:
-            await producer.stop()
+            return await worker.run()
     finally:
         classifier.close()
+
+
+@asynccontextmanager
+async def open_worker(settings: Settings, classifier: Classifier) -> AsyncIterator[Worker]:
+    """A ready-to-run Worker on a started producer, with policy watching while it lives."""
+    catalog = load_catalog(settings, classifier)
+    log.info("policies loaded", policies=sorted(catalog.entries))
+    await ensure_topics(settings)
+    producer = await start_producer(settings.kafka)
+    try:
+        worker = Worker(
+            settings,
+            classifier,
+            catalog,
+            lambda listener: start_consumer(settings, listener),
+            producer,
+        )
+        watcher = _watch_policies(settings, classifier, worker)
+        try:
+            yield worker
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+    finally:
+        await producer.stop()
 
 
 def _install_signal_handlers(worker: Worker) -> None:

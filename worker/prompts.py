@@ -107,6 +107,7 @@ def tokenize_contents(tokenizer: Tokenizer, contents: Sequence[str]) -> list[lis
         [neutralize_markers(c) for c in contents],
         add_special_tokens=False,
         split_special_tokens=True,
+        verbose=False,  # over-long content is our decision to make, not a warning
     )
     return [list(ids) for ids in encoded["input_ids"]]
 

@@ -110,7 +110,11 @@ class VllmClassifier:
 
     @property
     def dead(self) -> bool:
-        return bool(self._engine.errored)
+        return self._engine is None or bool(self._engine.errored)
 
     def close(self) -> None:
-        self._engine.shutdown()
+        if self._engine is not None:
+            self._engine.shutdown()
+            # Drop the reference now: AsyncLLM.__del__ shuts down again and fails if it only
+            # runs at interpreter exit.
+            self._engine = None

@@ -1,0 +1,168 @@
+"""Helpers for tests against the real broker: unique topics, producing, reading back."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from worker.config import Settings, load_settings
+
+TEST_POLICIES = Path(__file__).resolve().parents[1] / "policies"
+_counter = itertools.count()
+
+
+def topic_names(prefix: str) -> dict[str, str]:
+    tag = f"{prefix}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
+    return {
+        "content": f"{tag}-content",
+        "results": f"{tag}-verdicts",
+        "review": f"{tag}-review",
+        "dead_letter": f"{tag}-dead",
+    }
+
+
+def worker_settings(
+    bootstrap: str, model: Path, topics: dict[str, str], *, partitions: int = 3, **sections
+) -> Settings:
+    base: dict = {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "enable_idempotence": False,
+            "group_id": f"g-{topics['content']}",
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 1_000,
+        },
+        "topics": {**topics, "create": True, "partitions": partitions},
+        "engine": {"model": str(model), "max_model_len": 4096},
+        "policies": {"dir": str(TEST_POLICIES), "watch": False},
+        "health": {"enabled": False},
+        "batch": {"max_items": 32, "linger_ms": 5, "max_in_flight": 256},
+        "drain_deadline_s": 20,
+    }
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return load_settings(**base)
+
+
+async def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if new:
+            await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+def event(item_id: str, content: str, **fields) -> bytes:
+    return orjson.dumps({"id": item_id, "content": content, **fields})
+
+
+async def produce(bootstrap: str, topic: str, records: list[Record]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=value, key=key, headers=headers)
+            for key, value, headers in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, at_least: int = 0, timeout: float = 60.0, settle: float = 1.0
+) -> list[ConsumerRecord]:
+    """Everything on ``topic``: wait until ``at_least`` records, then ``settle`` seconds more."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, topic, timeout)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[ConsumerRecord] = []
+        deadline = last_new = time.monotonic()
+        deadline += timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+                last_new = time.monotonic()
+            if len(records) >= at_least and time.monotonic() - last_new >= settle:
+                break
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        await consumer._client.force_metadata_update()  # noqa: SLF001
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"topic {topic} has no partitions")
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        parts = await _partitions(consumer, topic, 10)
+        return {tp.partition: await consumer.committed(tp) for tp in parts}
+    finally:
+        await consumer.stop()
+
+
+def verdicts(records: list[ConsumerRecord]) -> list[dict]:
+    return [orjson.loads(r.value) for r in records]
+
+
+class RunningWorker:
+    """A Worker running in this process on the session's engine; stop() drains it."""
+
+    def __init__(self, settings: Settings, engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.worker = None
+        self._task: asyncio.Task[int] | None = None
+        self._context = None
+
+    async def __aenter__(self) -> RunningWorker:
+        from worker.app import open_worker
+
+        self._context = open_worker(self.settings, self.engine)
+        self.worker = await self._context.__aenter__()
+        self._task = asyncio.create_task(self.worker.run())
+        return self
+
+    async def wait_assigned(self, timeout: float = 30.0) -> None:
+        await asyncio.wait_for(self.worker.assigned.wait(), timeout)
+
+    async def stop(self) -> int:
+        if self._task is None:
+            raise RuntimeError("worker not running")
+        self.worker.stop()
+        code = await asyncio.wait_for(self._task, 60)
+        await self._context.__aexit__(None, None, None)
+        self._task = None
+        return code
+
+    async def __aexit__(self, *exc) -> None:
+        if self._task is not None:
+            await self.stop()
