@@ -37,8 +37,12 @@ import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 # Bump when the output changes; the marker also holds a hash of this file's source.
 BUILDER_VERSION = "devmodel-1"
@@ -147,10 +151,17 @@ def _training_text() -> Iterator[str]:
     yield "0123456789 " * 20
 
 
-def build_tokenizer():  # -> tokenizers.Tokenizer
+def build_tokenizer() -> Tokenizer:
     """Byte-level BPE, so any text encodes; specials first, trigger words as whole words."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-    from tokenizers import trainers
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -177,7 +188,7 @@ def build_tokenizer():  # -> tokenizers.Tokenizer
     return tokenizer
 
 
-def _check_tokenizer(tokenizer) -> None:
+def _check_tokenizer(tokenizer: Tokenizer) -> None:
     """Fail the build, not a test far away, if a token the circuit relies on is not one."""
     for text in ("0", "1", *TRIGGER_WORDS):
         ids = tokenizer.encode(text, add_special_tokens=False).ids
@@ -235,7 +246,7 @@ def _trigger_slots() -> list[tuple[int, int]]:
     return [(i % HEADS, dims[1 + i // HEADS]) for i in range(len(TRIGGER_WORDS))]
 
 
-def _embeddings(vocab: int, bos: int, triggers: list[int], rng: np.random.Generator):
+def _embeddings(vocab: int, bos: int, triggers: list[int], rng: np.random.Generator) -> np.ndarray:
     """Features in the first dimensions; filler brings every row to norm sqrt(HIDDEN), so the
     first RMSNorm divides by exactly 1."""
     emb = np.zeros((vocab, HIDDEN), dtype=np.float64)
@@ -258,12 +269,15 @@ def _layer1() -> dict[str, np.ndarray]:
     sink = _still_dims(1)[0]
     for head in range(HEADS):
         row = head * HEAD_DIM
-        q[row + sink, CONST] = gain  # every token looks for the sink...
+        # Every token looks for <bos> in every head...
+        q[row + sink, CONST] = gain
         k[row + sink, IS_BOS] = gain
-        v[row, IS_BOS] = 1.0  # ...and carries back how much of its attention stayed there
+        # ...and brings back the share of its attention that <bos> got.
+        v[row, IS_BOS] = 1.0
         o[BOS_SHARE, row] = 1.0
+    # A trigger token also looks, in its own head, for copies of itself (itself included).
     for i, (head, dim) in enumerate(_trigger_slots()):
-        q[head * HEAD_DIM + dim, FIRST_CODE + i] = gain  # ...and for copies of itself
+        q[head * HEAD_DIM + dim, FIRST_CODE + i] = gain
         k[head * HEAD_DIM + dim, FIRST_CODE + i] = gain
     return {"q_proj": q, "k_proj": k, "v_proj": v, "o_proj": o}
 
@@ -285,7 +299,7 @@ def _layer2() -> dict[str, np.ndarray]:
 
 
 def _lm_head(vocab: int, no: int, yes: int, rng: np.random.Generator) -> np.ndarray:
-    """"1" minus "0" is ANSWER_GAIN * (repeat - 1/2); other tokens get small random logits."""
+    """Logit("1") - logit("0") = ANSWER_GAIN * (repeat - 1/2); other tokens: small random."""
     head = np.zeros((vocab, HIDDEN))
     head[:, FIRST_FILLER:] = rng.standard_normal((vocab, HIDDEN - FIRST_FILLER))
     head *= OTHER_LOGIT_SCALE
@@ -296,7 +310,7 @@ def _lm_head(vocab: int, no: int, yes: int, rng: np.random.Generator) -> np.ndar
     return head
 
 
-def build_weights(tokenizer, seed: int) -> dict[str, np.ndarray]:
+def build_weights(tokenizer: Tokenizer, seed: int) -> dict[str, np.ndarray]:
     """All tensors, float32, under the names LlamaForCausalLM uses."""
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     ids = [tokenizer.token_to_id(w) for w in TRIGGER_WORDS]
@@ -322,7 +336,7 @@ def build_weights(tokenizer, seed: int) -> dict[str, np.ndarray]:
 # --- Files -------------------------------------------------------------------------------
 
 
-def _model_config(tokenizer) -> dict:
+def _model_config(tokenizer: Tokenizer) -> dict:
     ids = {t: tokenizer.token_to_id(t) for t in (PAD, BOS, EOS)}
     return {
         "architectures": ["LlamaForCausalLM"],
@@ -352,7 +366,7 @@ def _model_config(tokenizer) -> dict:
     }
 
 
-def _generation_config(tokenizer) -> dict:
+def _generation_config(tokenizer: Tokenizer) -> dict:
     return {
         "bos_token_id": tokenizer.token_to_id(BOS),
         "eos_token_id": [tokenizer.token_to_id(EOS), tokenizer.token_to_id(END_OF_TURN)],
@@ -366,7 +380,7 @@ def _build_stamp(seed: int) -> str:
     return f"{BUILDER_VERSION} seed={seed} source={source}\n"
 
 
-_FILES = (
+MODEL_FILES = (
     "config.json",
     "generation_config.json",
     "model.safetensors",
@@ -387,6 +401,15 @@ def _json(obj: dict) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
+def _is_built(path: Path, stamp: str) -> bool:
+    marker = path / MARKER_FILE
+    return (
+        marker.is_file()
+        and marker.read_text() == stamp
+        and all((path / name).is_file() for name in MODEL_FILES)
+    )
+
+
 def build_test_model(path: Path, *, seed: int = 0) -> Path:
     """Write the model directory at ``path`` (created if missing) and return ``path``.
 
@@ -397,10 +420,10 @@ def build_test_model(path: Path, *, seed: int = 0) -> Path:
 
     path = Path(path)
     stamp = _build_stamp(seed)
-    marker = path / MARKER_FILE
-    if marker.is_file() and marker.read_text() == stamp and all((path / f).is_file() for f in _FILES):
+    if _is_built(path, stamp):
         return path
     path.mkdir(parents=True, exist_ok=True)
+    marker = path / MARKER_FILE
     marker.unlink(missing_ok=True)  # stale or partial: rebuild everything
 
     tokenizer = build_tokenizer()

@@ -42,8 +42,13 @@ def _good_events(n: int, rng: random.Random) -> tuple[list, dict[str, int]]:
         item_id = f"item-{i}"
         expected[item_id] = 1 if kind == 0 else 0
         trace = f"00-{i:032x}-{i:016x}-01".encode()
-        records.append((item_id.encode(), event(item_id, text, policies=["fruit"],
-                                                metadata={"n": i}), [("traceparent", trace)]))
+        records.append(
+            (
+                item_id.encode(),
+                event(item_id, text, policies=["fruit"], metadata={"n": i}),
+                [("traceparent", trace)],
+            )
+        )
     return records, expected
 
 
@@ -57,8 +62,9 @@ def _malformed(rng: random.Random) -> list:
     bad += [(None, orjson.dumps({"id": f"wt-{i}", "content": ["list"]}), []) for i in range(4)]
     bad += [(None, event(f"empty-{i}", " " * i), []) for i in range(4)]
     bad += [(None, event(f"unk-{i}", "hello", policies=["nope"]), []) for i in range(4)]
-    bad += [(None, event(f"long-{i}", _sentence(rng, 5000), policies=["fruit"]), [])
-            for i in range(4)]
+    bad += [
+        (None, event(f"long-{i}", _sentence(rng, 5000), policies=["fruit"]), []) for i in range(4)
+    ]
     bad += [(None, bytes(rng.randrange(256) for _ in range(64)) + b"\xff", []) for _ in range(4)]
     assert len(bad) == 50
     return bad
@@ -72,15 +78,19 @@ async def test_thousand_events_with_fifty_malformed(broker, engine, test_model):
     records = good + malformed
     rng.shuffle(records)
     settings = worker_settings(
-        broker.bootstrap_servers, test_model, topics, engine=CPU_ARGS,
+        broker.bootstrap_servers,
+        test_model,
+        topics,
+        engine=CPU_ARGS,
         routing={"review_low": 0.5, "review_high": 1.0},
     )
     await create_topics(broker.bootstrap_servers, list(topics.values()), 3)
     await produce(broker.bootstrap_servers, topics["content"], records)
 
     async with RunningWorker(settings, engine):
-        results = await read_topic(broker.bootstrap_servers, topics["results"], at_least=950,
-                                   timeout=240)
+        results = await read_topic(
+            broker.bootstrap_servers, topics["results"], at_least=950, timeout=240
+        )
         dead = await read_topic(broker.bootstrap_servers, topics["dead_letter"], at_least=50)
         review = await read_topic(broker.bootstrap_servers, topics["review"], at_least=1)
 
@@ -106,11 +116,15 @@ async def test_thousand_events_with_fifty_malformed(broker, engine, test_model):
         assert headers["x-dead-letter-reason"]
         assert headers["x-dead-letter-source-topic"] == topics["content"].encode()
     assert reasons == {
-        "invalid_json": 14, "not_an_object": 8, "invalid_event": 20, "unknown_policy": 4,
+        "invalid_json": 14,
+        "not_an_object": 8,
+        "invalid_event": 20,
+        "unknown_policy": 4,
         "content_too_long": 4,
     }
     dead_values = sorted(r.value or b"" for r in dead)
     assert dead_values == sorted(v or b"" for _, v, _ in malformed)
-    positions = await committed(broker.bootstrap_servers, settings.kafka.group_id,
-                                topics["content"])
+    positions = await committed(
+        broker.bootstrap_servers, settings.kafka.group_id, topics["content"]
+    )
     assert sum(p or 0 for p in positions.values()) == 1000

@@ -1,0 +1,97 @@
+"""Workers as separate processes, so tests can SIGKILL and SIGTERM them like Kubernetes does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from worker.config import Settings
+
+
+class WorkerProcess:
+    """``moderation-worker run --config FILE``, its JSON log lines written to a file."""
+
+    def __init__(self, settings: Settings, workdir: Path, name: str) -> None:
+        self.config = workdir / f"{name}.yaml"
+        self.log = workdir / f"{name}.log"
+        self.config.write_text(yaml.safe_dump(_plain(settings)))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
+        env = {k: v for k, v in env.items() if not k.startswith("WORKER_")}
+        log = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "run", "--config", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+        return self
+
+    def wait_log(self, needle: str, timeout: float, after: int = 0) -> None:
+        """Wait until ``needle`` is logged past byte ``after`` of the log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log.read_text(errors="replace")[after:]:
+                return
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"worker exited ({self.process.returncode}):\n{self.tail()}")
+            time.sleep(0.2)
+        raise AssertionError(f"{needle!r} not logged within {timeout}s:\n{self.tail()}")
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def kill(self) -> None:
+        assert self.process is not None
+        # The engine runs in child processes: kill them all at once, as losing the pod would.
+        family = [self.process.pid, *_descendants(self.process.pid)]
+        for pid in family:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=30)
+
+    def terminate(self, timeout: float = 90) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _plain(settings: Settings) -> dict:
+    data = settings.model_dump(mode="json")
+    password = settings.kafka.sasl_password
+    data["kafka"]["sasl_password"] = password.get_secret_value() if password else None
+    return data
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(proc.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
