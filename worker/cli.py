@@ -70,7 +70,9 @@ def run(config: ConfigOpt = None, model: ModelOpt = None, policies: PoliciesOpt 
 
 @app.command()
 def classify(
-    text: Annotated[str | None, typer.Argument(help="Text to classify; omit to read JSONL.")] = None,
+    text: Annotated[
+        str | None, typer.Argument(help="Text to classify; omit to read JSONL events.")
+    ] = None,
     policy: Annotated[
         list[str] | None, typer.Option("--policy", "-p", help="Policy id (repeatable).")
     ] = None,

@@ -310,6 +310,14 @@ class Worker:
         self._tracker.revoke(revoked)
         log.info("partitions revoked", partitions=sorted(f"{t}[{p}]" for t, p in revoked))
 
+    def held_partitions(self) -> set[TP]:
+        """Partitions assigned to this worker now."""
+        return (
+            {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+            if self._consumer
+            else set()
+        )
+
     def on_assigned(self, assigned: set[TP]) -> None:
         log.info("partitions assigned", partitions=sorted(f"{t}[{p}]" for t, p in assigned))
         self.assigned.set()
