@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from .catalog import Catalog, compile_catalog
+from .catalog import Catalog, check_routing, compile_catalog
 from .config import Settings
 from .engine import Classifier
 from .kafka import ensure_topics, start_consumer, start_producer
@@ -40,7 +40,7 @@ async def run_worker(
 ) -> int:
     """The whole process: engine, policies, Kafka clients, worker loop. Returns exit code."""
     # Policies are checked before the engine loads so a bad pack fails in a second, not a minute.
-    load_policies(settings.policies.dir, settings.policies.default)
+    check_routing(load_policies(settings.policies.dir, settings.policies.default), settings.routing)
     classifier = await classifier_factory(settings)
     try:
         async with open_worker(settings, classifier) as worker:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import RoutingSettings
-from .policies import Policy, PolicyRegistry
+from .policies import Policy, PolicyError, PolicyRegistry
 from .prompts import PolicyPrompt, Tokenizer, build_policy_prompt
 from .routing import Thresholds, thresholds_for
 
@@ -30,6 +30,8 @@ class Catalog:
 def compile_catalog(
     registry: PolicyRegistry, tokenizer: Tokenizer, max_model_len: int, routing: RoutingSettings
 ) -> Catalog:
+    """Raises PolicyError, PromptError (a policy too long for the model) or ValueError."""
+    check_routing(registry, routing)
     entries = {
         policy.id: Entry(
             policy,
@@ -39,3 +41,14 @@ def compile_catalog(
         for policy in registry
     }
     return Catalog(registry, entries)
+
+
+def check_routing(registry: PolicyRegistry, routing: RoutingSettings) -> None:
+    """Per-policy overrides must name loaded policies and leave every band ordered."""
+    unknown = sorted(set(routing.policies) - {policy.id for policy in registry})
+    if unknown:
+        raise PolicyError(
+            f"routing.policies names policies that are not loaded: {', '.join(unknown)}"
+        )
+    for policy in registry:
+        thresholds_for(policy, routing)  # raises ValueError naming the policy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,7 +64,7 @@ def run(config: ConfigOpt = None, model: ModelOpt = None, policies: PoliciesOpt 
     configure_logging(settings.log)
     try:
         code = asyncio.run(run_worker(settings))
-    except (KafkaSetupError, PolicyError, EngineError) as exc:
+    except (KafkaSetupError, PolicyError, EngineError, ValueError) as exc:
         _die(str(exc), code=1)
     raise typer.Exit(code)
 
@@ -84,7 +85,9 @@ def classify(
     from .telemetry import configure_logging
 
     settings = _settings(config, model, policies)
-    configure_logging(settings.log)
+    # stdout carries the verdicts: every log line, the engine's included, goes to stderr.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    configure_logging(settings.log, stream=sys.stderr)
     if text is not None:
         lines, origin = [orjson.dumps({"id": "cli", "content": text})], "argv"
     else:
@@ -222,6 +225,47 @@ def demo(
     from .demo import run_demo
 
     raise typer.Exit(run_demo(model, events))
+
+
+@app.command()
+def bench(
+    model: ModelOpt = None,
+    policies: Annotated[Path, typer.Option(help="Policy pack to fit.")] = Path("policies"),
+    engine_arg: Annotated[
+        list[str] | None, typer.Option(help="vLLM engine argument KEY=VALUE (repeatable).")
+    ] = None,
+    max_model_len: Annotated[int, typer.Option(help="Engine max_model_len.")] = 8192,
+    policy_tokens: Annotated[int, typer.Option(help="Tokens per policy (cut or extended).")] = 2000,
+    content_tokens: Annotated[str, typer.Option(help="Content tokens MIN:MAX.")] = "50:400",
+    policies_per_event: Annotated[int, typer.Option(help="Policies per event.")] = 1,
+    events: Annotated[int, typer.Option(help="Events in each saturated run.")] = 600,
+    warmup: Annotated[int, typer.Option(help="Leading events left out of rates.")] = 100,
+    levels: Annotated[str, typer.Option(help="Offered loads, fractions of max.")] = "0.25,0.5,0.75,1",
+    level_seconds: Annotated[float, typer.Option(help="Seconds measured per load.")] = 20.0,
+    level_warmup_seconds: Annotated[float, typer.Option(help="Unmeasured lead-in.")] = 3.0,
+    overhead_events: Annotated[int, typer.Option(help="Events per overhead run.")] = 5000,
+    phases: Annotated[str, typer.Option(help="engine,worker,naive,overhead")] = "",
+    max_items: Annotated[int | None, typer.Option(help="batch.max_items")] = None,
+    linger_ms: Annotated[float | None, typer.Option(help="batch.linger_ms")] = None,
+    max_in_flight: Annotated[int | None, typer.Option(help="batch.max_in_flight")] = None,
+    partitions: Annotated[int, typer.Option(help="Partitions of the content topic.")] = 3,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Use this broker instead of an embedded one.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Workload seed.")] = 7,
+    workdir: Annotated[Path, typer.Option(help="Fitted policies, logs.")] = Path(".cache/bench"),
+    out: Annotated[Path | None, typer.Option("--out", help="Write the result as JSON.")] = None,
+) -> None:
+    """Measure the worker against its engine's limit, a naive peer and a raw Kafka loop."""
+    options = dict(locals())
+    from .bench.command import run_command
+
+    options["policy_dir"] = options.pop("policies")
+    options["warmup_events"] = options.pop("warmup")
+    try:
+        raise typer.Exit(run_command(options))
+    except ValueError as exc:
+        _die(str(exc))
 
 
 def main() -> None:

@@ -28,7 +28,9 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list.")
+    bootstrap_servers: str = Field(
+        "localhost:9092", min_length=1, description="Comma-separated host:port list."
+    )
     group_id: str = Field("moderation-worker", min_length=1, description="Consumer group id.")
     client_id: str = Field("moderation-worker", min_length=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -121,6 +123,12 @@ class Band(_Section):
     threshold: float | None = Field(None, ge=0, le=1, description="Label is 1 when score >= this.")
     review_low: float | None = Field(None, ge=0, le=1)
     review_high: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _band_is_ordered(self) -> Band:
+        if None not in (self.review_low, self.review_high) and self.review_low > self.review_high:
+            raise ValueError("review_low must not exceed review_high")
+        return self
 
 
 class RoutingSettings(_Section):

@@ -63,15 +63,18 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
+def producer_options(kafka: KafkaSettings) -> dict[str, Any]:
+    return {
         **client_options(kafka),
-        acks="all",
-        enable_idempotence=kafka.enable_idempotence,
-        linger_ms=kafka.linger_ms,
-        max_request_size=kafka.max_request_size,
-        compression_type=None,
-    )
+        "acks": "all",
+        "enable_idempotence": kafka.enable_idempotence,
+        "linger_ms": kafka.linger_ms,
+        "max_request_size": kafka.max_request_size,
+    }
+
+
+def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**producer_options(kafka))
 
 
 async def start_producer(kafka: KafkaSettings) -> AIOKafkaProducer:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 from .config import LogSettings
 
 
-def configure_logging(settings: LogSettings) -> None:
+def configure_logging(settings: LogSettings, stream: TextIO = sys.stdout) -> None:
+    """Log lines go to ``stream``: stdout for the worker, stderr where stdout carries data."""
     json_lines = settings.format == "json" or (
         settings.format == "auto" and not sys.stderr.isatty()
     )
@@ -29,7 +31,7 @@ def configure_logging(settings: LogSettings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     # Library loggers (aiokafka, vLLM) go through the standard library at WARNING and up.

@@ -49,9 +49,18 @@ def test_password_file_wins(tmp_path):
     secret.write_text("s3cret\n")
     settings = load_settings(
         kafka={
-            "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
-            "sasl_username": "u", "sasl_password": "other", "sasl_password_file": str(secret),
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "u",
+            "sasl_password": "other",
+            "sasl_password_file": str(secret),
         }
     )
     assert settings.kafka.password() == "s3cret"
     assert "s3cret" not in repr(settings) and "other" not in repr(settings)
+
+
+def test_inverted_per_policy_band_is_named(monkeypatch):
+    monkeypatch.setenv("WORKER_ROUTING__POLICIES", '{"hate-speech": {"review_low": 0.9, "review_high": 0.1}}')
+    with pytest.raises(ConfigError, match="routing.policies.hate-speech"):
+        load_settings()

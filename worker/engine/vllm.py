@@ -38,24 +38,29 @@ def engine_args(settings: EngineSettings) -> dict[str, Any]:
     return args
 
 
+def sampling_params(no: int, yes: int) -> Any:
+    """One greedy token restricted to the two answers, with both answers' logprobs."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        max_tokens=1,
+        temperature=0.0,
+        allowed_token_ids=[no, yes],
+        logprobs=2,
+        detokenize=False,
+    )
+
+
 class VllmClassifier:
     """Scores token-id prompts. Build with ``await VllmClassifier.start(settings)``."""
 
     def __init__(self, engine: Any, tokenizer: Tokenizer, model_name: str, max_model_len: int):
-        from vllm import SamplingParams
-
         self._engine = engine
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.max_model_len = max_model_len
         self._no, self._yes = answer_token_ids(tokenizer)
-        self._params = SamplingParams(
-            max_tokens=1,
-            temperature=0.0,
-            allowed_token_ids=[self._no, self._yes],
-            logprobs=2,
-            detokenize=False,
-        )
+        self._params = sampling_params(self._no, self._yes)
         self._ids = itertools.count()
 
     @classmethod
