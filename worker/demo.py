@@ -35,6 +35,8 @@ console = Console()
 
 
 def run_demo(model: str | None, events: int) -> int:
+    # The CPU engine otherwise sizes its KV cache from free memory and may refuse to start.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     model_path = model or str(_test_model())
     if model is None:
         console.print(
@@ -43,9 +45,15 @@ def run_demo(model: str | None, events: int) -> int:
             "--model zentropi-ai/cope-b-a4b on a GPU machine.[/yellow]"
         )
     with EmbeddedBroker() as broker:
-        settings = _demo_settings(broker.bootstrap_servers, model_path)
+        settings = _demo_settings(broker.bootstrap_servers, model_path, _cpu_only())
         configure_logging(settings.log)
         return asyncio.run(_demo(settings, events))
+
+
+def _cpu_only() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def _test_model() -> Path:
@@ -55,11 +63,13 @@ def _test_model() -> Path:
     return build_test_model(DEFAULT_MODEL_DIR)
 
 
-def _demo_settings(bootstrap: str, model: str) -> Settings:
+def _demo_settings(bootstrap: str, model: str, on_cpu: bool) -> Settings:
+    # Eager mode halves the CPU engine's start-up and runs small models faster there.
+    extra = {"enforce_eager": True} if on_cpu else {}
     return load_settings(
         kafka={"bootstrap_servers": bootstrap, "enable_idempotence": False},
         topics={"create": True, "partitions": 2},
-        engine={"model": model, "max_model_len": 8192},
+        engine={"model": model, "max_model_len": 8192, "extra_args": extra},
         batch={"max_items": 16, "linger_ms": 20},
         health={"enabled": False},
         log={"level": "WARNING"},
@@ -119,7 +129,7 @@ async def _collect(settings: Settings, expected: int, worker: asyncio.Task[int])
 
 def _print(records: list) -> None:
     table = Table(title="verdicts and dead letters")
-    for column in ("topic", "id", "label", "route", "per policy (score)"):
+    for column in ("topic", "id", "label", "route", "highest P(\"1\")"):
         table.add_column(column)
     for record in records:
         if record.topic.endswith("dead-letter"):
@@ -128,8 +138,12 @@ def _print(records: list) -> None:
             table.add_row(record.topic, "-", "-", "-", reason[:70])
             continue
         verdict = orjson.loads(record.value)
-        scores = ", ".join(f"{v['policy']} {v['score']:.2f}" for v in verdict["verdicts"])
+        top = max(verdict["verdicts"], key=lambda v: v["score"])
         table.add_row(
-            record.topic, verdict["id"], str(verdict["label"]), verdict["route"], scores
+            record.topic,
+            verdict["id"],
+            str(verdict["label"]),
+            verdict["route"],
+            f"{top['policy']} {top['score']:.2f}",
         )
     console.print(table)

@@ -118,8 +118,6 @@ class VllmClassifier:
         return self._engine is None or bool(self._engine.errored)
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.shutdown()
-            # Drop the reference now: AsyncLLM.__del__ shuts down again and fails if it only
-            # runs at interpreter exit.
-            self._engine = None
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
