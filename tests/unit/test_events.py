@@ -41,7 +41,11 @@ def test_bad_events_name_the_problem(raw, kind, needle):
 def test_dead_letter_headers_keep_originals_and_add_ours():
     headers = dead_letter_headers(
         [("traceparent", b"00-abc"), ("x-dead-letter-reason", b"spoofed")],
-        "invalid_json", "value is not JSON", "content", 3, 42,
+        "invalid_json",
+        "value is not JSON",
+        "content",
+        3,
+        42,
     )
     as_dict = dict(headers)
     assert as_dict["traceparent"] == b"00-abc"
@@ -58,9 +62,15 @@ def test_verdict_json_round_trip():
     from worker.events import Latency, PolicyVerdict, Source, Verdict
 
     verdict = Verdict(
-        id="a", label=1, route="review",
-        verdicts=[PolicyVerdict(policy="p", policy_version="v", label=1, score=0.7, confidence=0.7)],
-        model="m", source=Source(topic="t", partition=0, offset=1), metadata={"k": [1]},
+        id="a",
+        label=1,
+        route="review",
+        verdicts=[
+            PolicyVerdict(policy="p", policy_version="v", label=1, score=0.7, confidence=0.7)
+        ],
+        model="m",
+        source=Source(topic="t", partition=0, offset=1),
+        metadata={"k": [1]},
         latency_ms=Latency(queue=1.0, inference=2.0, total=3.0),
         classified_at=datetime(2026, 1, 1, tzinfo=UTC),
     )

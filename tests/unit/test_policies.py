@@ -60,7 +60,12 @@ def test_example_pack_loads():
     registry = load_policies(REPO / "policies")
     ids = {p.id for p in registry}
     assert ids == {
-        "hate-speech", "harassment", "violence", "sexual-content", "self-harm", "drugs",
+        "hate-speech",
+        "harassment",
+        "violence",
+        "sexual-content",
+        "self-harm",
+        "drugs",
         "toxic-speech",
     }
     for policy in registry:
