@@ -268,6 +268,57 @@ def bench(
         _die(str(exc))
 
 
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", "-d", help="Golden JSONL: id, content, label.")
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option("--policy", "-p", help="Policy id or file for rows naming none.")
+    ] = None,
+    contrastive: Annotated[
+        Path | None, typer.Option(help="JSONL pairs: content, policy_pos, policy_neg.")
+    ] = None,
+    compare: Annotated[
+        str | None, typer.Option(help="Another version of --policy (file or id), side by side.")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
+        "eval-report"
+    ),
+    target_precision: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this precision.")
+    ] = None,
+    target_recall: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this recall.")
+    ] = None,
+    review_budget: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this review share.")
+    ] = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    policies: PoliciesOpt = None,
+) -> None:
+    """Measure policies on a labelled sample: metrics, threshold suggestions, steerability."""
+    from .app import start_classifier
+    from .engine import EngineError
+    from .evaluate.command import EvalError, EvalRequest, run_eval
+    from .evaluate.console import consoles
+    from .evaluate.evaluation import Targets
+    from .telemetry import configure_logging
+
+    settings = _settings(config, model, policies)
+    configure_logging(settings.log, sys.stderr)  # stdout carries the results
+    targets = Targets(target_precision, target_recall, review_budget)
+    request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
+    try:
+        code = asyncio.run(run_eval(settings, request, start_classifier, *consoles()))
+    except EvalError as exc:
+        _die(str(exc))
+    except EngineError as exc:
+        _die(str(exc), code=1)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     app()
 

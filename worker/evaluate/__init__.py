@@ -1,0 +1,13 @@
+"""Measuring policies on a labelled sample: metrics, suggested thresholds, steerability.
+
+``moderation-worker eval`` scores a golden set with the same engine, prompts and thresholds
+the worker uses, so the figures describe what the worker will do in production.
+
+* ``dataset``: reading golden rows and contrastive pairs; bad rows named by line.
+* ``selection``: which policies run (the policy directory, plus draft files).
+* ``runner``: driving the engine through ``classify.score_jobs``.
+* ``metrics``, ``thresholds``: the arithmetic, pure functions.
+* ``evaluation``: scores in, every figure out.
+* ``document``, ``charts``, ``console``, ``report``: showing the result.
+* ``command``: the ``eval`` command's body.
+"""
