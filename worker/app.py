@@ -10,10 +10,12 @@ from pathlib import Path
 
 import structlog
 
+from . import metrics, tracing
 from .catalog import Catalog, check_routing, compile_catalog
 from .config import Settings
 from .engine import Classifier
-from .kafka import ensure_topics, start_consumer, start_producer
+from .health import Check, Health, engine_check, joined_check, serve_health
+from .kafka import ensure_topics, retry_unreachable, start_consumer, start_producer
 from .pipeline import Worker
 from .policies import PolicyError, load_policies
 
@@ -41,30 +43,55 @@ async def run_worker(
     """The whole process: engine, policies, Kafka clients, worker loop. Returns exit code."""
     # Policies are checked before the engine loads so a bad pack fails in a second, not a minute.
     check_routing(load_policies(settings.policies.dir, settings.policies.default), settings.routing)
-    classifier = await classifier_factory(settings)
-    try:
-        async with open_worker(settings, classifier) as worker:
-            _install_signal_handlers(worker)
-            return await worker.run()
-    finally:
-        classifier.close()
+    tracing.configure_tracing()
+    # Probes answer from here on: /readyz says what is still loading while the engine loads.
+    async with serve_health(settings.health) as health:
+        classifier = await classifier_factory(settings)
+        try:
+            async with open_worker(settings, classifier, health) as worker:
+                _install_signal_handlers(worker)
+                return await worker.run()
+        finally:
+            classifier.close()
+            tracing.flush()
 
 
 @asynccontextmanager
-async def open_worker(settings: Settings, classifier: Classifier) -> AsyncIterator[Worker]:
-    """A ready-to-run Worker on a started producer, with policy watching while it lives."""
+async def open_worker(
+    settings: Settings, classifier: Classifier, health: Health | None = None
+) -> AsyncIterator[Worker]:
+    """A ready-to-run Worker on a started producer, with policy watching while it lives.
+
+    Without ``health`` from the caller, it serves its own health endpoints meanwhile.
+    """
+    if health is None:
+        async with serve_health(settings.health) as served:
+            async with open_worker(settings, classifier, served) as worker:
+                yield worker
+        return
+    health.set_check("engine", engine_check(classifier))
+    metrics.watch_engine(getattr(classifier, "stats", None))
     catalog = load_catalog(settings, classifier)
+    health.set_check("policies", lambda: None)  # compiled; a rejected reload keeps these
     log.info("policies loaded", policies=sorted(catalog.entries))
-    await ensure_topics(settings)
-    producer = await start_producer(settings.kafka)
+    # Brokers that cannot be reached yet are waited for (kafka.connect_retry_s), not fatal.
+    brokers = _BrokerWait()
+    health.set_check("consumer", brokers.check(None))
+    await retry_unreachable(lambda: ensure_topics(settings), settings.kafka, brokers)
+    producer = await retry_unreachable(
+        lambda: start_producer(settings.kafka), settings.kafka, brokers
+    )
     try:
         worker = Worker(
             settings,
             classifier,
             catalog,
-            lambda listener: start_consumer(settings, listener),
+            lambda listener: retry_unreachable(
+                lambda: start_consumer(settings, listener), settings.kafka, brokers
+            ),
             producer,
         )
+        health.set_check("consumer", brokers.check(worker))
         watcher = _watch_policies(settings, classifier, worker)
         try:
             yield worker
@@ -73,6 +100,28 @@ async def open_worker(settings: Settings, classifier: Classifier) -> AsyncIterat
                 watcher.cancel()
     finally:
         await producer.stop()
+
+
+class _BrokerWait:
+    """Readiness while the brokers are out of reach: at start-up, or when publishes fail."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def __call__(self, reason: str | None) -> None:
+        self.reason = reason
+
+    def check(self, worker: Worker | None) -> Check:
+        joined = joined_check(worker.assigned) if worker else None
+
+        def check() -> str | None:
+            if self.reason is not None:
+                return f"waiting for brokers: {self.reason}"
+            if worker is None or joined is None:
+                return "consumer has not joined its group yet"
+            return worker.broker_trouble or joined()
+
+        return check
 
 
 def _install_signal_handlers(worker: Worker) -> None:
@@ -99,8 +148,10 @@ async def _reload_on_change(settings: Settings, classifier: Classifier, worker: 
             catalog = load_catalog(settings, classifier)
         except (PolicyError, ValueError) as exc:
             log.error("policy reload rejected; keeping the previous policies", error=str(exc))
+            metrics.record_policy_reload(ok=False)
             continue
         worker.swap_catalog(catalog)
+        metrics.record_policy_reload(ok=True)
         log.info(
             "policies reloaded",
             versions={pid: e.policy.version[:12] for pid, e in catalog.entries.items()},

@@ -57,6 +57,7 @@ def run(config: ConfigOpt = None, model: ModelOpt = None, policies: PoliciesOpt 
     """Run the worker: consume, classify, publish, commit. Stops cleanly on SIGTERM."""
     from .app import run_worker
     from .engine import EngineError
+    from .health import HealthServerError
     from .kafka import KafkaSetupError
     from .telemetry import configure_logging
 
@@ -64,7 +65,7 @@ def run(config: ConfigOpt = None, model: ModelOpt = None, policies: PoliciesOpt 
     configure_logging(settings.log)
     try:
         code = asyncio.run(run_worker(settings))
-    except (KafkaSetupError, PolicyError, EngineError, ValueError) as exc:
+    except (KafkaSetupError, PolicyError, EngineError, HealthServerError, ValueError) as exc:
         _die(str(exc), code=1)
     raise typer.Exit(code)
 
@@ -240,7 +241,9 @@ def bench(
     policies_per_event: Annotated[int, typer.Option(help="Policies per event.")] = 1,
     events: Annotated[int, typer.Option(help="Events in each saturated run.")] = 600,
     warmup: Annotated[int, typer.Option(help="Leading events left out of rates.")] = 100,
-    levels: Annotated[str, typer.Option(help="Offered loads, fractions of max.")] = "0.25,0.5,0.75,1",
+    levels: Annotated[str, typer.Option(help="Loads: fractions of max, or N/s.")] = (
+        "0.25,0.5,0.75,1"
+    ),
     level_seconds: Annotated[float, typer.Option(help="Seconds measured per load.")] = 20.0,
     level_warmup_seconds: Annotated[float, typer.Option(help="Unmeasured lead-in.")] = 3.0,
     overhead_events: Annotated[int, typer.Option(help="Events per overhead run.")] = 5000,

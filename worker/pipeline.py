@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -19,21 +19,33 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
+from . import metrics, tracing
 from .catalog import Catalog
 from .classify import Job, Scored, build_verdict, score_jobs
 from .config import Settings
 from .engine import Classifier, EngineError
-from .events import BadEvent, Header, Source, dead_letter_headers, decode_event
+from .events import (
+    DEAD_LETTER_PREFIX,
+    BadEvent,
+    Header,
+    Source,
+    dead_letter_headers,
+    decode_event,
+)
+from .kafka import backoff, record_rejected, unreachable
 from .offsets import TP, OffsetTracker, PartitionOffsets
 from .policies import PolicyError
+from .telemetry import content_field
 
 log = structlog.get_logger("worker.pipeline")
-
-TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 class FatalError(Exception):
     """The worker cannot go on safely (engine gone, broker refusing our output)."""
+
+
+class RecordRejected(Exception):
+    """The broker will never take this output record (too large, invalid): dead-letter it."""
 
 
 @dataclass(eq=False)
@@ -41,16 +53,13 @@ class Item:
     record: ConsumerRecord
     offsets: PartitionOffsets
     job: Job
+    trace: tracing.MessageTrace
 
     @property
     def source(self) -> Source:
         return Source(
             topic=self.record.topic, partition=self.record.partition, offset=self.record.offset
         )
-
-
-def trace_headers(headers: Sequence[Header]) -> list[Header]:
-    return [(k, v) for k, v in headers if k in TRACE_HEADERS]
 
 
 class Worker:
@@ -76,7 +85,12 @@ class Worker:
         self._paused = False
         self._commit_wanted = asyncio.Event()
         self._progress = asyncio.Event()  # set whenever an offset completes
+        # One coroutine at a time hands records to the producer: concurrent senders all wake
+        # whenever a partition's batch drains and retry in turn, which costs more than the send.
+        self._send_lock = asyncio.Lock()
+        self._broker_trouble: str | None = None  # why publishing is waiting for the brokers
         self.assigned = asyncio.Event()
+        self._gauges = metrics.WorkerGauges()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -106,6 +120,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._consumer.stop()
+            self._gauges.close()
         if self._fatal is not None:
             log.error("worker stopped on a fatal error", error=str(self._fatal))
             return 1
@@ -155,6 +170,43 @@ class Worker:
                 log.warning("fetch failed; retrying", error=str(exc))
                 await asyncio.sleep(1.0)
                 continue
+            except UnicodeDecodeError:
+                await self._skip_undecodable()
+                continue
+            for records in batches.values():
+                for record in records:
+                    self._intake(record)
+            await self._gauges.sample(consumer, self._tracker.in_flight())
+
+    async def _skip_undecodable(self) -> None:
+        """Dead-letter the record aiokafka cannot decode, and step past it.
+
+        A header key that is not UTF-8 makes every fetch of its partition fail at the same
+        offset, which would stop that partition for good. aiokafka does not say which
+        partition, so each is fetched alone; the failing one's position is dead-lettered
+        (without the original, which cannot be read) and skipped. Records of the same fetched
+        batch before it fail with it, and are dead-lettered one by one the same way.
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in consumer.assignment() - consumer.paused():
+            try:
+                batches = await consumer.getmany(tp, timeout_ms=0, max_records=1)
+            except UnicodeDecodeError as exc:
+                offset = await consumer.position(tp)
+                record = ConsumerRecord(
+                    topic=tp.topic, partition=tp.partition, offset=offset, timestamp=-1,
+                    timestamp_type=0, key=None, value=b"", checksum=None,
+                    serialized_key_size=-1, serialized_value_size=-1, headers=[],
+                )  # fmt: skip
+                offsets = self._tracker.partition((tp.topic, tp.partition))
+                offsets.track(offset)
+                reason = f"the Kafka client cannot decode this record: {exc}"
+                message = tracing.start_process(record, self.settings.kafka.group_id)
+                error = BadEvent("undecodable_record", reason)
+                self._spawn(self._publish_dead_letter(record, offsets, error, message))
+                consumer.seek(tp, offset + 1)
+                continue
             for records in batches.values():
                 for record in records:
                     self._intake(record)
@@ -173,6 +225,8 @@ class Worker:
     def _intake(self, record: ConsumerRecord) -> None:
         offsets = self._tracker.partition((record.topic, record.partition))
         offsets.track(record.offset)
+        metrics.record_consumed(record.topic)
+        message = tracing.start_process(record, self.settings.kafka.group_id)
         try:
             event = decode_event(record.value)
             try:
@@ -180,9 +234,10 @@ class Worker:
             except PolicyError as exc:
                 raise BadEvent("unknown_policy", str(exc)) from None
         except BadEvent as exc:
-            self._spawn(self._publish_dead_letter(record, offsets, exc))
+            self._spawn(self._publish_dead_letter(record, offsets, exc, message))
             return
-        self._queue.put_nowait(Item(record, offsets, Job(event, entries)))
+        tracing.annotate(message, item_id=event.id)
+        self._queue.put_nowait(Item(record, offsets, Job(event, entries), message))
 
     # ---- batch and classify ----------------------------------------------------------
 
@@ -205,6 +260,7 @@ class Worker:
                     break
             # Work for a partition we no longer own is abandoned: its new owner redoes it.
             live = [item for item in batch if not item.offsets.revoked]
+            tracing.abandon([item.trace for item in batch if item.offsets.revoked])
             if live:
                 self._spawn(self._process(live))
 
@@ -212,33 +268,67 @@ class Worker:
         engine = self.settings.engine
         by_job = {item.job: item for item in batch}
         try:
-            results = await score_jobs(
-                self.classifier, [item.job for item in batch], engine.overlong, engine.max_retries
-            )
+            with tracing.inference([i.trace for i in batch], self.classifier.model_name):
+                results = await score_jobs(
+                    self.classifier,
+                    [item.job for item in batch],
+                    engine.overlong,
+                    engine.max_retries,
+                )
         except EngineError as exc:
             raise FatalError(str(exc)) from exc
+        metrics.record_batch(results)
         await asyncio.gather(*(self._publish(by_job[r.job], r) for r in results))
 
     # ---- publish ---------------------------------------------------------------------
 
     async def _publish(self, item: Item, scored: Scored) -> None:
         if scored.error is not None:
-            await self._publish_dead_letter(item.record, item.offsets, scored.error)
+            await self._publish_dead_letter(item.record, item.offsets, scored.error, item.trace)
             return
         verdict = build_verdict(scored, self.classifier.model_name, item.source)
         topics = self.settings.topics
-        value = verdict.to_json()
+        try:
+            value = verdict.to_json()
+        except (TypeError, ValueError) as exc:  # nesting past what pydantic/orjson write
+            error = BadEvent("publish_failed", f"the verdict cannot be written as JSON: {exc}")
+            await self._publish_dead_letter(item.record, item.offsets, error, item.trace)
+            return
         key = item.job.event.id.encode()
-        headers = trace_headers(item.record.headers)
         destinations = [topics.results]
         if verdict.route == "review":
             destinations.append(topics.review)
-        await self._send_all(
-            [(topic, key, value, headers) for topic in destinations], item.offsets, item.record
-        )
+        try:
+            await self._send_all(
+                [(topic, key, value, []) for topic in destinations],
+                item.offsets,
+                item.record,
+                item.trace,
+            )
+        except RecordRejected as exc:
+            # A poison pill if retried: the item ends as a dead letter instead of a verdict.
+            rejected = BadEvent("publish_failed", f"the verdict could not be published: {exc}")
+            await self._publish_dead_letter(item.record, item.offsets, rejected, item.trace)
+            return
+        metrics.record_verdict(verdict, item.job.event.created_at)
+        with tracing.activate(item.trace):
+            log.debug(
+                "verdict published",
+                id=verdict.id,
+                label=verdict.label,
+                route=verdict.route,
+                topic=item.record.topic,
+                partition=item.record.partition,
+                offset=item.record.offset,
+                **content_field(self.settings.log, item.job.event.content),
+            )
 
     async def _publish_dead_letter(
-        self, record: ConsumerRecord, offsets: PartitionOffsets, error: BadEvent
+        self,
+        record: ConsumerRecord,
+        offsets: PartitionOffsets,
+        error: BadEvent,
+        message: tracing.MessageTrace,
     ) -> None:
         headers = dead_letter_headers(
             list(record.headers),
@@ -248,38 +338,88 @@ class Worker:
             record.partition,
             record.offset,
         )
-        log.info(
-            "dead letter",
-            reason=error.kind,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            detail=error.reason[:300],
-        )
+        tracing.annotate(message, dead_letter_reason=error.kind)
+        with tracing.activate(message):
+            log.info(
+                "dead letter",
+                reason=error.kind,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                detail=error.reason[:300],
+                **content_field(self.settings.log, record.value),
+            )
         destination = self.settings.topics.dead_letter
-        await self._send_all([(destination, record.key, record.value, headers)], offsets, record)
+        try:
+            await self._send_all(
+                [(destination, record.key, record.value, headers)], offsets, record, message
+            )
+        except RecordRejected as exc:
+            # Too large to copy: without the original, the coordinates still lead to it. Were
+            # this fatal, one oversized event would stop the partition for good.
+            slim = _without_original(record, error, str(exc))
+            try:
+                await self._send_all([(destination, *slim)], offsets, record, message)
+            except RecordRejected as again:
+                message.end(again)
+                raise FatalError(
+                    f"dead letter for {record.topic}[{record.partition}]@{record.offset} "
+                    f"could not be published: {again}"
+                ) from again
+        metrics.record_dead_letter(error.kind)
 
     async def _send_all(
         self,
         records: list[tuple[str, bytes | None, bytes | None, list[Header]]],
         offsets: PartitionOffsets,
         source: ConsumerRecord,
+        message: tracing.MessageTrace,
     ) -> None:
-        """Produce, wait for every ack, then mark the source offset done."""
-        try:
-            futures = [
-                await self._producer.send(topic, value=value, key=key, headers=headers)
-                for topic, key, value, headers in records
-            ]
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise FatalError(
-                f"publishing for {source.topic}[{source.partition}]@{source.offset} failed: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        """Produce, wait for every ack, then mark the source offset done.
+
+        Brokers out of reach are waited for, with backoff, for up to kafka.connect_retry_s (a
+        retry may duplicate an output; never lose one). A record the broker will never take
+        raises RecordRejected. Anything else is fatal.
+        """
+        delays = backoff(self.settings.kafka)
+        while True:
+            try:
+                await self._produce(records, message)
+                break
+            except KafkaError as exc:
+                where = f"{source.topic}[{source.partition}]@{source.offset}"
+                if record_rejected(exc):
+                    raise RecordRejected(f"{type(exc).__name__}: {exc}") from exc
+                delay = delays.next() if unreachable(exc) else None
+                if delay is None:
+                    message.end(exc)
+                    raise FatalError(
+                        f"publishing for {where} failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+                if self._broker_trouble is None:  # once per outage, not once per record
+                    log.warning("publishing is failing; retrying", source=where, error=str(exc))
+                self._broker_trouble = f"publishing is failing ({type(exc).__name__}); retrying"
+                await asyncio.sleep(delay)
+        if self._broker_trouble is not None:
+            self._broker_trouble = None
+            log.info("publishing recovered")
         offsets.complete(source.offset)
+        message.end()
         self._commit_wanted.set()
         self._progress.set()
+
+    async def _produce(
+        self,
+        records: list[tuple[str, bytes | None, bytes | None, list[Header]]],
+        message: tracing.MessageTrace,
+    ) -> None:
+        with tracing.sending(message, records) as traced:
+            async with self._send_lock:
+                futures = [
+                    await self._producer.send(topic, value=value, key=key, headers=headers)
+                    for topic, key, value, headers in traced
+                ]
+            await asyncio.gather(*futures)
 
     # ---- commit ----------------------------------------------------------------------
 
@@ -310,6 +450,11 @@ class Worker:
         self._tracker.revoke(revoked)
         log.info("partitions revoked", partitions=sorted(f"{t}[{p}]" for t, p in revoked))
 
+    @property
+    def broker_trouble(self) -> str | None:
+        """Why publishes are waiting for the brokers now (readiness reports it), else None."""
+        return self._broker_trouble
+
     def held_partitions(self) -> set[TP]:
         """Partitions assigned to this worker now."""
         return (
@@ -333,6 +478,18 @@ class Worker:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._fail(task.exception())
+
+
+def _without_original(
+    record: ConsumerRecord, error: BadEvent, why: str
+) -> tuple[bytes | None, bytes, list[Header]]:
+    """A dead letter's key, value and headers when the original is too large to copy."""
+    headers = dead_letter_headers(
+        [], error.kind, error.reason, record.topic, record.partition, record.offset
+    )
+    headers.append((DEAD_LETTER_PREFIX + "original-omitted", why[:500].encode()))
+    key = record.key if record.key is not None and len(record.key) <= 1024 else None
+    return key, b"", headers
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -41,7 +41,7 @@ def _good_events(n: int, rng: random.Random) -> tuple[list, dict[str, int]]:
             text += " near the river"
         item_id = f"item-{i}"
         expected[item_id] = 1 if kind == 0 else 0
-        trace = f"00-{i:032x}-{i:016x}-01".encode()
+        trace = f"00-{i + 1:032x}-{i + 1:016x}-01".encode()  # all-zero ids are invalid
         records.append(
             (
                 item_id.encode(),

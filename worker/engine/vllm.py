@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..config import EngineSettings
@@ -51,11 +54,54 @@ def sampling_params(no: int, yes: int) -> Any:
     )
 
 
+@dataclass(eq=False)
+class EngineStats:
+    """What the engine last reported about itself; read by /metrics."""
+
+    kv_cache_usage: float | None = None  # fraction of KV cache blocks in use
+    running: int = 0
+    waiting: int = 0
+
+
+def stats_logger(stats: EngineStats) -> Callable[[Any, int], Any]:
+    """A vLLM stat logger factory that copies each scheduler report into ``stats``."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class _Recorder(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(
+            self,
+            scheduler_stats: Any,
+            iteration_stats: Any,
+            mm_cache_stats: Any = None,
+            engine_idx: int = 0,
+        ) -> None:
+            if scheduler_stats is not None:
+                stats.kv_cache_usage = scheduler_stats.kv_cache_usage
+                stats.running = scheduler_stats.num_running_reqs
+                stats.waiting = scheduler_stats.num_waiting_reqs
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return _Recorder
+
+
 class VllmClassifier:
     """Scores token-id prompts. Build with ``await VllmClassifier.start(settings)``."""
 
-    def __init__(self, engine: Any, tokenizer: Tokenizer, model_name: str, max_model_len: int):
+    def __init__(
+        self,
+        engine: Any,
+        tokenizer: Tokenizer,
+        model_name: str,
+        max_model_len: int,
+        stats: EngineStats | None = None,
+    ):
         self._engine = engine
+        self.stats = stats
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.max_model_len = max_model_len
@@ -66,25 +112,37 @@ class VllmClassifier:
     @classmethod
     async def start(cls, settings: EngineSettings) -> VllmClassifier:
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(settings)))
+        stats = EngineStats()
+        # Loading takes a minute: off the event loop, so probes and signals are answered.
+        engine = await asyncio.to_thread(
+            AsyncLLM.from_engine_args,
+            AsyncEngineArgs(**engine_args(settings)),
+            # The worker feeds the engine like an offline batch job. vLLM sizes the scheduler
+            # (max_num_batched_tokens, max_num_seqs) by usage context, and its default for an
+            # embedded engine is the smallest (2,048 tokens and 128 sequences a step, on an
+            # H100 too), which starves a GPU; the offline context picks per-hardware sizes
+            # (16,384 and 1,024 on an H100). Explicit engine settings still win.
+            usage_context=UsageContext.LLM_CLASS,
+            stat_loggers=[stats_logger(stats)],
+        )
         try:
             tokenizer = engine.get_tokenizer()
             name = settings.served_model_name or settings.model
-            return cls(engine, tokenizer, name, engine.model_config.max_model_len)
+            return cls(engine, tokenizer, name, engine.model_config.max_model_len, stats)
         except Exception:
             engine.shutdown()
             raise
 
     async def score(self, prompt_token_ids: list[int]) -> Score:
-        from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 
         final = None
         try:
             async for output in self._engine.generate(
-                TokensPrompt(prompt_token_ids=prompt_token_ids),
+                self._render(prompt_token_ids),
                 self._params,
                 request_id=f"mw-{next(self._ids)}",
             ):
@@ -102,6 +160,22 @@ class VllmClassifier:
             prompt_tokens=len(prompt_token_ids),
             cached_tokens=final.num_cached_tokens or 0,
         )
+
+    def _render(self, prompt_token_ids: list[int]) -> Any:
+        """The prompt as an engine input, made by the engine's renderer.
+
+        A raw ``TokensPrompt`` is deprecated in vLLM and is rendered on a thread pool, one
+        hop per request; rendering token ids here is a few dict operations, so it runs
+        inline. Engines without a renderer (older vLLM) take the raw prompt.
+        """
+        from vllm.inputs import TokensPrompt
+
+        prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
+        renderer = getattr(self._engine, "renderer", None)
+        if renderer is None or not hasattr(renderer, "render_cmpl"):
+            return prompt
+        (engine_input,) = renderer.render_cmpl([prompt], renderer.default_cmpl_tok_params)
+        return engine_input
 
     def _p_yes(self, logprobs: dict[int, Any]) -> float:
         # Processed logprobs are taken after the allowed-token mask, so the two sum to one;

@@ -1,0 +1,325 @@
+"""OpenTelemetry metrics, exposed for Prometheus on the health server's /metrics.
+
+Instruments live on the global meter; ``setup_metrics`` installs the SDK provider with a
+``PrometheusMetricReader`` (and an OTLP reader when ``OTEL_METRICS_EXPORTER`` asks for one).
+Until then every call here is a no-op, so the CLI and tests that do not serve metrics pay
+nothing. The pipeline calls the ``record_*`` functions; gauges that describe state (in-flight
+items, consumer lag, the engine's KV cache) are read from snapshots at scrape time, because
+scrapes run on the health server's thread, not on the worker's event loop.
+
+Prometheus names (OpenTelemetry's conversion: dots become underscores, seconds get
+``_seconds``, counters ``_total``) are listed in docs/observability.md.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import IllegalStateError
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from .classify import Scored
+from .events import Verdict
+
+METER_NAME = "moderation-worker"
+LATENCY_BUCKETS_S = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+]  # fmt: skip
+BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+PREFIX_WINDOW = 1000  # prompts the prefix-cache hit ratio is taken over
+LAG_SAMPLE_INTERVAL_S = 1.0
+
+
+# ---- state read at scrape time -------------------------------------------------------
+
+
+class EngineStats(Protocol):
+    """What an engine last reported about itself (``VllmClassifier.stats``)."""
+
+    kv_cache_usage: float | None  # None until the engine has reported
+    running: int
+    waiting: int
+
+
+class PrefixCacheWindow:
+    """Cached / prompt tokens over the most recent ``size`` prompts."""
+
+    def __init__(self, size: int = PREFIX_WINDOW) -> None:
+        self._items: deque[tuple[int, int]] = deque()
+        self._size = size
+        self._prompt = 0
+        self._cached = 0
+        self._lock = threading.Lock()
+
+    def add(self, prompt_tokens: int, cached_tokens: int) -> None:
+        with self._lock:
+            self._items.append((prompt_tokens, cached_tokens))
+            self._prompt += prompt_tokens
+            self._cached += cached_tokens
+            while len(self._items) > self._size:
+                old_prompt, old_cached = self._items.popleft()
+                self._prompt -= old_prompt
+                self._cached -= old_cached
+
+    def ratio(self) -> float | None:
+        with self._lock:
+            return self._cached / self._prompt if self._prompt else None
+
+
+class WorkerGauges:
+    """One worker's in-flight count and per-partition lag, refreshed from its event loop."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.lag: dict[tuple[str, int], int] = {}
+        self._next_sample = 0.0
+        _workers.add(self)
+
+    async def sample(self, consumer: AIOKafkaConsumer, in_flight: int) -> None:
+        """Refresh at most once a second; cheap enough for every poll of the consume loop."""
+        self.in_flight = in_flight
+        now = time.monotonic()
+        if now < self._next_sample:
+            return
+        self._next_sample = now + LAG_SAMPLE_INTERVAL_S
+        self.lag = await consumer_lag(consumer)  # replaced whole: scrapes read it unlocked
+
+    def close(self) -> None:
+        _workers.discard(self)
+
+
+async def consumer_lag(consumer: AIOKafkaConsumer) -> dict[tuple[str, int], int]:
+    """Records between our fetch position and the end of each assigned partition."""
+    lags = {}
+    for tp in list(consumer.assignment()):
+        try:
+            end = _partition_end(consumer, tp)
+            if end is None:  # no fetch response yet: the end is unknown
+                continue
+            position = await consumer.position(tp)
+        except (IllegalStateError, AssertionError, KeyError):  # revoked while we looked
+            continue
+        lags[(tp.topic, tp.partition)] = max(0, end - position)
+    return lags
+
+
+def _partition_end(consumer: AIOKafkaConsumer, tp: object) -> int | None:
+    # read_committed consumers cannot read past the last stable offset.
+    stable = consumer.last_stable_offset(tp)
+    if stable is not None and stable >= 0:
+        return stable
+    return consumer.highwater(tp)
+
+
+_workers: weakref.WeakSet[WorkerGauges] = weakref.WeakSet()
+_engines: weakref.WeakSet[EngineStats] = weakref.WeakSet()
+_prefix_window = PrefixCacheWindow()
+
+
+def watch_engine(stats: EngineStats | None) -> None:
+    """Report this engine's stats on /metrics (engines without stats report nothing)."""
+    if stats is not None:
+        _engines.add(stats)
+
+
+def _observe_in_flight(_: CallbackOptions) -> Iterable[Observation]:
+    workers = list(_workers)
+    if workers:
+        yield Observation(sum(w.in_flight for w in workers))
+
+
+def _observe_lag(_: CallbackOptions) -> Iterable[Observation]:
+    for worker in list(_workers):
+        for (topic, partition), lag in worker.lag.items():
+            yield Observation(lag, {"topic": topic, "partition": str(partition)})
+
+
+def _observe_prefix_ratio(_: CallbackOptions) -> Iterable[Observation]:
+    ratio = _prefix_window.ratio()
+    if ratio is not None:
+        yield Observation(ratio)
+
+
+def _observe_kv_cache(_: CallbackOptions) -> Iterable[Observation]:
+    for engine in list(_engines):
+        if engine.kv_cache_usage is not None:
+            yield Observation(engine.kv_cache_usage)
+
+
+def _observe_engine_requests(_: CallbackOptions) -> Iterable[Observation]:
+    for engine in list(_engines):
+        if engine.kv_cache_usage is not None:  # the engine has reported at least once
+            yield Observation(engine.running, {"state": "running"})
+            yield Observation(engine.waiting, {"state": "waiting"})
+
+
+# ---- instruments -------------------------------------------------------------------
+
+_meter = metrics.get_meter(METER_NAME)
+
+events_consumed = _meter.create_counter(
+    "moderation.events.consumed", unit="{event}", description="Records read from the content topic."
+)
+verdicts = _meter.create_counter(
+    "moderation.verdicts",
+    unit="{verdict}",
+    description="Per-policy verdicts published, by policy, label and the item's route.",
+)
+dead_letters = _meter.create_counter(
+    "moderation.dead_letters", unit="{event}", description="Records dead-lettered, by reason."
+)
+batch_size = _meter.create_histogram(
+    "moderation.batch.size",
+    unit="{event}",
+    description="Events per micro-batch handed to the engine.",
+    explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
+)
+inference_duration = _meter.create_histogram(
+    "moderation.inference.duration",
+    unit="s",
+    description="Engine time of one micro-batch (all its prompts, concurrently).",
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+)
+queue_duration = _meter.create_histogram(
+    "moderation.queue.duration",
+    unit="s",
+    description="Per event: consumed until its batch went to the engine.",
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+)
+end_to_end_duration = _meter.create_histogram(
+    "moderation.end_to_end.duration",
+    unit="s",
+    description="Per event with created_at: created_at until its verdict was acknowledged.",
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+)
+prompt_tokens = _meter.create_counter(
+    "moderation.engine.prompt_tokens", unit="{token}", description="Prompt tokens scored."
+)
+cached_tokens = _meter.create_counter(
+    "moderation.engine.cached_tokens",
+    unit="{token}",
+    description="Prompt tokens served from the engine's prefix cache.",
+)
+policy_reloads = _meter.create_counter(
+    "moderation.policy.reloads", unit="{reload}", description="Policy reloads, by result."
+)
+_meter.create_observable_gauge(
+    "moderation.in_flight",
+    callbacks=[_observe_in_flight],
+    unit="{event}",
+    description="Events consumed and not yet finished (published or dead-lettered).",
+)
+_meter.create_observable_gauge(
+    "moderation.consumer.lag",
+    callbacks=[_observe_lag],
+    unit="{event}",
+    description="Per assigned partition: end of the partition minus the fetch position.",
+)
+_meter.create_observable_gauge(
+    "moderation.engine.prefix_cache.hit_ratio",
+    callbacks=[_observe_prefix_ratio],
+    unit="1",
+    description=f"Cached / prompt tokens over the last {PREFIX_WINDOW} prompts.",
+)
+_meter.create_observable_gauge(
+    "moderation.engine.kv_cache.usage",
+    callbacks=[_observe_kv_cache],
+    unit="1",
+    description="Fraction of the engine's KV cache blocks in use, as the engine last reported.",
+)
+_meter.create_observable_gauge(
+    "moderation.engine.requests",
+    callbacks=[_observe_engine_requests],
+    unit="{request}",
+    description="Engine requests running and waiting, as the engine last reported.",
+)
+
+
+# ---- what the pipeline reports -------------------------------------------------------
+
+
+def record_consumed(topic: str) -> None:
+    events_consumed.add(1, {"topic": topic})
+
+
+def record_dead_letter(reason: str) -> None:
+    dead_letters.add(1, {"reason": reason})
+
+
+def record_batch(results: Sequence[Scored]) -> None:
+    """Batch size, engine time, each item's queue time and prefix-cache use."""
+    batch_size.record(len(results))
+    scored = [r for r in results if r.scores is not None]
+    if scored:
+        inference_duration.record(max(0.0, scored[0].finished - scored[0].started))
+    for result in scored:
+        queue_duration.record(max(0.0, result.started - result.job.received))
+        for score in result.scores or ():
+            prompt_tokens.add(score.prompt_tokens)
+            cached_tokens.add(score.cached_tokens)
+            _prefix_window.add(score.prompt_tokens, score.cached_tokens)
+
+
+def record_verdict(verdict: Verdict, created_at: datetime | None) -> None:
+    """A verdict the broker acknowledged; end-to-end latency when the event said when."""
+    for policy in verdict.verdicts:
+        verdicts.add(
+            1, {"policy": policy.policy, "label": str(policy.label), "route": verdict.route}
+        )
+    if created_at is not None:
+        if created_at.tzinfo is None:  # naive times are taken as UTC
+            created_at = created_at.replace(tzinfo=UTC)
+        seconds = (datetime.now(UTC) - created_at).total_seconds()
+        end_to_end_duration.record(max(0.0, seconds))
+
+
+def record_policy_reload(ok: bool) -> None:
+    policy_reloads.add(1, {"result": "success" if ok else "failure"})
+
+
+# ---- set-up ------------------------------------------------------------------------
+
+_setup_lock = threading.Lock()
+_installed = False
+
+
+def setup_metrics() -> None:
+    """Install the SDK meter provider once per process: Prometheus reader (+ OTLP if asked)."""
+    global _installed
+    with _setup_lock:
+        if _installed:
+            return
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+
+        from .tracing import resource
+
+        # Scope labels would add otel_scope_* to every series and tell operators nothing.
+        readers = [PrometheusMetricReader(scope_info_enabled=False), *_otlp_readers()]
+        metrics.set_meter_provider(MeterProvider(metric_readers=readers, resource=resource()))
+        _installed = True
+
+
+def _otlp_readers() -> list[object]:
+    requested = os.environ.get("OTEL_METRICS_EXPORTER", "").lower().split(",")
+    if "otlp" not in [r.strip() for r in requested]:
+        return []
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", ""
+    )
+    if protocol.strip() == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    return [PeriodicExportingMetricReader(OTLPMetricExporter())]
