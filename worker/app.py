@@ -15,7 +15,13 @@ from .catalog import Catalog, check_routing, compile_catalog
 from .config import Settings
 from .engine import Classifier
 from .health import Check, Health, engine_check, joined_check, serve_health
-from .kafka import ensure_topics, retry_unreachable, start_consumer, start_producer
+from .kafka import (
+    check_credentials,
+    ensure_topics,
+    retry_unreachable,
+    start_consumer,
+    start_producer,
+)
 from .pipeline import Worker
 from .policies import PolicyError, load_policies
 
@@ -43,6 +49,8 @@ async def run_worker(
     """The whole process: engine, policies, Kafka clients, worker loop. Returns exit code."""
     # Policies are checked before the engine loads so a bad pack fails in a second, not a minute.
     check_routing(load_policies(settings.policies.dir, settings.policies.default), settings.routing)
+    # So are credentials and certificates the brokers refuse (brokers merely down are waited for).
+    await check_credentials(settings.kafka)
     tracing.configure_tracing()
     # Probes answer from here on: /readyz says what is still loading while the engine loads.
     async with serve_health(settings.health) as health:

@@ -55,6 +55,21 @@ class KafkaSettings(_Section):
     request_timeout_ms: int = Field(40_000, ge=1_000)
     max_request_size: int = Field(1_048_576, ge=1_024, description="Largest record we produce.")
     linger_ms: int = Field(5, ge=0, description="Producer linger, for output batching.")
+    fetch_max_bytes: int = Field(
+        16_777_216, ge=1_024, description="Most bytes one fetch may buffer (all partitions)."
+    )
+    max_partition_fetch_bytes: int = Field(
+        1_048_576, ge=1_024, description="Most bytes one fetch may buffer per partition."
+    )
+    connect_retry_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long to keep retrying brokers that cannot be reached (at start-up "
+        "and when publishing) before exiting non-zero; 0 = give up at once.",
+    )
+    connect_backoff_max_s: float = Field(
+        10.0, gt=0, description="Longest wait between two attempts to reach the brokers."
+    )
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> KafkaSettings:

@@ -3,20 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    CorruptRecordException,
+    IllegalSaslStateError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from .config import KafkaSettings, Settings, TopicSettings
 
+log = structlog.get_logger("worker.kafka")
+T = TypeVar("T")
+
 
 class KafkaSetupError(Exception):
-    """Start-up could not reach or use the brokers; the message says what to change."""
+    """Start-up could not reach or use the brokers; the message says what to change.
+
+    ``retriable`` when the brokers could not be reached (they may come back), as opposed to
+    refusing us (configuration, credentials, certificates), which waiting does not fix.
+    """
+
+    def __init__(self, message: str, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -59,6 +85,9 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
         max_poll_interval_ms=kafka.max_poll_interval_ms,
         max_poll_records=kafka.max_poll_records,
+        # Fetched records wait in aiokafka's buffer until taken: these bound that memory.
+        fetch_max_bytes=kafka.fetch_max_bytes,
+        max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
         isolation_level="read_committed",
     )
 
@@ -83,15 +112,15 @@ async def start_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
     try:
         # With idempotence on, start() also asks the broker for a producer id.
         await asyncio.wait_for(producer.start(), kafka.request_timeout_ms / 1000)
-    except (KafkaError, OSError, TimeoutError) as exc:
+    except Exception as exc:  # aiokafka's SCRAM client raises KeyError on a refusal
         await producer.stop()
-        hint = ""
-        if kafka.enable_idempotence:
-            hint = (
-                " If this broker does not support the idempotent producer, set "
+        error = await _setup_error("producer could not start", exc, kafka)
+        if kafka.enable_idempotence and not error.retriable and isinstance(exc, KafkaError):
+            error = KafkaSetupError(
+                f"{error}. If this broker does not support the idempotent producer, set "
                 "kafka.enable_idempotence=false (env WORKER_KAFKA__ENABLE_IDEMPOTENCE=false)."
             )
-        raise KafkaSetupError(f"producer could not start: {_describe(exc)}.{hint}") from exc
+        raise error from exc
     return producer
 
 
@@ -102,9 +131,9 @@ async def start_consumer(
     try:
         await consumer.start()
         consumer.subscribe([settings.topics.content], listener=listener)
-    except (KafkaError, OSError) as exc:
+    except Exception as exc:
         await consumer.stop()
-        raise KafkaSetupError(f"consumer could not start: {_describe(exc)}") from exc
+        raise await _setup_error("consumer could not start", exc, settings.kafka) from exc
     return consumer
 
 
@@ -126,8 +155,11 @@ async def ensure_topics(settings: Settings) -> None:
             await admin.create_topics(
                 [NewTopic(t, topics.partitions, topics.replication_factor) for t in missing]
             )
-    except KafkaError as exc:
-        raise KafkaSetupError(f"cannot reach brokers to check topics: {_describe(exc)}") from exc
+    except KafkaSetupError:
+        raise
+    except Exception as exc:
+        error = await _setup_error("cannot check topics", exc, settings.kafka)
+        raise error from exc
     finally:
         await admin.close()
 
@@ -137,4 +169,188 @@ def _topic_names(topics: TopicSettings) -> list[str]:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    name, text = type(exc).__name__, str(exc)
+    if not text or text.startswith(name):  # aiokafka's errors name themselves
+        return text or name
+    return f"{name}: {text}"
+
+
+# ---- telling "unreachable" from "refused" ------------------------------------------
+
+_SASL_REFUSALS = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    UnsupportedSaslMechanismError,
+    IllegalSaslStateError,
+    KeyError,  # aiokafka's SCRAM client, when the server's final message is an error
+    ValueError,  # ... or carries the wrong signature
+)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The brokers did not answer (down, paused, partitioned): waiting may fix it."""
+    if isinstance(exc, ssl.SSLError):  # an OSError, but a refusal
+        return False
+    if isinstance(exc, KafkaError):
+        return exc.retriable or isinstance(exc, KafkaTimeoutError)
+    return isinstance(exc, OSError | TimeoutError)
+
+
+def record_rejected(exc: BaseException) -> bool:
+    """The broker (or the client's own limit) will never take this record: retrying is futile."""
+    return isinstance(exc, MessageSizeTooLargeError | CorruptRecordException)
+
+
+async def _setup_error(doing: str, exc: BaseException, kafka: KafkaSettings) -> KafkaSetupError:
+    if isinstance(exc, KafkaSetupError):
+        return exc
+    # aiokafka reports any failed bootstrap as KafkaConnectionError and only logs the cause:
+    # connect once ourselves to tell a refusal (credentials, TLS) from an absent broker.
+    cause = await _connect_once(kafka) if unreachable(exc) else exc
+    if cause is None:
+        cause = exc
+    refusal = _refusal(cause, kafka)
+    if refusal is not None:
+        return KafkaSetupError(f"{doing}: {refusal}")
+    if unreachable(cause):
+        return KafkaSetupError(
+            f"{doing}: cannot reach brokers {kafka.bootstrap_servers}: {_describe(cause)}",
+            retriable=True,
+        )
+    return KafkaSetupError(f"{doing}: {_describe(cause)}")
+
+
+def _refusal(exc: BaseException, kafka: KafkaSettings) -> str | None:
+    """A readable reason when ``exc`` means the brokers refused our credentials or TLS."""
+    if isinstance(exc, ssl.SSLError):
+        return (
+            f"TLS with the brokers failed ({_describe(exc)}). Check kafka.ssl_cafile, "
+            "kafka.ssl_certfile / kafka.ssl_keyfile and kafka.ssl_check_hostname."
+        )
+    if kafka.security_protocol.startswith("SASL_") and isinstance(exc, _SASL_REFUSALS):
+        # The exception text is not echoed: it could quote what was sent.
+        return (
+            f"SASL authentication failed: the brokers refused user {kafka.sasl_username!r} "
+            f"with {kafka.sasl_mechanism} ({type(exc).__name__}). Check kafka.sasl_username, "
+            "kafka.sasl_mechanism and the password (kafka.sasl_password or "
+            "kafka.sasl_password_file)."
+        )
+    return None
+
+
+async def check_credentials(kafka: KafkaSettings) -> None:
+    """Fail at once when the brokers refuse our credentials or certificates.
+
+    Brokers that cannot be reached are not an error here: start-up waits for them later.
+    """
+    cause = await _connect_once(kafka)
+    refusal = _refusal(cause, kafka) if cause is not None else None
+    if refusal is not None:
+        raise KafkaSetupError(f"the brokers refused the worker: {refusal}")
+
+
+async def _connect_once(kafka: KafkaSettings) -> BaseException | None:
+    """Open one connection to the first bootstrap server; the exception it raised, if any."""
+    options = client_options(kafka)
+    host, _, port = options.pop("bootstrap_servers")[0].rpartition(":")
+    host = host.strip("[]")
+    if "ssl_context" in options:
+        refused = await asyncio.to_thread(_tls_verdict, host, int(port), options["ssl_context"])
+        if refused is not None:
+            return refused
+    try:
+        conn = await create_conn(
+            host,
+            int(port),
+            client_id=options["client_id"],
+            request_timeout_ms=options["request_timeout_ms"],
+            ssl_context=options.get("ssl_context"),
+            security_protocol=options["security_protocol"],
+            sasl_mechanism=options.get("sasl_mechanism"),
+            sasl_plain_username=options.get("sasl_plain_username"),
+            sasl_plain_password=options.get("sasl_plain_password"),
+        )
+    except Exception as exc:
+        return exc
+    conn.close()
+    return None
+
+
+def _tls_verdict(host: str, port: int, context: ssl.SSLContext) -> ssl.SSLError | None:
+    """The TLS alert the server sends about our certificate, if any.
+
+    In TLS 1.3 the server judges the client's certificate after the handshake, so a refusal
+    arrives as an alert on the first read; aiokafka reports it as a closed connection.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                tls.settimeout(1.0)  # a Kafka broker never speaks first: silence is consent
+                tls.recv(1)
+    except ssl.SSLError as exc:
+        return exc
+    except OSError:  # unreachable, timed out, closed: create_conn tells the rest
+        return None
+    return None
+
+
+# ---- waiting for brokers -------------------------------------------------------------
+
+
+class Backoff:
+    """Delays between attempts to reach the brokers: doubling up to a cap, within a budget.
+
+    The budget starts at the first failure; ``next()`` is None once it is spent.
+    """
+
+    def __init__(self, budget_s: float, cap_s: float, first_s: float = 0.5) -> None:
+        self._budget_s = budget_s
+        self._cap_s = cap_s
+        self._delay = min(first_s, cap_s)
+        self._deadline: float | None = None
+        self.waited = 0
+
+    def next(self, now: float | None = None) -> float | None:
+        now = time.monotonic() if now is None else now
+        if self._deadline is None:
+            self._deadline = now + self._budget_s
+        left = self._deadline - now
+        if left <= 0:
+            return None
+        delay = min(self._delay, left)
+        self._delay = min(self._delay * 2, self._cap_s)
+        self.waited += 1
+        return delay
+
+
+def backoff(kafka: KafkaSettings) -> Backoff:
+    return Backoff(kafka.connect_retry_s, kafka.connect_backoff_max_s)
+
+
+async def retry_unreachable(
+    step: Callable[[], Awaitable[T]],
+    kafka: KafkaSettings,
+    waiting: Callable[[str | None], None] = lambda _: None,
+) -> T:
+    """Run a start-up step, retrying while the brokers cannot be reached.
+
+    ``waiting`` hears the reason while it waits (for readiness) and None once through.
+    Refusals (KafkaSetupError that is not retriable) and a spent budget raise at once.
+    """
+    delays = backoff(kafka)
+    while True:
+        try:
+            result = await step()
+        except KafkaSetupError as exc:
+            delay = delays.next() if exc.retriable else None
+            if delay is None:
+                raise
+            log.warning("brokers unreachable; retrying", error=str(exc), retry_in_s=delay)
+            waiting(str(exc))
+            await asyncio.sleep(delay)
+            continue
+        if delays.waited:
+            log.info("brokers reachable again")
+            waiting(None)
+        return result

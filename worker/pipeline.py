@@ -179,37 +179,81 @@ class Worker:
             await self._gauges.sample(consumer, self._tracker.in_flight())
 
     async def _skip_undecodable(self) -> None:
-        """Dead-letter the record aiokafka cannot decode, and step past it.
+        """Get past a record aiokafka cannot decode, losing nothing around it.
 
         A header key that is not UTF-8 makes every fetch of its partition fail at the same
-        offset, which would stop that partition for good. aiokafka does not say which
-        partition, so each is fetched alone; the failing one's position is dead-lettered
-        (without the original, which cannot be read) and skipped. Records of the same fetched
-        batch before it fail with it, and are dead-lettered one by one the same way.
+        offset, which would stop that partition for good. The failed call has also dropped
+        what it had already taken from other partitions, after moving their positions on:
+        every partition is first put back after the last record this worker took. Then each
+        is fetched alone (a failure then moves nothing); in the failing one, records are
+        taken one by one up to the undecodable one, which is dead-lettered by its
+        coordinates (its contents cannot be read) and stepped over. Records after it in
+        the same producer batch fail with it and are dead-lettered the same way, in turn.
         """
         consumer = self._consumer
         assert consumer is not None
+        for tp in consumer.assignment():
+            start = await self._next_to_take(tp)
+            if start is not None:
+                consumer.seek(tp, start)
         for tp in consumer.assignment() - consumer.paused():
+            room = max(self.settings.batch.max_in_flight - self._tracker.in_flight(), 1)
             try:
-                batches = await consumer.getmany(tp, timeout_ms=0, max_records=1)
-            except UnicodeDecodeError as exc:
-                offset = await consumer.position(tp)
-                record = ConsumerRecord(
-                    topic=tp.topic, partition=tp.partition, offset=offset, timestamp=-1,
-                    timestamp_type=0, key=None, value=b"", checksum=None,
-                    serialized_key_size=-1, serialized_value_size=-1, headers=[],
-                )  # fmt: skip
-                offsets = self._tracker.partition((tp.topic, tp.partition))
-                offsets.track(offset)
-                reason = f"the Kafka client cannot decode this record: {exc}"
-                message = tracing.start_process(record, self.settings.kafka.group_id)
-                error = BadEvent("undecodable_record", reason)
-                self._spawn(self._publish_dead_letter(record, offsets, error, message))
-                consumer.seek(tp, offset + 1)
+                batches = await consumer.getmany(tp, timeout_ms=1000, max_records=room)
+            except UnicodeDecodeError:
+                await self._step_to_undecodable(tp)
                 continue
             for records in batches.values():
                 for record in records:
                     self._intake(record)
+
+    async def _step_to_undecodable(self, tp: TopicPartition) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while True:
+            try:
+                batches = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
+            except UnicodeDecodeError as exc:
+                offset = await consumer.position(tp)
+                self._dead_letter_undecodable(tp, offset, exc)
+                consumer.seek(tp, offset + 1)
+                return
+            if not batches:
+                return
+            for records in batches.values():
+                for record in records:
+                    self._intake(record)
+
+    async def _next_to_take(self, tp: TopicPartition) -> int | None:
+        """The offset after the last record taken from ``tp`` (None when not knowable)."""
+        consumer = self._consumer
+        assert consumer is not None
+        part = self._tracker.partition((tp.topic, tp.partition))
+        if part.pending:
+            return part.pending[-1] + 1
+        if part.position is not None:
+            return part.position
+        committed = await consumer.committed(tp)  # nothing taken yet: it started here
+        if committed is not None:
+            return committed
+        if self.settings.kafka.auto_offset_reset == "earliest":
+            return (await consumer.beginning_offsets([tp]))[tp]
+        return None
+
+    def _dead_letter_undecodable(
+        self, tp: TopicPartition, offset: int, exc: UnicodeDecodeError
+    ) -> None:
+        record = ConsumerRecord(
+            topic=tp.topic, partition=tp.partition, offset=offset, timestamp=-1,
+            timestamp_type=0, key=None, value=b"", checksum=None,
+            serialized_key_size=-1, serialized_value_size=-1, headers=[],
+        )  # fmt: skip
+        offsets = self._tracker.partition((tp.topic, tp.partition))
+        offsets.track(offset)
+        reason = f"the Kafka client cannot decode this record: {exc}"
+        message = tracing.start_process(record, self.settings.kafka.group_id)
+        error = BadEvent("undecodable_record", reason)
+        self._spawn(self._publish_dead_letter(record, offsets, error, message))
 
     def _apply_backpressure(self, room: int) -> None:
         """Pause every held partition while the in-flight bound is reached."""
@@ -449,6 +493,10 @@ class Worker:
         await self._commit(revoked)
         self._tracker.revoke(revoked)
         log.info("partitions revoked", partitions=sorted(f"{t}[{p}]" for t, p in revoked))
+
+    def in_flight(self) -> int:
+        """Events taken from Kafka and not yet finished: at most batch.max_in_flight."""
+        return self._tracker.in_flight()
 
     @property
     def broker_trouble(self) -> str | None:

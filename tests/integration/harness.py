@@ -70,8 +70,11 @@ def event(item_id: str, content: str, **fields) -> bytes:
     return orjson.dumps({"id": item_id, "content": content, **fields})
 
 
-async def produce(bootstrap: str, topic: str, records: list[Record]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def produce(
+    bootstrap: str, topic: str, records: list[Record], client: dict | None = None
+) -> None:
+    """``client``: extra aiokafka options (TLS for the security tests)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **(client or {}))
     await producer.start()
     try:
         futures = [
@@ -84,10 +87,18 @@ async def produce(bootstrap: str, topic: str, records: list[Record]) -> None:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, at_least: int = 0, timeout: float = 60.0, settle: float = 1.0
+    bootstrap: str,
+    topic: str,
+    *,
+    at_least: int = 0,
+    timeout: float = 60.0,
+    settle: float = 1.0,
+    client: dict | None = None,
 ) -> list[ConsumerRecord]:
     """Everything on ``topic``: wait until ``at_least`` records, then ``settle`` seconds more."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **(client or {})
+    )
     await consumer.start()
     try:
         partitions = await _partitions(consumer, topic, timeout)
@@ -119,8 +130,10 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float):
     raise TimeoutError(f"topic {topic} has no partitions")
 
 
-async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+async def committed(
+    bootstrap: str, group: str, topic: str, client: dict | None = None
+) -> dict[int, int | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, **(client or {}))
     await consumer.start()
     try:
         parts = await _partitions(consumer, topic, 10)

@@ -61,6 +61,25 @@ class WorkerProcess:
                 pass
         self.process.wait(timeout=30)
 
+    def descendant(self, name: str) -> int:
+        """The pid of the process below the worker whose name or command line has ``name``."""
+        assert self.process is not None
+        for pid in _descendants(self.process.pid):
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text()
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if name in comm or name.encode() in cmdline:
+                return pid
+        raise AssertionError(f"no process named {name!r} below the worker:\n{self.tail()}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the worker process itself (not its children)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def terminate(self, timeout: float = 90) -> int:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)

@@ -189,6 +189,10 @@ def test_gauges_read_live_workers_and_engines() -> None:
     gauges = metrics.WorkerGauges()
     gauges.in_flight = 7
     gauges.lag = {("unit-lag", 4): 12}
+    # One engine per process in production; an earlier test's engine would share the
+    # attribute-less series and hide this one's value.
+    earlier = list(metrics._engines)
+    metrics._engines.clear()
     stats = Stats(0.375)
     metrics.watch_engine(stats)
     metrics.watch_engine(None)  # an engine that reports nothing is skipped
@@ -205,6 +209,7 @@ def test_gauges_read_live_workers_and_engines() -> None:
     finally:
         gauges.close()
         metrics._engines.discard(stats)
+        metrics._engines.update(earlier)
     assert ("moderation_consumer_lag", (("partition", "4"), ("topic", "unit-lag"))) not in (
         exposition()
     )

@@ -193,6 +193,9 @@ manages filled in. Only keys of worker/config.py's Settings are emitted.
 */}}
 {{- define "moderation-worker.config" -}}
 {{- $kafka := deepCopy .Values.kafka }}
+{{- range $key := list "connect_retry_s" "connect_backoff_max_s" }}
+{{- $_ := set $kafka $key (float64 (get $kafka $key)) }}
+{{- end }}
 {{- if include "moderation-worker.sasl.secretName" . }}
 {{- $_ := set $kafka "sasl_password_file" (printf "%s/password" (include "moderation-worker.saslDir" .)) }}
 {{- end }}

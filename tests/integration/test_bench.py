@@ -1,0 +1,83 @@
+"""A small run of ``moderation-worker bench`` on the session broker and engine.
+
+It checks that the benchmark measures what it says, with every item accounted for, not
+how fast anything is: speed targets belong to the benchmark itself.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from worker.bench.config import CPU_ENGINE_ARGS, BenchConfig
+from worker.bench.launch import build_system
+from worker.bench.report import write_json
+from worker.bench.runner import run_bench
+
+from ..conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+async def test_bench_worker_and_overhead_phases(broker, engine, test_model, tmp_path):
+    config = BenchConfig(
+        model=str(test_model),
+        policy_dir=REPO / "policies",
+        max_model_len=engine.max_model_len,
+        engine_args=CPU_ENGINE_ARGS,
+        policy_tokens=300,
+        content_tokens=(20, 60),
+        events=40,
+        warmup_events=10,
+        levels=(),
+        level_rates=(20.0,),  # this few events say little about the maximum: a fixed rate
+        level_seconds=3.0,
+        level_warmup_seconds=1.0,
+        overhead_events=1000,
+        batch={"max_items": 4},
+        phases=("worker", "overhead"),
+        wait_timeout_s=120.0,
+        workdir=tmp_path,
+    )
+
+    async def in_process(kind, spec):
+        return await build_system(kind, config, spec, classifier=engine)
+
+    result = await run_bench(
+        config, engine.tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
+    )
+    write_json(result, tmp_path / "bench.json")
+    result = orjson.loads((tmp_path / "bench.json").read_bytes())
+
+    phases = result["phases"]
+    assert set(phases) == {"worker", "worker-instant", "raw-loop", "tokenizer"}
+    for kind, count in (("worker", 40), ("worker-instant", 1000), ("raw-loop", 1000)):
+        sat = phases[kind]["saturation"]
+        assert sat["items"] == count
+        assert sat["verdicts"] + sat["dead_letters"] == count, kind
+        assert sat["missing"] == 0 and sat["dead_letters"] == 0, kind
+        assert sat["items_per_s"] > 0, kind
+
+    [level] = phases["worker"]["levels"]
+    assert level["offered_fraction"] is None and level["offered_per_s"] == 20.0
+    assert level["sent"] == level["verdicts"] > 0 and level["missing"] == 0
+    assert 0 < level["measured"] < level["sent"]  # the lead-in second is not measured
+    latency = level["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+
+    # Every fitted policy was served, and its prefix came from the cache once warm.
+    cache = phases["worker"]["cache"]
+    assert set(cache) == set(result["workload"]["policies"])
+    for row in cache.values():
+        assert row["prompts"] > 0
+        assert 0 < row["cached_share_of_policy"] <= 1
+        assert row["computed_tokens_mean"] + row["cached_tokens_mean"] == pytest.approx(
+            row["prompt_tokens_mean"], abs=0.2
+        )
+    for policy in result["workload"]["policies"].values():
+        assert policy["policy_tokens"] <= 300
+
+    assert result["ratios"]["instant_worker_over_raw_loop"] > 0
+    assert result["ratios"]["worker_over_engine"] is None  # the engine phase did not run
+    assert result["targets"]["worker_over_engine"]["met"] is None
+    assert phases["tokenizer"]["cpu_us_per_item"] > 0

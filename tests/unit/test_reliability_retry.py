@@ -1,0 +1,109 @@
+"""Waiting for brokers: the backoff schedule, and which errors are worth waiting for."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    UnknownError,
+)
+
+from worker.config import load_settings
+from worker.kafka import Backoff, KafkaSetupError, record_rejected, retry_unreachable, unreachable
+
+
+def test_backoff_doubles_to_the_cap_and_stops_when_the_budget_is_spent():
+    delays = Backoff(budget_s=30, cap_s=4, first_s=0.5)
+    got = [delays.next(now=0.0) for _ in range(6)]
+    assert got == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert delays.next(now=29.0) == 1.0  # never sleeps past the budget
+    assert delays.next(now=30.0) is None
+    assert delays.waited == 7
+
+
+def test_no_budget_means_no_retry():
+    assert Backoff(budget_s=0, cap_s=10).next(now=5.0) is None
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        KafkaConnectionError("down"),
+        NodeNotReadyError("not ready"),
+        RequestTimedOutError(),
+        KafkaTimeoutError(),
+        ConnectionRefusedError(111, "refused"),
+        TimeoutError(),
+    ],
+)
+def test_absent_or_silent_brokers_are_worth_waiting_for(exc):
+    assert unreachable(exc)
+    assert not record_rejected(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ssl.SSLCertVerificationError("certificate verify failed"),
+        SaslAuthenticationFailed(),
+        TopicAuthorizationFailedError(),
+        UnknownError(),
+        KeyError("v"),
+    ],
+)
+def test_refusals_are_not_waited_for(exc):
+    assert not unreachable(exc)
+
+
+def test_a_record_too_large_is_rejected_not_retried():
+    assert record_rejected(MessageSizeTooLargeError())
+    assert not unreachable(MessageSizeTooLargeError())
+
+
+async def test_retry_waits_through_unreachable_then_reports_recovery():
+    kafka = load_settings(kafka={"connect_retry_s": 5, "connect_backoff_max_s": 0.05}).kafka
+    attempts, heard = [], []
+
+    async def step() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise KafkaSetupError("cannot reach brokers", retriable=True)
+        return "up"
+
+    assert await retry_unreachable(step, kafka, heard.append) == "up"
+    assert len(attempts) == 3
+    assert heard == ["cannot reach brokers", "cannot reach brokers", None]
+
+
+async def test_retry_gives_up_at_once_on_a_refusal():
+    kafka = load_settings(kafka={"connect_retry_s": 60}).kafka
+    attempts = []
+
+    async def step() -> None:
+        attempts.append(1)
+        raise KafkaSetupError("SASL authentication failed")
+
+    with pytest.raises(KafkaSetupError, match="SASL"):
+        await retry_unreachable(step, kafka)
+    assert attempts == [1]
+
+
+async def test_retry_gives_up_when_the_budget_is_spent():
+    kafka = load_settings(kafka={"connect_retry_s": 0.3, "connect_backoff_max_s": 0.1}).kafka
+    attempts = []
+
+    async def step() -> None:
+        attempts.append(1)
+        raise KafkaSetupError("cannot reach brokers", retriable=True)
+
+    with pytest.raises(KafkaSetupError, match="cannot reach"):
+        await retry_unreachable(step, kafka)
+    assert 3 <= len(attempts) <= 6

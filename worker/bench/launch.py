@@ -1,0 +1,159 @@
+"""Starting systems under test: in this process, or each in a subprocess of its own.
+
+Subprocesses keep the phases apart: each engine is started, measured and closed before the
+next one loads, and the load generator never shares an event loop with what it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..broker import free_port
+from ..engine import Classifier
+from .config import BenchConfig
+from .systems import RawLoopSystem, Spec, System, WorkerSystem
+
+SYSTEMS = ("worker", "worker-instant", "naive", "raw-loop")
+
+
+class OwnedEngine:
+    """Wraps a system so that stopping it also closes the engine or server it started."""
+
+    def __init__(self, system: System, close: Any) -> None:
+        self.name = system.name
+        self._system = system
+        self._close = close
+
+    async def start(self) -> None:
+        await self._system.start()
+
+    async def stop(self) -> dict[str, Any]:
+        try:
+            return await self._system.stop()
+        finally:
+            self._close()
+
+
+async def build_system(
+    kind: str, config: BenchConfig, spec: Spec, classifier: Classifier | None = None
+) -> System:
+    """A system of ``kind`` in this process; ``classifier`` reuses a running engine."""
+    settings = config.worker_settings(spec.bootstrap, spec.topics, spec.group)
+    if kind == "raw-loop":
+        return RawLoopSystem(kind, spec)
+    if kind == "worker-instant":
+        from ..engine.instant import InstantClassifier
+
+        return WorkerSystem(kind, settings, InstantClassifier.from_pretrained(config.model))
+    if kind == "worker":
+        if classifier is not None:
+            return WorkerSystem(kind, settings, classifier)
+        from ..engine.vllm import VllmClassifier
+
+        engine = await VllmClassifier.start(settings.engine)
+        return OwnedEngine(WorkerSystem(kind, settings, engine), engine.close)
+    if kind == "naive":
+        return await _naive(config, spec)
+    raise ValueError(f"unknown system {kind!r}; choose from {SYSTEMS}")
+
+
+async def _naive(config: BenchConfig, spec: Spec) -> System:
+    from transformers import AutoTokenizer
+
+    from ..app import load_catalog
+    from .naive import NaivePeerSystem, OpenAIServer
+
+    server = OpenAIServer(config, free_port(), config.workdir / "logs" / "openai-server.log")
+    await server.start(config.wait_timeout_s)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
+        settings = config.worker_settings(spec.bootstrap, spec.topics, spec.group)
+        catalog = load_catalog(settings, _TokenizerOnly(tokenizer, config.max_model_len))
+        peer = NaivePeerSystem("naive", spec, server.url, config.model, catalog, tokenizer)
+    except BaseException:
+        server.stop()
+        raise
+    return OwnedEngine(peer, server.stop)
+
+
+class _TokenizerOnly:
+    def __init__(self, tokenizer: Any, max_model_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+
+
+class ChildSystem:
+    """A system (or the engine-limit phase) run by ``python -m worker.bench.child``."""
+
+    def __init__(self, kind: str, config: BenchConfig, spec: Spec | None) -> None:
+        self.name = kind
+        self.kind = kind
+        self.config = config
+        self.spec = spec
+        run = config.workdir / "runs" / f"{kind}-{os.getpid()}-{time.time_ns()}"
+        run.mkdir(parents=True, exist_ok=True)
+        self.files = {n: run / n for n in ("config.json", "spec.json", "stats.json", "ready")}
+        self.log = config.workdir / "logs" / f"{kind}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self) -> None:
+        self.files["config.json"].write_bytes(self.config.to_json())
+        self.files["spec.json"].write_bytes(orjson.dumps(self.spec.__dict__ if self.spec else {}))
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "worker.bench.child", self.kind]
+                + [str(self.files[n]) for n in ("config.json", "spec.json", "stats.json", "ready")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def start(self) -> None:
+        self._spawn()
+        await self._wait(lambda: self.files["ready"].exists(), "to get ready")
+
+    async def run_to_end(self) -> dict[str, Any]:
+        """For phases that measure themselves and exit (the engine limit)."""
+        self._spawn()
+        await self._wait(lambda: False, "to finish")
+        return self._stats()
+
+    async def stop(self) -> dict[str, Any]:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        await self._wait(lambda: False, "to stop", timeout_s=180)
+        return self._stats()
+
+    async def _wait(self, done: Any, what: str, timeout_s: float | None = None) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + (timeout_s or self.config.wait_timeout_s)
+        while not done():
+            code = self.process.poll()
+            if code is not None:
+                if code == 0 and not done() and what in ("to finish", "to stop"):
+                    return
+                raise RuntimeError(f"{self.kind} exited with {code} {what}; see {self.log}")
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"{self.kind} took too long {what}; see {self.log}")
+            await asyncio.sleep(0.2)
+
+    def _stats(self) -> dict[str, Any]:
+        path = self.files["stats.json"]
+        if not path.exists():
+            raise RuntimeError(f"{self.kind} wrote no results; see {self.log}")
+        return orjson.loads(path.read_bytes())
+
+
+def child_files(paths: list[str]) -> dict[str, Path]:
+    names = ("config.json", "spec.json", "stats.json", "ready")
+    return dict(zip(names, map(Path, paths), strict=True))

@@ -1,0 +1,115 @@
+"""The benchmark's result on screen (rich tables) and on disk (JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from .stats import saturated_rate
+
+SYSTEMS = {
+    "engine_limit": "1 engine limit: LLM.generate, one batch",
+    "worker": "2 moderation-worker",
+    "naive": "3 naive peer: HTTP request per event",
+    "worker-instant": "4 moderation-worker, instant engine",
+    "raw-loop": "4 raw aiokafka consume-produce-commit",
+}
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def print_report(result: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    phases = result["phases"]
+    console.print(_throughput(phases))
+    if any("levels" in p for p in phases.values()):
+        console.print(_latency(phases))
+    if any("cache" in p for p in phases.values()):
+        console.print(_cache(phases))
+    console.print(_targets(result["targets"]))
+
+
+def _throughput(phases: dict[str, Any]) -> Table:
+    table = Table(title="throughput at saturation (steady state, warm-up excluded)")
+    columns = ("items/s", "CPU ms/item", "items", "verdicts", "dead letters", "missing")
+    for column in ("system", *columns):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    for key, label in SYSTEMS.items():
+        phase = phases.get(key)
+        if not phase:
+            continue
+        sat = phase.get("saturation", phase)
+        table.add_row(
+            label,
+            f"{saturated_rate(phase):.1f}",
+            _num(phase.get("cpu_ms_per_item"), 3),
+            str(sat.get("items", "")),
+            str(sat.get("verdicts", sat.get("items", ""))),
+            str(sat.get("dead_letters", "")),
+            str(sat.get("missing", "")),
+        )
+    return table
+
+
+def _latency(phases: dict[str, Any]) -> Table:
+    table = Table(title="end-to-end latency under open-loop load (produce -> verdict read)")
+    for column in ("system", "offered", "offered/s", "achieved/s", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    for key in ("worker", "naive"):
+        for level in phases.get(key, {}).get("levels", []):
+            lat = level["latency_ms"]
+            table.add_row(
+                SYSTEMS[key],
+                _fraction(level["offered_fraction"]),
+                f"{level['offered_per_s']:.1f}",
+                _num(level["achieved_per_s"]),
+                _num(lat.get("p50")),
+                _num(lat.get("p95")),
+                _num(lat.get("p99")),
+            )
+    return table
+
+
+def _cache(phases: dict[str, Any]) -> Table:
+    table = Table(title="prefill per prompt: tokens computed vs read from the prefix cache")
+    columns = ("prefix", "prompt", "cached", "computed", "of prompt", "of prefix")
+    for column in ("system", "policy", *columns):
+        table.add_column(column, justify="left" if column in ("system", "policy") else "right")
+    for key in ("engine_limit", "worker", "naive"):
+        for policy, row in phases.get(key, {}).get("cache", {}).items():
+            table.add_row(
+                SYSTEMS[key].split(":")[0],
+                policy,
+                str(row["prefix_tokens"]),
+                f"{row['prompt_tokens_mean']:.0f}",
+                f"{row['cached_tokens_mean']:.0f}",
+                f"{row['computed_tokens_mean']:.0f}",
+                f"{row['cached_share_of_prompt']:.1%}",
+                f"{row['cached_share_of_policy']:.1%}",
+            )
+    return table
+
+
+def _targets(targets: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title="ratios against targets")
+    for column in ("measure", "target", "measured", "met"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for name, row in targets.items():
+        met = {True: "yes", False: "NO", None: "not measured"}[row["met"]]
+        table.add_row(name, f">= {row['target']}", _num(row["measured"], 3), met)
+    return table
+
+
+def _fraction(value: float | None) -> str:
+    return "fixed" if value is None else f"{value:.0%}"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,314 @@
+"""The benchmark from start to finish: phases one after another, then ratios and targets."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from ..broker import EmbeddedBroker
+from ..prompts import Tokenizer
+from .config import BenchConfig
+from .kafkaio import (
+    ResultCollector,
+    create_topics,
+    produce_backlog,
+    produce_open_loop,
+    topic_names,
+)
+from .launch import ChildSystem
+from .stats import (
+    cache_summary,
+    latency_summary,
+    open_loop_schedule,
+    ratio,
+    saturated_rate,
+    steady_rate,
+)
+from .systems import Spec, System
+from .workload import Workload, load_workload, tokenizer_cost, write_policies
+
+Launcher = Callable[[str, Spec], Awaitable[System]]
+
+TARGETS = {
+    "worker_over_engine": 0.9,
+    "worker_over_naive": 3.0,
+    "instant_worker_over_raw_loop": 0.7,
+    "min_policy_prefix_cached": 0.9,
+}
+
+
+def child_launcher(config: BenchConfig) -> Launcher:
+    async def launch(kind: str, spec: Spec) -> System:
+        return ChildSystem(kind, config, spec)
+
+    return launch
+
+
+async def run_bench(
+    config: BenchConfig,
+    tokenizer: Tokenizer,
+    *,
+    bootstrap: str | None = None,
+    launcher: Launcher | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Run the configured phases; ``launcher`` starts systems (default: one subprocess each)."""
+    write_policies(config, tokenizer)
+    launch = launcher or child_launcher(config)
+    broker = None if bootstrap else EmbeddedBroker().start()
+    servers = bootstrap or broker.bootstrap_servers  # type: ignore[union-attr]
+    phases: dict[str, Any] = {}
+    try:
+        if "engine" in config.phases:
+            progress("engine limit: offline LLM.generate, one batch")
+            load = os.getloadavg()[0]
+            phases["engine_limit"] = await ChildSystem("engine-limit", config, None).run_to_end()
+            phases["engine_limit"]["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+        bench = _SystemBench(config, tokenizer, servers, launch, progress)
+        if "worker" in config.phases:
+            phases["worker"] = await bench.measure("worker", config.events, with_levels=True)
+        if "naive" in config.phases:
+            phases["naive"] = await bench.measure("naive", config.events, with_levels=True)
+        if "overhead" in config.phases:
+            for kind in ("worker-instant", "raw-loop"):
+                phases[kind] = await bench.measure(kind, config.overhead_events)
+            count = min(config.overhead_events, 2000)
+            phases["tokenizer"] = tokenizer_cost(config, tokenizer, count)
+    finally:
+        if broker is not None:
+            broker.stop()
+    return {
+        "date": datetime.now(UTC).date().isoformat(),
+        "machine": machine(),
+        "config": _jsonable(config),
+        "workload": _describe_workload(config, tokenizer),
+        "phases": phases,
+        "ratios": ratios(phases),
+        "targets": targets(phases),
+    }
+
+
+class _SystemBench:
+    """Drives one system: a backlog for its saturated rate, then open-loop load levels."""
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        tokenizer: Tokenizer,
+        bootstrap: str,
+        launch: Launcher,
+        progress: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.bootstrap = bootstrap
+        self.launch = launch
+        self.progress = progress
+
+    async def measure(self, kind: str, count: int, with_levels: bool = False) -> dict[str, Any]:
+        config = self.config
+        load = os.getloadavg()[0]
+        topics = topic_names(kind)
+        await create_topics(self.bootstrap, list(topics.values()), config.partitions)
+        workload = load_workload(config, self.tokenizer, count, f"{kind}-sat")
+        self.progress(f"{kind}: {count} events queued, starting the system")
+        await produce_backlog(self.bootstrap, topics["content"], workload.events)
+        collector = await ResultCollector(
+            self.bootstrap, topics["results"], topics["dead_letter"]
+        ).start()
+        system = await self.launch(kind, Spec(self.bootstrap, topics, f"bench-{topics['content']}"))
+        levels: list[dict[str, Any]] = []
+        try:
+            await system.start()
+            self.progress(f"{kind}: consuming; measuring the saturated rate")
+            skip = config.warmup_events if with_levels else count // 10
+            saturation = await self._saturation(collector, workload, skip)
+            if with_levels:
+                offered = [(f, f * saturation["items_per_s"]) for f in config.levels]
+                offered += [(None, rate) for rate in config.level_rates]
+                for index, (fraction, rate) in enumerate(offered):
+                    self.progress(f"{kind}: open loop at {rate:.1f}/s")
+                    levels.append(await self._level(collector, topics, kind, index, fraction, rate))
+        finally:
+            own = await system.stop()
+            await collector.stop()
+        result: dict[str, Any] = {
+            "saturation": saturation,
+            "duplicates": collector.duplicates,
+            # Other work on the machine skews every figure; this says how busy it was.
+            "load_average": [round(load, 2), round(os.getloadavg()[0], 2)],
+        }
+        if with_levels:
+            result["levels"] = levels
+        usage = [
+            (u["policy"], u["prompt_tokens"], u["cached_tokens"])
+            for u in own.get("usage", [])
+            if u["done_at"] >= saturation["steady_from"]
+        ]
+        if usage:
+            result["cache"] = cache_summary(usage, workload.prefix_tokens())
+        if "exit_code" in own:
+            result["exit_code"] = own["exit_code"]
+        if "cpu_s" in own:
+            handled = count + sum(level["sent"] for level in levels)
+            result["cpu_ms_per_item"] = round(own["cpu_s"] * 1000 / handled, 3)
+        return result
+
+    async def _saturation(
+        self, collector: ResultCollector, workload: Workload, skip: int
+    ) -> dict[str, Any]:
+        ids = [e.id for e in workload.events]
+        missing = await collector.wait_for(ids, self.config.wait_timeout_s)
+        produced = sorted(collector.produced[i] for i in ids if i in collector.arrivals)
+        return {
+            "items": len(ids),
+            "verdicts": len(produced),
+            "dead_letters": sum(1 for i in ids if i in collector.dead),
+            "missing": missing,
+            "warmup_items": skip,
+            "items_per_s": steady_rate(produced, skip),
+            "steady_from": produced[min(skip, len(produced) - 1)],
+        }
+
+    async def _level(
+        self,
+        collector: ResultCollector,
+        topics: dict[str, str],
+        kind: str,
+        index: int,
+        fraction: float | None,
+        rate: float,
+    ) -> dict[str, Any]:
+        config = self.config
+        offsets = open_loop_schedule(rate, config.level_warmup_seconds + config.level_seconds)
+        workload = load_workload(
+            config, self.tokenizer, len(offsets), f"{kind}-l{index}", stream=index + 1
+        )
+        due = await produce_open_loop(self.bootstrap, topics["content"], workload.events, offsets)
+        ids = [e.id for e in workload.events]
+        missing = await collector.wait_for(ids, config.wait_timeout_s)
+        start = min(due.values())
+        measured = [i for i in ids if due[i] - start >= config.level_warmup_seconds]
+        done = [i for i in measured if i in collector.arrivals]
+        latencies = [collector.arrivals[i] - due[i] for i in done]
+        span = max((collector.arrivals[i] for i in done), default=0) - min(due[i] for i in measured)
+        return {
+            "offered_fraction": fraction,
+            "offered_per_s": round(rate, 2),
+            "sent": len(ids),
+            "measured": len(measured),
+            "verdicts": sum(1 for i in ids if i in collector.arrivals),
+            "dead_letters": sum(1 for i in ids if i in collector.dead),
+            "missing": missing,
+            "achieved_per_s": round(len(done) / span, 2) if span > 0 else None,
+            "latency_ms": latency_summary(latencies),
+        }
+
+
+def ratios(phases: dict[str, Any]) -> dict[str, float | None]:
+    def rate(name: str) -> float | None:
+        return saturated_rate(phases[name]) if phases.get(name) else None
+
+    return {
+        "worker_over_engine": ratio(rate("worker"), rate("engine_limit")),
+        "worker_over_naive": ratio(rate("worker"), rate("naive")),
+        "instant_worker_over_raw_loop": ratio(rate("worker-instant"), rate("raw-loop")),
+    }
+
+
+def targets(phases: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    measured: dict[str, float | None] = dict(ratios(phases))
+    cache = phases.get("worker", {}).get("cache")
+    measured["min_policy_prefix_cached"] = (
+        min(p["cached_share_of_policy"] for p in cache.values()) if cache else None
+    )
+    return {
+        name: {
+            "target": goal,
+            "measured": measured[name],
+            "met": None if measured[name] is None else measured[name] >= goal,
+        }
+        for name, goal in TARGETS.items()
+    }
+
+
+def _describe_workload(config: BenchConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+    workload = load_workload(config, tokenizer, min(config.events, 500), "info")
+    lengths = [len(tokenizer.encode(c, add_special_tokens=False)) for c in workload.contents]
+    return {
+        "policies": {
+            pid: {
+                "policy_tokens": len(tokenizer.encode(e.policy.text, add_special_tokens=False)),
+                "prefix_tokens": len(e.prompt.prefix),
+                "suffix_tokens": len(e.prompt.suffix),
+            }
+            for pid, e in sorted(workload.catalog.entries.items())
+        },
+        "content_tokens": {
+            "min": min(lengths),
+            "mean": round(sum(lengths) / len(lengths), 1),
+            "max": max(lengths),
+        },
+        "policies_per_event": config.policies_per_event,
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "gpu": _gpus(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in open("/proc/meminfo", encoding="utf-8"):
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _gpus() -> list[str]:
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _jsonable(config: BenchConfig) -> dict[str, Any]:
+    import orjson
+
+    return orjson.loads(config.to_json())
