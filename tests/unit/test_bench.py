@@ -178,3 +178,34 @@ def test_fit_policy_extends_a_short_policy_with_the_others():
     extended = fit_policy_text(_Words(), "short policy", more, 6)
     assert extended == "short policy\n\none two three four"
     assert fit_policy_text(_Words(), "short policy", more, 5) == "short policy"
+
+
+class _Digits:
+    """Just enough tokenizer for the instant engine's start-up check."""
+
+    def encode(self, text: str, **_: object) -> list[int]:
+        return [ord(ch) for ch in text]
+
+
+async def test_instant_engine_is_deterministic_and_shaped_like_moderation_traffic():
+    from worker.engine import EngineError
+    from worker.engine.instant import InstantClassifier
+
+    engine = InstantClassifier(_Digits())
+    prompts = [[7] * 2000 + [n, n + 1, n * 3] for n in range(2000)]
+    scores = [(await engine.score(p)).p_yes for p in prompts]
+    assert scores == [(await engine.score(p)).p_yes for p in prompts]
+    share = {value: scores.count(value) / len(scores) for value in set(scores)}
+    assert set(share) == {0.02, 0.5, 0.98}
+    assert share[0.02] > 0.75 and 0.05 < share[0.98] < 0.15 and 0.02 < share[0.5] < 0.08
+    assert (await engine.score(prompts[0])).prompt_tokens == 2003
+    with pytest.raises(EngineError):
+        await engine.score([])
+
+
+def test_a_failed_phase_is_not_measured():
+    phases = _phases(worker=90, engine=100, naive=20, instant=600, raw=1000)
+    phases["naive"] = {"error": "RuntimeError: OpenAI server exited"}
+    assert ratios(phases)["worker_over_naive"] is None
+    assert targets(phases)["worker_over_naive"]["met"] is None
+    assert targets(phases)["worker_over_engine"]["met"] is True

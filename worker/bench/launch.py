@@ -119,33 +119,43 @@ class ChildSystem:
 
     async def start(self) -> None:
         self._spawn()
-        await self._wait(lambda: self.files["ready"].exists(), "to get ready")
+        await self._wait_ready()
 
     async def run_to_end(self) -> dict[str, Any]:
         """For phases that measure themselves and exit (the engine limit)."""
         self._spawn()
-        await self._wait(lambda: False, "to finish")
+        await self._wait_exit("to finish", self.config.wait_timeout_s)
         return self._stats()
 
     async def stop(self) -> dict[str, Any]:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
-        await self._wait(lambda: False, "to stop", timeout_s=180)
+        await self._wait_exit("to stop", 180)
         return self._stats()
 
-    async def _wait(self, done: Any, what: str, timeout_s: float | None = None) -> None:
+    async def _wait_ready(self) -> None:
         assert self.process is not None
-        deadline = time.monotonic() + (timeout_s or self.config.wait_timeout_s)
-        while not done():
-            code = self.process.poll()
-            if code is not None:
-                if code == 0 and not done() and what in ("to finish", "to stop"):
-                    return
-                raise RuntimeError(f"{self.kind} exited with {code} {what}; see {self.log}")
-            if time.monotonic() > deadline:
-                self.process.kill()
-                raise RuntimeError(f"{self.kind} took too long {what}; see {self.log}")
+        deadline = time.monotonic() + self.config.wait_timeout_s
+        while not self.files["ready"].exists():
+            if (code := self.process.poll()) is not None:
+                raise RuntimeError(f"{self.kind} exited with {code} on start; see {self.log}")
+            self._check_deadline(deadline, "to get ready")
             await asyncio.sleep(0.2)
+
+    async def _wait_exit(self, what: str, timeout_s: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while (code := self.process.poll()) is None:
+            self._check_deadline(deadline, what)
+            await asyncio.sleep(0.2)
+        if code != 0:
+            raise RuntimeError(f"{self.kind} exited with {code}; see {self.log}")
+
+    def _check_deadline(self, deadline: float, what: str) -> None:
+        if time.monotonic() > deadline:
+            assert self.process is not None
+            self.process.kill()
+            raise RuntimeError(f"{self.kind} took too long {what}; see {self.log}")
 
     def _stats(self) -> dict[str, Any]:
         path = self.files["stats.json"]

@@ -45,6 +45,9 @@ def _throughput(phases: dict[str, Any]) -> Table:
         phase = phases.get(key)
         if not phase:
             continue
+        if "error" in phase:
+            table.add_row(label, "failed", phase["error"][:60])
+            continue
         sat = phase.get("saturation", phase)
         table.add_row(
             label,
@@ -64,6 +67,9 @@ def _latency(phases: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column == "system" else "right")
     for key in ("worker", "naive"):
         for level in phases.get(key, {}).get("levels", []):
+            if "skipped" in level:
+                table.add_row(SYSTEMS[key], "fixed", f"{level['offered_per_s']:.1f}", "skipped")
+                continue
             lat = level["latency_ms"]
             table.add_row(
                 SYSTEMS[key],

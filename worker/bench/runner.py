@@ -64,22 +64,23 @@ async def run_bench(
     broker = None if bootstrap else EmbeddedBroker().start()
     servers = bootstrap or broker.bootstrap_servers  # type: ignore[union-attr]
     phases: dict[str, Any] = {}
+    bench = _SystemBench(config, tokenizer, servers, launch, progress)
+    runs: list[tuple[str, str, Callable[[], Awaitable[dict[str, Any]]]]] = [
+        ("engine", "engine_limit", lambda: _engine_limit(config, progress)),
+        ("worker", "worker", lambda: bench.measure("worker", config.events, with_levels=True)),
+        ("naive", "naive", lambda: bench.measure("naive", config.events, with_levels=True)),
+        (
+            "overhead",
+            "worker-instant",
+            lambda: bench.measure("worker-instant", config.overhead_events),
+        ),
+        ("overhead", "raw-loop", lambda: bench.measure("raw-loop", config.overhead_events)),
+        ("overhead", "tokenizer", lambda: _tokenizer(config, tokenizer)),
+    ]
     try:
-        if "engine" in config.phases:
-            progress("engine limit: offline LLM.generate, one batch")
-            load = os.getloadavg()[0]
-            phases["engine_limit"] = await ChildSystem("engine-limit", config, None).run_to_end()
-            phases["engine_limit"]["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
-        bench = _SystemBench(config, tokenizer, servers, launch, progress)
-        if "worker" in config.phases:
-            phases["worker"] = await bench.measure("worker", config.events, with_levels=True)
-        if "naive" in config.phases:
-            phases["naive"] = await bench.measure("naive", config.events, with_levels=True)
-        if "overhead" in config.phases:
-            for kind in ("worker-instant", "raw-loop"):
-                phases[kind] = await bench.measure(kind, config.overhead_events)
-            count = min(config.overhead_events, 2000)
-            phases["tokenizer"] = tokenizer_cost(config, tokenizer, count)
+        for phase, name, run in runs:
+            if phase in config.phases:
+                phases[name] = await _guarded(name, run, progress)
     finally:
         if broker is not None:
             broker.stop()
@@ -92,6 +93,29 @@ async def run_bench(
         "ratios": ratios(phases),
         "targets": targets(phases),
     }
+
+
+async def _guarded(
+    name: str, run: Callable[[], Awaitable[dict[str, Any]]], progress: Callable[[str], None]
+) -> dict[str, Any]:
+    """A phase's result, or its error: one failed phase leaves the others' figures."""
+    try:
+        return await run()
+    except Exception as exc:  # the run goes on; the report and JSON show the error
+        progress(f"{name} failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+async def _engine_limit(config: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
+    progress("engine limit: offline LLM.generate, one batch")
+    load = os.getloadavg()[0]
+    result = await ChildSystem("engine-limit", config, None).run_to_end()
+    result["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+    return result
+
+
+async def _tokenizer(config: BenchConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+    return tokenizer_cost(config, tokenizer, min(config.overhead_events, 2000))
 
 
 class _SystemBench:
@@ -130,14 +154,23 @@ class _SystemBench:
             skip = config.warmup_events if with_levels else count // 10
             saturation = await self._saturation(collector, workload, skip)
             if with_levels:
-                offered = [(f, f * saturation["items_per_s"]) for f in config.levels]
-                offered += [(None, rate) for rate in config.level_rates]
-                for index, (fraction, rate) in enumerate(offered):
-                    self.progress(f"{kind}: open loop at {rate:.1f}/s")
-                    levels.append(await self._level(collector, topics, kind, index, fraction, rate))
+                levels = await self._levels(collector, topics, kind, saturation["items_per_s"])
         finally:
             own = await system.stop()
             await collector.stop()
+        return self._result(own, collector, workload, saturation, levels, load, with_levels)
+
+    def _result(
+        self,
+        own: dict[str, Any],
+        collector: ResultCollector,
+        workload: Workload,
+        saturation: dict[str, Any],
+        levels: list[dict[str, Any]],
+        load: float,
+        with_levels: bool,
+    ) -> dict[str, Any]:
+        """One system's figures; ``own`` is what the system measured about itself."""
         result: dict[str, Any] = {
             "saturation": saturation,
             "duplicates": collector.duplicates,
@@ -156,9 +189,24 @@ class _SystemBench:
         if "exit_code" in own:
             result["exit_code"] = own["exit_code"]
         if "cpu_s" in own:
-            handled = count + sum(level["sent"] for level in levels)
+            handled = saturation["items"] + sum(level["sent"] for level in levels)
             result["cpu_ms_per_item"] = round(own["cpu_s"] * 1000 / handled, 3)
         return result
+
+    async def _levels(
+        self, collector: ResultCollector, topics: dict[str, str], kind: str, most: float
+    ) -> list[dict[str, Any]]:
+        offered = [(f, f * most) for f in self.config.levels]
+        offered += [(None, rate) for rate in self.config.level_rates]
+        levels = []
+        for index, (fraction, rate) in enumerate(offered):
+            if fraction is None and rate > most:
+                # Its queue would only grow: minutes of backlog and no latency figure.
+                levels.append(_skipped(rate, most))
+                continue
+            self.progress(f"{kind}: open loop at {rate:.1f}/s")
+            levels.append(await self._level(collector, topics, kind, index, fraction, rate))
+        return levels
 
     async def _saturation(
         self, collector: ResultCollector, workload: Workload, skip: int
@@ -211,9 +259,20 @@ class _SystemBench:
         }
 
 
+def _skipped(rate: float, most: float) -> dict[str, Any]:
+    return {
+        "offered_fraction": None,
+        "offered_per_s": rate,
+        "skipped": f"above this system's saturated rate ({most:.1f}/s)",
+        "sent": 0,
+        "latency_ms": {},
+    }
+
+
 def ratios(phases: dict[str, Any]) -> dict[str, float | None]:
     def rate(name: str) -> float | None:
-        return saturated_rate(phases[name]) if phases.get(name) else None
+        phase = phases.get(name)
+        return saturated_rate(phase) if phase and "error" not in phase else None
 
     return {
         "worker_over_engine": ratio(rate("worker"), rate("engine_limit")),
@@ -224,7 +283,7 @@ def ratios(phases: dict[str, Any]) -> dict[str, float | None]:
 
 def targets(phases: dict[str, Any]) -> dict[str, dict[str, Any]]:
     measured: dict[str, float | None] = dict(ratios(phases))
-    cache = phases.get("worker", {}).get("cache")
+    cache = phases.get("worker", {}).get("cache")  # absent when the phase failed
     measured["min_policy_prefix_cached"] = (
         min(p["cached_share_of_policy"] for p in cache.values()) if cache else None
     )
