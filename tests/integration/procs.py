@@ -74,12 +74,6 @@ class WorkerProcess:
                 return pid
         raise AssertionError(f"no process named {name!r} below the worker:\n{self.tail()}")
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the worker process itself (not its children)."""
-        assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def terminate(self, timeout: float = 90) -> int:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
