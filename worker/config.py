@@ -61,6 +61,13 @@ class KafkaSettings(_Section):
     max_partition_fetch_bytes: int = Field(
         1_048_576, ge=1_024, description="Most bytes one fetch may buffer per partition."
     )
+    fetch_max_wait_ms: int = Field(
+        500,
+        ge=0,
+        description="Longest a broker may hold a fetch while waiting for records. Apache "
+        "Kafka answers when records arrive; brokers that wait out the full time add it to "
+        "latency at low load.",
+    )
     connect_retry_s: float = Field(
         300.0,
         ge=0,

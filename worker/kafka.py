@@ -88,6 +88,7 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         # Fetched records wait in aiokafka's buffer until taken: these bound that memory.
         fetch_max_bytes=kafka.fetch_max_bytes,
         max_partition_fetch_bytes=kafka.max_partition_fetch_bytes,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         isolation_level="read_committed",
     )
 

@@ -7,7 +7,7 @@ import ssl
 import pytest
 
 from worker.config import load_settings
-from worker.kafka import client_options, producer_options
+from worker.kafka import client_options, make_consumer, producer_options
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
@@ -40,3 +40,10 @@ def test_producer_is_idempotent_with_acks_all_by_default():
     assert options["enable_idempotence"] is True and options["acks"] == "all"
     off = producer_options(load_settings(kafka={"enable_idempotence": False}).kafka)
     assert off["enable_idempotence"] is False and off["acks"] == "all"
+
+
+async def test_consumer_takes_fetch_bounds_from_settings():
+    settings = load_settings(kafka={"fetch_max_wait_ms": 50, "fetch_max_bytes": 2048})
+    consumer = make_consumer(settings)
+    assert consumer._fetch_max_wait_ms == 50  # the broker's longest hold of an empty fetch
+    assert consumer._fetch_max_bytes == 2048
