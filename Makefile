@@ -16,4 +16,5 @@ test: .venv/.installed
 	$(VENV)/python -m pytest -q
 
 lint: .venv/.installed
-	$(VENV)/ruff check worker tests
+	$(VENV)/ruff check worker tests scripts
+	$(VENV)/ruff format --check worker tests scripts

@@ -34,8 +34,12 @@ PoliciesOpt = Annotated[
 ]
 
 
-def _settings(config: Path | None, model: str | None = None, policies: Path | None = None,
-              **sections: dict[str, Any]) -> Settings:
+def _settings(
+    config: Path | None,
+    model: str | None = None,
+    policies: Path | None = None,
+    **sections: dict[str, Any],
+) -> Settings:
     overrides: dict[str, Any] = {k: v for k, v in sections.items() if v}
     if model:
         overrides.setdefault("engine", {})["model"] = model

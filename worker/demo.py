@@ -129,7 +129,7 @@ async def _collect(settings: Settings, expected: int, worker: asyncio.Task[int])
 
 def _print(records: list) -> None:
     table = Table(title="verdicts and dead letters")
-    for column in ("topic", "id", "label", "route", "highest P(\"1\")"):
+    for column in ("topic", "id", "label", "route", 'highest P("1")'):
         table.add_column(column)
     for record in records:
         if record.topic.endswith("dead-letter"):

@@ -20,19 +20,33 @@ CPU_ENV = {
 }
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
-         timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+def _cli(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[bytes]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args], input=stdin, capture_output=True,
-        env={**clean, **(env or {})}, timeout=timeout, check=False,
+        [sys.executable, "-m", "worker.cli", *args],
+        input=stdin,
+        capture_output=True,
+        env={**clean, **(env or {})},
+        timeout=timeout,
+        check=False,
     )
 
 
 def test_classify_prints_a_verdict_per_text_and_policy(test_model):
     result = _cli(
-        "classify", "a basket with one mango in it", "-p", "fruit", "-p", "nature",
-        "--model", str(test_model), "--policies", str(TEST_POLICIES), env=CPU_ENV,
+        "classify",
+        "a basket with one mango in it",
+        "-p",
+        "fruit",
+        "-p",
+        "nature",
+        "--model",
+        str(test_model),
+        "--policies",
+        str(TEST_POLICIES),
+        env=CPU_ENV,
     )
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     [line] = result.stdout.decode().strip().splitlines()
@@ -43,8 +57,14 @@ def test_classify_prints_a_verdict_per_text_and_policy(test_model):
 
 
 def test_policies_check_prints_token_lengths(test_model):
-    result = _cli("policies", "check", "policies", "--tokenizer", str(test_model),
-                  env={"WORKER_ENGINE__MAX_MODEL_LEN": "8192"})
+    result = _cli(
+        "policies",
+        "check",
+        "policies",
+        "--tokenizer",
+        str(test_model),
+        env={"WORKER_ENGINE__MAX_MODEL_LEN": "8192"},
+    )
     assert result.returncode == 0, result.stderr.decode()
     out = result.stdout.decode()
     for policy_id in ("hate-speech", "harassment", "self-harm", "toxic-speech"):
@@ -68,8 +88,7 @@ def test_bad_config_stops_start_up_naming_the_field(tmp_path):
 
 
 def test_demo_streams_samples_and_prints_verdicts(test_model, tmp_path):
-    result = _cli("demo", "--model", str(test_model), "--events", "12", env=CPU_ENV,
-                  timeout=400)
+    result = _cli("demo", "--model", str(test_model), "--events", "12", env=CPU_ENV, timeout=400)
     assert result.returncode == 0, (result.stdout + result.stderr).decode()[-3000:]
     out = result.stdout.decode()
     assert "demo-11" in out and "dead-letter" in out

@@ -55,7 +55,10 @@ async def test_symlink_swap_reloads_policies_without_restart(broker, engine, tes
     _configmap_version(policies, "..v1", {"fruit": V1})
     topics = topic_names("reload")
     settings = worker_settings(
-        broker.bootstrap_servers, test_model, topics, partitions=1,
+        broker.bootstrap_servers,
+        test_model,
+        topics,
+        partitions=1,
         policies={"dir": str(policies), "watch": True},
     )
     await create_topics(broker.bootstrap_servers, list(topics.values()), 1)

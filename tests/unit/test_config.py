@@ -61,6 +61,8 @@ def test_password_file_wins(tmp_path):
 
 
 def test_inverted_per_policy_band_is_named(monkeypatch):
-    monkeypatch.setenv("WORKER_ROUTING__POLICIES", '{"hate-speech": {"review_low": 0.9, "review_high": 0.1}}')
+    monkeypatch.setenv(
+        "WORKER_ROUTING__POLICIES", '{"hate-speech": {"review_low": 0.9, "review_high": 0.1}}'
+    )
     with pytest.raises(ConfigError, match="routing.policies.hate-speech"):
         load_settings()
