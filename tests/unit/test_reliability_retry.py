@@ -14,6 +14,7 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     UnknownError,
+    UnknownTopicOrPartitionError,
 )
 
 from worker.config import load_settings
@@ -42,6 +43,7 @@ def test_no_budget_means_no_retry():
         KafkaTimeoutError(),
         ConnectionRefusedError(111, "refused"),
         TimeoutError(),
+        UnknownTopicOrPartitionError(),  # an output topic deleted under a running worker
     ],
 )
 def test_absent_or_silent_brokers_are_worth_waiting_for(exc):
