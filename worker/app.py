@@ -127,6 +127,8 @@ class _BrokerWait:
                 return f"waiting for brokers: {self.reason}"
             if worker is None or joined is None:
                 return "consumer has not joined its group yet"
+            if worker.stopping:
+                return "stopping: draining in-flight work"
             return worker.broker_trouble or joined()
 
         return check

@@ -503,6 +503,11 @@ class Worker:
         """Why publishes are waiting for the brokers now (readiness reports it), else None."""
         return self._broker_trouble
 
+    @property
+    def stopping(self) -> bool:
+        """A drain (SIGTERM) or a fatal error has begun: no new work is taken."""
+        return self._stopping.is_set()
+
     def held_partitions(self) -> set[TP]:
         """Partitions assigned to this worker now."""
         return (

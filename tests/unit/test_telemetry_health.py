@@ -134,3 +134,25 @@ async def test_a_taken_port_stops_start_up_with_the_setting_to_change() -> None:
 async def test_disabled_serves_nothing() -> None:
     async with serve_health(local(enabled=False)) as health:
         assert health.port is None
+
+
+def test_consumer_readiness_follows_the_worker_through_its_life():
+    from types import SimpleNamespace
+
+    from worker.app import _BrokerWait
+
+    assigned = asyncio.Event()
+    worker = SimpleNamespace(assigned=assigned, broker_trouble=None, stopping=False)
+    brokers = _BrokerWait()
+    check = brokers.check(worker)
+    assert check() == "consumer has not joined its group yet"
+    assigned.set()
+    assert check() is None
+    worker.broker_trouble = "publishing is failing (KafkaTimeoutError); retrying"
+    assert check() == worker.broker_trouble
+    worker.broker_trouble = None
+    brokers("cannot reach brokers")
+    assert check() == "waiting for brokers: cannot reach brokers"
+    brokers(None)
+    worker.stopping = True  # SIGTERM: draining, so a rollout does not count this pod as ready
+    assert check() == "stopping: draining in-flight work"
