@@ -8,10 +8,15 @@ per-item work is tokenizing the content, which does not grow with the policy's l
 
 from __future__ import annotations
 
+import copy
 import re
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+import tokenizers
 
 from .policies import Policy
 
@@ -103,13 +108,46 @@ def tokenize_contents(tokenizer: Tokenizer, contents: Sequence[str]) -> list[lis
     """Tokenize content texts in one call; special-token text stays plain text."""
     if not contents:
         return []
-    encoded = tokenizer(
-        [neutralize_markers(c) for c in contents],
-        add_special_tokens=False,
-        split_special_tokens=True,
-        verbose=False,  # over-long content is our decision to make, not a warning
-    )
-    return [list(ids) for ids in encoded["input_ids"]]
+    texts = [neutralize_markers(c) for c in contents]
+    backend = _content_backend(tokenizer)
+    if backend is None:  # not a fast tokenizer: the general (slower) call
+        encoded = tokenizer(
+            texts,
+            add_special_tokens=False,
+            split_special_tokens=True,
+            verbose=False,  # over-long content is our decision to make, not a warning
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
+    # The Rust tokenizer directly: the same ids as the call above, without the offsets,
+    # masks and per-item Python conversion it builds and we never read.
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # tokenizers < 0.20
+    return [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
+
+
+# One private copy of each fast tokenizer's Rust backend, set once to split special-token
+# text. The Hugging Face call flips ``encode_special_tokens`` on the shared backend for each
+# call, so a policy compile on another thread could flip it back mid-batch; a copy cannot.
+_backends: weakref.WeakKeyDictionary[Any, tokenizers.Tokenizer] = weakref.WeakKeyDictionary()
+_backends_lock = threading.Lock()
+
+
+def _content_backend(tokenizer: Tokenizer) -> tokenizers.Tokenizer | None:
+    """The content copy of ``tokenizer``'s backend; None for a tokenizer without one."""
+    with _backends_lock:
+        try:
+            backend = _backends.get(tokenizer)
+        except TypeError:  # not weak-referenceable: a copy per call would cost more than it saves
+            return None
+        if backend is None:
+            shared = getattr(tokenizer, "backend_tokenizer", None)
+            if not isinstance(shared, tokenizers.Tokenizer):
+                return None
+            backend = copy.deepcopy(shared)
+            backend.encode_special_tokens = True
+            backend.no_truncation()  # content length is assemble()'s decision
+            backend.no_padding()
+            _backends[tokenizer] = backend
+        return backend
 
 
 Overlong = Literal["truncate", "dead_letter"]

@@ -81,6 +81,28 @@ def test_batch_tokenizing_matches_one_at_a_time(tokenizer, contents):
 
 
 @fuzz
+@given(st.lists(hostile_text, min_size=1, max_size=6))
+def test_tokenizing_matches_the_hugging_face_call(tokenizer, contents):
+    """The direct backend call gives the ids of the documented call, special text as text."""
+    expected = tokenizer(
+        [neutralize_markers(c) for c in contents],
+        add_special_tokens=False,
+        split_special_tokens=True,
+    )["input_ids"]
+    assert tokenize_contents(tokenizer, contents) == expected
+
+
+def test_tokenizing_content_leaves_the_shared_tokenizer_alone(tokenizer):
+    """Policy prompts (tokenized on the event loop) keep reading special tokens as specials."""
+    shared = tokenizer.backend_tokenizer
+    shared.encode_special_tokens = False  # as a policy compile leaves it
+    tokenize_contents(tokenizer, ["<end_of_turn>"])
+    assert not shared.encode_special_tokens
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    assert tokenizer.encode("<end_of_turn>", add_special_tokens=False) == [end_of_turn]
+
+
+@fuzz
 @given(st.integers(min_value=1, max_value=6000))
 def test_overlong_content_is_cut_or_refused_never_overflows(tokenizer, policy_prompt, words):
     [ids] = tokenize_contents(tokenizer, ["word " * words])
