@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -30,10 +32,11 @@ from .events import (
     BadEvent,
     Header,
     Source,
+    Verdict,
     dead_letter_headers,
     decode_event,
 )
-from .kafka import backoff, record_rejected, unreachable
+from .kafka import Backoff, backoff, record_rejected, unreachable
 from .offsets import TP, OffsetTracker, PartitionOffsets
 from .policies import PolicyError
 from .telemetry import content_field
@@ -58,8 +61,9 @@ class Item:
 
     @property
     def source(self) -> Source:
-        return Source(
-            topic=self.record.topic, partition=self.record.partition, offset=self.record.offset
+        record = self.record  # the broker's own coordinates: nothing to validate
+        return Source.model_construct(
+            topic=record.topic, partition=record.partition, offset=record.offset
         )
 
 
@@ -333,11 +337,12 @@ class Worker:
         except EngineError as exc:
             raise FatalError(str(exc)) from exc
         metrics.record_batch(results)
-        await asyncio.gather(*(self._publish(by_job[r.job], r) for r in results))
+        debug = log.is_enabled_for(logging.DEBUG)  # once a batch: each check binds a logger
+        await asyncio.gather(*(self._publish(by_job[r.job], r, debug) for r in results))
 
     # ---- publish ---------------------------------------------------------------------
 
-    async def _publish(self, item: Item, scored: Scored) -> None:
+    async def _publish(self, item: Item, scored: Scored, debug: bool) -> None:
         if scored.error is not None:
             await self._publish_dead_letter(item.record, item.offsets, scored.error, item.trace)
             return
@@ -366,6 +371,10 @@ class Worker:
             await self._publish_dead_letter(item.record, item.offsets, rejected, item.trace)
             return
         metrics.record_verdict(verdict, item.job.event.created_at)
+        if debug:
+            self._log_published(item, verdict)
+
+    def _log_published(self, item: Item, verdict: Verdict) -> None:
         with tracing.activate(item.trace):
             log.debug(
                 "verdict published",
@@ -436,7 +445,7 @@ class Worker:
         retry may duplicate an output; never lose one). A record the broker will never take
         raises RecordRejected. Anything else is fatal.
         """
-        delays = backoff(self.settings.kafka)
+        delays: Backoff | None = None  # made on the first failure: most sends never need one
         while True:
             try:
                 await self._produce(records, message)
@@ -445,6 +454,7 @@ class Worker:
                 where = f"{source.topic}[{source.partition}]@{source.offset}"
                 if record_rejected(exc):
                     raise RecordRejected(f"{type(exc).__name__}: {exc}") from exc
+                delays = delays or backoff(self.settings.kafka)
                 delay = delays.next() if unreachable(exc) else None
                 if delay is None:
                     message.end(exc)
@@ -474,7 +484,7 @@ class Worker:
                     await self._producer.send(topic, value=value, key=key, headers=headers)
                     for topic, key, value, headers in traced
                 ]
-            await asyncio.gather(*futures)
+            await _all_acked(futures)
 
     # ---- commit ----------------------------------------------------------------------
 
@@ -542,6 +552,22 @@ class Worker:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._fail(task.exception())
+
+
+async def _all_acked(futures: list[asyncio.Future[Any]]) -> None:
+    """Wait for each ack in turn: for an item's one or two records, cheaper than gather."""
+    for n, future in enumerate(futures):
+        try:
+            await future
+        except BaseException:
+            for rest in futures[n + 1 :]:  # as gather does: their errors are not news
+                rest.add_done_callback(_retrieve)
+            raise
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _without_original(
