@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -247,8 +247,8 @@ _meter.create_observable_gauge(
 # ---- what the pipeline reports -------------------------------------------------------
 
 
-def record_consumed(topic: str) -> None:
-    events_consumed.add(1, {"topic": topic})
+def record_consumed(topic: str, count: int = 1) -> None:
+    events_consumed.add(count, {"topic": topic})
 
 
 def record_dead_letter(reason: str) -> None:
@@ -261,25 +261,47 @@ def record_batch(results: Sequence[Scored]) -> None:
     scored = [r for r in results if r.scores is not None]
     if scored:
         inference_duration.record(max(0.0, scored[0].finished - scored[0].started))
+    prompt, cached = 0, 0
     for result in scored:
         queue_duration.record(max(0.0, result.started - result.job.received))
         for score in result.scores or ():
-            prompt_tokens.add(score.prompt_tokens)
-            cached_tokens.add(score.cached_tokens)
+            prompt += score.prompt_tokens
+            cached += score.cached_tokens
             _prefix_window.add(score.prompt_tokens, score.cached_tokens)
+    if scored:  # one add a batch: the totals of one a prompt, for a fraction of the cost
+        prompt_tokens.add(prompt)
+        cached_tokens.add(cached)
 
 
 def record_verdict(verdict: Verdict, created_at: datetime | None) -> None:
     """A verdict the broker acknowledged; end-to-end latency when the event said when."""
-    for policy in verdict.verdicts:
-        verdicts.add(
-            1, {"policy": policy.policy, "label": str(policy.label), "route": verdict.route}
-        )
-    if created_at is not None:
-        if created_at.tzinfo is None:  # naive times are taken as UTC
-            created_at = created_at.replace(tzinfo=UTC)
-        seconds = (datetime.now(UTC) - created_at).total_seconds()
-        end_to_end_duration.record(max(0.0, seconds))
+    record_verdicts([verdict])
+    record_end_to_end(created_at)
+
+
+def record_verdicts(published: Sequence[Verdict]) -> None:
+    """Verdicts the broker acknowledged, counted together (a micro-batch's, say).
+
+    One add per policy, label and route rather than per verdict: an add with attributes is
+    the costly part of the SDK, and a batch's verdicts share a handful of label sets.
+    """
+    counts = Counter(
+        (policy.policy, policy.label, verdict.route)
+        for verdict in published
+        for policy in verdict.verdicts
+    )
+    for (policy_id, label, route), count in counts.items():
+        verdicts.add(count, {"policy": policy_id, "label": str(label), "route": route})
+
+
+def record_end_to_end(created_at: datetime | None) -> None:
+    """Event created_at until now, when its verdict was acknowledged (if the event said)."""
+    if created_at is None:
+        return
+    if created_at.tzinfo is None:  # naive times are taken as UTC
+        created_at = created_at.replace(tzinfo=UTC)
+    seconds = (datetime.now(UTC) - created_at).total_seconds()
+    end_to_end_duration.record(max(0.0, seconds))
 
 
 def record_policy_reload(ok: bool) -> None:

@@ -188,9 +188,7 @@ class Worker:
             except UnicodeDecodeError:
                 await self._skip_undecodable()
                 continue
-            for records in batches.values():
-                for record in records:
-                    self._intake(record)
+            self._take(batches)
             await self._gauges.sample(consumer, self._tracker.in_flight())
 
     async def _skip_undecodable(self) -> None:
@@ -218,9 +216,7 @@ class Worker:
             except UnicodeDecodeError:
                 await self._step_to_undecodable(tp)
                 continue
-            for records in batches.values():
-                for record in records:
-                    self._intake(record)
+            self._take(batches)
 
     async def _step_to_undecodable(self, tp: TopicPartition) -> None:
         consumer = self._consumer
@@ -235,9 +231,7 @@ class Worker:
                 return
             if not batches:
                 return
-            for records in batches.values():
-                for record in records:
-                    self._intake(record)
+            self._take(batches)
 
     async def _next_to_take(self, tp: TopicPartition) -> int | None:
         """The offset after the last record taken from ``tp`` (None when not knowable)."""
@@ -281,10 +275,15 @@ class Worker:
             consumer.resume(*consumer.paused())
             self._paused = False
 
+    def _take(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        for tp, records in batches.items():
+            metrics.record_consumed(tp.topic, len(records))  # one add a fetch, not a record
+            for record in records:
+                self._intake(record)
+
     def _intake(self, record: ConsumerRecord) -> None:
         offsets = self._tracker.partition((record.topic, record.partition))
         offsets.track(record.offset)
-        metrics.record_consumed(record.topic)
         message = tracing.start_process(record, self.settings.kafka.group_id)
         try:
             event = decode_event(record.value)
@@ -338,14 +337,17 @@ class Worker:
             raise FatalError(str(exc)) from exc
         metrics.record_batch(results)
         debug = log.is_enabled_for(logging.DEBUG)  # once a batch: each check binds a logger
-        await asyncio.gather(*(self._publish(by_job[r.job], r, debug) for r in results))
+        published = await asyncio.gather(*(self._publish(by_job[r.job], r, debug) for r in results))
+        # Counted once the batch is out: one add per label set instead of one per verdict.
+        metrics.record_verdicts([verdict for verdict in published if verdict is not None])
 
     # ---- publish ---------------------------------------------------------------------
 
-    async def _publish(self, item: Item, scored: Scored, debug: bool) -> None:
+    async def _publish(self, item: Item, scored: Scored, debug: bool) -> Verdict | None:
+        """Publish one item's verdict (or its dead letter); the verdict once acknowledged."""
         if scored.error is not None:
             await self._publish_dead_letter(item.record, item.offsets, scored.error, item.trace)
-            return
+            return None
         verdict = build_verdict(scored, self.classifier.model_name, item.source)
         topics = self.settings.topics
         try:
@@ -353,7 +355,7 @@ class Worker:
         except (TypeError, ValueError) as exc:  # nesting past what pydantic/orjson write
             error = BadEvent("publish_failed", f"the verdict cannot be written as JSON: {exc}")
             await self._publish_dead_letter(item.record, item.offsets, error, item.trace)
-            return
+            return None
         key = item.job.event.id.encode()
         destinations = [topics.results]
         if verdict.route == "review":
@@ -369,10 +371,11 @@ class Worker:
             # A poison pill if retried: the item ends as a dead letter instead of a verdict.
             rejected = BadEvent("publish_failed", f"the verdict could not be published: {exc}")
             await self._publish_dead_letter(item.record, item.offsets, rejected, item.trace)
-            return
-        metrics.record_verdict(verdict, item.job.event.created_at)
+            return None
+        metrics.record_end_to_end(item.job.event.created_at)
         if debug:
             self._log_published(item, verdict)
+        return verdict
 
     def _log_published(self, item: Item, verdict: Verdict) -> None:
         with tracing.activate(item.trace):

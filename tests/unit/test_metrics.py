@@ -148,6 +148,24 @@ def test_verdicts_count_per_policy_label_and_route() -> None:
     )
 
 
+def test_verdicts_counted_together_add_up_as_one_by_one() -> None:
+    """A batch's verdicts in one call: per policy, label and route, the same totals."""
+    a = {"policy": "unit-c", "label": "1", "route": "review"}
+    b = {"policy": "unit-d", "label": "0", "route": "auto"}
+    before_a = value("moderation_verdicts_total", **a)
+    before_b = value("moderation_verdicts_total", **b)
+    metrics.record_verdicts(
+        [
+            _verdict("review", {"unit-c": 1, "unit-d": 0}),
+            _verdict("review", {"unit-c": 1}),
+            _verdict("auto", {"unit-d": 0}),
+        ]
+    )
+    assert value("moderation_verdicts_total", **a) == before_a + 2
+    assert value("moderation_verdicts_total", **b) == before_b + 1
+    assert value("moderation_verdicts_total", policy="unit-d", label="0", route="review") == 1
+
+
 def test_end_to_end_latency_from_created_at() -> None:
     count = value("moderation_end_to_end_duration_seconds_count")
     total = value("moderation_end_to_end_duration_seconds_sum")
@@ -167,12 +185,12 @@ def test_consumed_dead_letters_and_reloads() -> None:
     ok = value("moderation_policy_reloads_total", result="success")
     failed = value("moderation_policy_reloads_total", result="failure")
     metrics.record_consumed("unit-topic")
-    metrics.record_consumed("unit-topic")
+    metrics.record_consumed("unit-topic", 3)  # a fetch's records in one add
     metrics.record_dead_letter("unit_reason")
     metrics.record_policy_reload(ok=True)
     metrics.record_policy_reload(ok=False)
     metrics.record_policy_reload(ok=False)
-    assert value("moderation_events_consumed_total", topic="unit-topic") == consumed + 2
+    assert value("moderation_events_consumed_total", topic="unit-topic") == consumed + 4
     assert value("moderation_dead_letters_total", reason="unit_reason") == dead + 1
     assert value("moderation_policy_reloads_total", result="success") == ok + 1
     assert value("moderation_policy_reloads_total", result="failure") == failed + 2
