@@ -43,6 +43,8 @@ from .telemetry import content_field
 
 log = structlog.get_logger("worker.pipeline")
 
+YOUNG_GC_THRESHOLD = 7_000  # allocations between young collections while the worker runs
+
 
 class FatalError(Exception):
     """The worker cannot go on safely (engine gone, broker refusing our output)."""
@@ -113,9 +115,15 @@ class Worker:
         # objects) lives as long as the process. Frozen, a full collection skips it instead
         # of walking it each time: 0.13 ms per item of the instant-engine benchmark.
         gc.freeze()
+        # Each item allocates a few hundred objects that die young: at the default first
+        # threshold (700) the collector ran every two or three items; ten times rarer costs
+        # a few thousand objects of memory and saved 0.03 ms per item.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(YOUNG_GC_THRESHOLD, *thresholds[1:])
         try:
             return await self._run()
         finally:
+            gc.set_threshold(*thresholds)
             gc.unfreeze()  # frozen objects are never freed; let shutdown tear them down
 
     async def _run(self) -> int:
