@@ -13,7 +13,8 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ from .telemetry import content_field
 
 log = structlog.get_logger("worker.pipeline")
 
-YOUNG_GC_THRESHOLD = 7_000  # allocations between young collections while the worker runs
+YOUNG_GC_THRESHOLD = 7_000  # allocations between young collections while a worker runs
 
 
 class FatalError(Exception):
@@ -111,20 +112,8 @@ class Worker:
 
     async def run(self) -> int:
         """Run until stopped; return the process exit code."""
-        # Everything loaded so far (engine, tokenizer, libraries: hundreds of thousands of
-        # objects) lives as long as the process. Frozen, a full collection skips it instead
-        # of walking it each time: 0.13 ms per item of the instant-engine benchmark.
-        gc.freeze()
-        # Each item allocates a few hundred objects that die young: at the default first
-        # threshold (700) the collector ran every two or three items; ten times rarer costs
-        # a few thousand objects of memory and saved 0.03 ms per item.
-        thresholds = gc.get_threshold()
-        gc.set_threshold(YOUNG_GC_THRESHOLD, *thresholds[1:])
-        try:
+        with _collector_tuned():
             return await self._run()
-        finally:
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()  # frozen objects are never freed; let shutdown tear them down
 
     async def _run(self) -> int:
         self._consumer = await self._consumer_factory(_Rebalance(self))
@@ -563,6 +552,36 @@ class Worker:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self._fail(task.exception())
+
+
+_workers_running = 0  # in this process (tests run several); the first tunes, the last restores
+_saved_thresholds = gc.get_threshold()
+
+
+@contextmanager
+def _collector_tuned() -> Iterator[None]:
+    """The garbage collector set for serving while any worker of this process runs.
+
+    Everything loaded before (engine, tokenizer, libraries: hundreds of thousands of objects)
+    lives as long as the process: frozen, full collections skip it instead of walking it each
+    time (0.13 ms per item of the instant-engine benchmark). And each item allocates a few
+    hundred objects that die young: at the default first threshold (700) the collector ran
+    every two or three items; ten times rarer holds a few thousand objects a little longer and
+    saved 0.03 ms per item.
+    """
+    global _workers_running, _saved_thresholds
+    if _workers_running == 0:
+        _saved_thresholds = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(YOUNG_GC_THRESHOLD, *_saved_thresholds[1:])
+    _workers_running += 1
+    try:
+        yield
+    finally:
+        _workers_running -= 1
+        if _workers_running == 0:
+            gc.set_threshold(*_saved_thresholds)
+            gc.unfreeze()  # frozen objects are never freed; let shutdown tear them down
 
 
 async def _all_acked(futures: list[asyncio.Future[Any]]) -> None:
