@@ -29,7 +29,8 @@ def test_prompt_is_the_chat_template_around_the_cope_message(tokenizer):
     full = _decode(tokenizer, assemble(prompt, content, "dead_letter"))
     expected = tokenizer.apply_chat_template(
         [{"role": "user", "content": user_message(POLICY.text, "hello there")}],
-        tokenize=False, add_generation_prompt=True,
+        tokenize=False,
+        add_generation_prompt=True,
     )
     assert full == expected
     assert INSTRUCTION in full and "POLICY\n======\nFlag content" in full
@@ -72,7 +73,7 @@ def test_overlong_content_is_dead_lettered_or_truncated(tokenizer):
     assert info.value.kind == "content_too_long"
     truncated = assemble(prompt, ids, "truncate")
     assert len(truncated) == 255  # one position stays free for the answer
-    assert truncated[-len(prompt.suffix):] == list(prompt.suffix)
+    assert truncated[-len(prompt.suffix) :] == list(prompt.suffix)
 
 
 def test_policy_longer_than_the_model_allows_is_refused(tokenizer):
