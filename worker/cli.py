@@ -256,6 +256,9 @@ def bench(
     linger_ms: Annotated[float | None, typer.Option(help="batch.linger_ms")] = None,
     max_in_flight: Annotated[int | None, typer.Option(help="batch.max_in_flight")] = None,
     partitions: Annotated[int, typer.Option(help="Partitions of the content topic.")] = 3,
+    fetch_max_wait_ms: Annotated[
+        int, typer.Option(help="Longest a broker may hold the systems' fetches (ms).")
+    ] = 500,
     bootstrap: Annotated[
         str | None, typer.Option(help="Use this broker instead of an embedded one.")
     ] = None,

@@ -39,6 +39,9 @@ class BenchConfig:
     level_warmup_seconds: float = 3.0
     overhead_events: int = 5000
     partitions: int = 3
+    # How long the systems' consumers let a broker hold an empty fetch. The embedded broker
+    # holds it that long even when records arrive; Apache Kafka answers at once.
+    fetch_max_wait_ms: int = 500
     batch: dict[str, Any] = field(default_factory=dict)
     phases: tuple[str, ...] = PHASES
     seed: int = 7
@@ -79,6 +82,7 @@ class BenchConfig:
                 # The group timing of the plain aiokafka consumers it is compared with.
                 "session_timeout_ms": 10_000,
                 "heartbeat_interval_ms": 3_000,
+                "fetch_max_wait_ms": self.fetch_max_wait_ms,
             },
             topics={**topics, "create": False},
             engine=self.engine_settings().model_dump(),

@@ -155,7 +155,9 @@ class _SystemBench:
         collector = await ResultCollector(
             self.bootstrap, topics["results"], topics["dead_letter"]
         ).start()
-        system = await self.launch(kind, Spec(self.bootstrap, topics, f"bench-{topics['content']}"))
+        group = f"bench-{topics['content']}"
+        spec = Spec(self.bootstrap, topics, group, self.config.fetch_max_wait_ms)
+        system = await self.launch(kind, spec)
         levels: list[dict[str, Any]] = []
         try:
             await system.start()

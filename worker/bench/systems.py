@@ -34,6 +34,7 @@ class Spec:
     bootstrap: str
     topics: dict[str, str]
     group: str
+    fetch_max_wait_ms: int = 500
 
 
 class WorkerSystem:
@@ -85,6 +86,7 @@ async def plain_consumer(spec: Spec, *, auto_commit: bool) -> tuple[AIOKafkaCons
         group_id=spec.group,
         enable_auto_commit=auto_commit,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=spec.fetch_max_wait_ms,
     )
     await consumer.start()
     listener = _Assigned()
