@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
@@ -46,30 +46,17 @@ class Sample:
 
 def rss_mib(pid: int) -> float:
     try:
-        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.Error:
         return 0.0
-    return pages * PAGE / 2**20
 
 
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (the engine core runs as a child of the worker)."""
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(proc.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def worker_config(bootstrap: str, model: Path, workdir: Path, tag: str) -> Path:

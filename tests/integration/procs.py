@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 
 from worker.config import Settings
@@ -53,25 +54,23 @@ class WorkerProcess:
     def kill(self) -> None:
         assert self.process is not None
         # The engine runs in child processes: kill them all at once, as losing the pod would.
-        family = [self.process.pid, *_descendants(self.process.pid)]
-        for pid in family:
+        worker = psutil.Process(self.process.pid)
+        for proc in [worker, *worker.children(recursive=True)]:
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
+                proc.kill()
+            except psutil.NoSuchProcess:
                 pass
         self.process.wait(timeout=30)
 
     def descendant(self, name: str) -> int:
         """The pid of the process below the worker whose name or command line has ``name``."""
         assert self.process is not None
-        for pid in _descendants(self.process.pid):
+        for proc in psutil.Process(self.process.pid).children(recursive=True):
             try:
-                comm = Path(f"/proc/{pid}/comm").read_text()
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
+                if name in proc.name() or name in " ".join(proc.cmdline()):
+                    return proc.pid
+            except psutil.Error:
                 continue
-            if name in comm or name.encode() in cmdline:
-                return pid
         raise AssertionError(f"no process named {name!r} below the worker:\n{self.tail()}")
 
     def terminate(self, timeout: float = 90) -> int:
@@ -89,22 +88,3 @@ def _plain(settings: Settings) -> dict:
     password = settings.kafka.sasl_password
     data["kafka"]["sasl_password"] = password.get_secret_value() if password else None
     return data
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(proc.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
