@@ -169,15 +169,8 @@ def inference(messages: Sequence[MessageTrace], model: str) -> Iterator[list[tra
         )
         for m in messages
     ]
-    try:
+    with _ended(spans):
         yield spans
-    except BaseException as exc:
-        for span in spans:
-            _mark_failed(span, exc)
-        raise
-    finally:
-        for span in spans:
-            span.end()
 
 
 @contextmanager
@@ -196,8 +189,15 @@ def sending(message: MessageTrace, records: list[OutRecord]) -> Iterator[list[Ou
         (topic, key, value, inject(headers, trace.set_span_in_context(span, message.context)))
         for span, (topic, key, value, headers) in zip(spans, records, strict=True)
     ]
-    try:
+    with _ended(spans):
         yield traced
+
+
+@contextmanager
+def _ended(spans: list[trace.Span]) -> Iterator[None]:
+    """End every span on the way out; if the work raised, mark each one failed first."""
+    try:
+        yield
     except BaseException as exc:
         for span in spans:
             _mark_failed(span, exc)
