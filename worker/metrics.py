@@ -273,12 +273,6 @@ def record_batch(results: Sequence[Scored]) -> None:
         cached_tokens.add(cached)
 
 
-def record_verdict(verdict: Verdict, created_at: datetime | None) -> None:
-    """A verdict the broker acknowledged; end-to-end latency when the event said when."""
-    record_verdicts([verdict])
-    record_end_to_end(created_at)
-
-
 def record_verdicts(published: Sequence[Verdict]) -> None:
     """Verdicts the broker acknowledged, counted together (a micro-batch's, say).
 

@@ -139,8 +139,8 @@ def test_verdicts_count_per_policy_label_and_route() -> None:
     labels = {"policy": "unit-a", "label": "1", "route": "review"}
     before = value("moderation_verdicts_total", **labels)
     before_b = value("moderation_verdicts_total", policy="unit-b", label="0", route="review")
-    metrics.record_verdict(_verdict("review", {"unit-a": 1, "unit-b": 0}), None)
-    metrics.record_verdict(_verdict("review", {"unit-a": 1}), None)
+    metrics.record_verdicts([_verdict("review", {"unit-a": 1, "unit-b": 0})])
+    metrics.record_verdicts([_verdict("review", {"unit-a": 1})])
     assert value("moderation_verdicts_total", **labels) == before + 2
     assert (
         value("moderation_verdicts_total", policy="unit-b", label="0", route="review")
@@ -169,11 +169,11 @@ def test_verdicts_counted_together_add_up_as_one_by_one() -> None:
 def test_end_to_end_latency_from_created_at() -> None:
     count = value("moderation_end_to_end_duration_seconds_count")
     total = value("moderation_end_to_end_duration_seconds_sum")
-    metrics.record_verdict(_verdict("auto", {"u": 0}), datetime.now(UTC) - timedelta(seconds=2))
+    metrics.record_end_to_end(datetime.now(UTC) - timedelta(seconds=2))
     naive = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=1)  # taken as UTC
-    metrics.record_verdict(_verdict("auto", {"u": 0}), naive)
+    metrics.record_end_to_end(naive)
     future = datetime.now(UTC) + timedelta(hours=1)  # a producer's clock ahead: not negative
-    metrics.record_verdict(_verdict("auto", {"u": 0}), future)
+    metrics.record_end_to_end(future)
     assert value("moderation_end_to_end_duration_seconds_count") == count + 3
     added = value("moderation_end_to_end_duration_seconds_sum") - total
     assert 3.0 <= added < 4.0

@@ -54,7 +54,8 @@ def exposed() -> set[str]:
         latency_ms=Latency(queue=0, inference=0, total=0),
         classified_at=datetime.now(UTC),
     )
-    metrics.record_verdict(verdict, datetime.now(UTC))
+    metrics.record_verdicts([verdict])
+    metrics.record_end_to_end(datetime.now(UTC))
     metrics.record_consumed("dash")
     metrics.record_dead_letter("dash")
     metrics.record_policy_reload(ok=True)
