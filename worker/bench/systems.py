@@ -34,7 +34,7 @@ class Spec:
     bootstrap: str
     topics: dict[str, str]
     group: str
-    fetch_max_wait_ms: int = 500
+    fetch_max_wait_ms: int  # the run's --fetch-max-wait-ms, for the plain consumers
 
 
 class WorkerSystem:
