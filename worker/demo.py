@@ -17,8 +17,6 @@ from .broker import EmbeddedBroker
 from .config import Settings, load_settings
 from .telemetry import configure_logging
 
-DEFAULT_MODEL_DIR = Path(".cache/test-model")
-
 SAMPLES = [
     "Had a lovely walk by the river this morning, the herons were out.",
     "Anyone know a good recipe for apple crumble without oats?",
@@ -57,10 +55,10 @@ def _cpu_only() -> bool:
 
 
 def _test_model() -> Path:
-    from .devmodel import build_test_model
+    from .devmodel import DEFAULT_DIR, build_test_model
 
-    console.print(f"building the tiny test model in {DEFAULT_MODEL_DIR} ...")
-    return build_test_model(DEFAULT_MODEL_DIR)
+    console.print(f"building the tiny test model in {DEFAULT_DIR} ...")
+    return build_test_model(DEFAULT_DIR)
 
 
 def _demo_settings(bootstrap: str, model: str, on_cpu: bool) -> Settings:

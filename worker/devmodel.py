@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 # Bump when the output changes; the marker also holds a hash of this file's source.
 BUILDER_VERSION = "devmodel-1"
 MARKER_FILE = ".devmodel-build"
+# Where the demo, the bench and the dummy-model script build it when given no model.
+DEFAULT_DIR = Path(".cache/test-model")
 
 # Each is one token of the tokenizer as a whole lowercase word. None occurs in the worker's
 # instruction, the chat template, FILLER_WORDS, or usual policy phrasing.

@@ -15,8 +15,6 @@ from rich.console import Console
 from .config import CPU_ENGINE_ARGS, PHASES, BenchConfig
 from .report import print_report, write_json
 
-DEFAULT_MODEL_DIR = Path(".cache/test-model")
-
 
 def parse_engine_args(pairs: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs; a value that parses as JSON is taken as JSON, else as text."""
@@ -57,10 +55,10 @@ def on_cpu() -> bool:
 def build_config(options: dict[str, Any], console: Console) -> BenchConfig:
     model = options.pop("model")
     if model is None:
-        from ..devmodel import build_test_model
+        from ..devmodel import DEFAULT_DIR, build_test_model
 
-        console.print(f"no --model: using the tiny test model built in {DEFAULT_MODEL_DIR}")
-        model = str(build_test_model(DEFAULT_MODEL_DIR))
+        console.print(f"no --model: using the tiny test model built in {DEFAULT_DIR}")
+        model = str(build_test_model(DEFAULT_DIR))
     engine_args = parse_engine_args(options.pop("engine_arg") or [])
     if on_cpu():
         engine_args = {**CPU_ENGINE_ARGS, **engine_args}
