@@ -581,7 +581,7 @@ def _collector_tuned() -> Iterator[None]:
         _workers_running -= 1
         if _workers_running == 0:
             gc.set_threshold(*_saved_thresholds)
-            gc.unfreeze()  # frozen objects are never freed; let shutdown tear them down
+            gc.unfreeze()  # the collector skips frozen objects: hand them back to it
 
 
 async def _all_acked(futures: list[asyncio.Future[Any]]) -> None:
