@@ -86,6 +86,15 @@ async def produce(
         await producer.stop()
 
 
+async def produce_at_rate(
+    bootstrap: str, topic: str, records: list[Record], rate: float, step: int
+) -> None:
+    """Produce ``records`` at about ``rate`` a second, ``step`` at a time."""
+    for first in range(0, len(records), step):
+        await produce(bootstrap, topic, records[first : first + step])
+        await asyncio.sleep(step / rate)
+
+
 async def read_topic(
     bootstrap: str,
     topic: str,

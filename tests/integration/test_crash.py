@@ -17,7 +17,7 @@ from .harness import (
     committed,
     create_topics,
     event,
-    produce,
+    produce_at_rate,
     read_topic,
     topic_names,
     verdicts,
@@ -36,22 +36,19 @@ KILL_WINDOW_S = (0.5, 12.0)  # a kill comes this long after the worker took its 
 
 async def _stream(bootstrap: str, topic: str) -> None:
     """Produce TOTAL events at a steady rate, in small batches."""
-    step = 25
-    for start in range(0, TOTAL, step):
-        records = [
-            (
-                f"c-{n}".encode(),
-                event(
-                    f"c-{n}",
-                    f"message {n} with an apple" if n % 2 else f"message {n} about nothing",
-                    policies=["fruit"],
-                ),
-                [],
-            )
-            for n in range(start, min(start + step, TOTAL))
-        ]
-        await produce(bootstrap, topic, records)
-        await asyncio.sleep(step / RATE)
+    records = [
+        (
+            f"c-{n}".encode(),
+            event(
+                f"c-{n}",
+                f"message {n} with an apple" if n % 2 else f"message {n} about nothing",
+                policies=["fruit"],
+            ),
+            [],
+        )
+        for n in range(TOTAL)
+    ]
+    await produce_at_rate(bootstrap, topic, records, RATE, step=25)
 
 
 async def test_sigkill_loop_loses_nothing(broker, test_model, tmp_path, record_property):

@@ -11,7 +11,7 @@ from .harness import (
     committed,
     create_topics,
     event,
-    produce,
+    produce_at_rate,
     read_topic,
     topic_names,
     verdicts,
@@ -24,22 +24,17 @@ TOTAL = 900
 
 
 async def _stream(bootstrap: str, topic: str, start: int, stop: int, rate: float) -> None:
-    step = 15
-    for first in range(start, stop, step):
-        records = [
-            (
-                f"r-{n}".encode(),
-                event(
-                    f"r-{n}",
-                    f"note {n}" + (" about a mango" if n % 3 == 0 else ""),
-                    policies=["fruit"],
-                ),
-                [],
-            )
-            for n in range(first, min(first + step, stop))
-        ]
-        await produce(bootstrap, topic, records)
-        await asyncio.sleep(step / rate)
+    records = [
+        (
+            f"r-{n}".encode(),
+            event(
+                f"r-{n}", f"note {n}" + (" about a mango" if n % 3 == 0 else ""), policies=["fruit"]
+            ),
+            [],
+        )
+        for n in range(start, stop)
+    ]
+    await produce_at_rate(bootstrap, topic, records, rate, step=15)
 
 
 async def test_worker_joining_and_leaving_loses_nothing(broker, engine, test_model):
