@@ -30,12 +30,15 @@ pytestmark = pytest.mark.integration
 SEED = 7  # draws kill moments of 4.2, 2.2, 8.0, 1.3 and 6.7 s
 KILLS = 5
 TOTAL = 5000
-RATE = 30  # events per second: slower than the worker, so the stream spans the restarts
+RATE = 30  # events per second: slower than the worker, so work is in flight at each kill
 KILL_WINDOW_S = (0.5, 12.0)  # a kill comes this long after the worker took its partitions
+# Restarts take as long as the engine takes to load, which varies with the machine; holding
+# the stream's last events back until the kills are done keeps every kill mid-stream.
+HELD_BACK = 1000
 
 
-async def _stream(bootstrap: str, topic: str) -> None:
-    """Produce TOTAL events at a steady rate, in small batches."""
+async def _stream(bootstrap: str, topic: str, kills_done: asyncio.Event) -> None:
+    """Produce TOTAL events at a steady rate, the last HELD_BACK once the kills are done."""
     records = [
         (
             f"c-{n}".encode(),
@@ -48,7 +51,9 @@ async def _stream(bootstrap: str, topic: str) -> None:
         )
         for n in range(TOTAL)
     ]
-    await produce_at_rate(bootstrap, topic, records, RATE, step=25)
+    await produce_at_rate(bootstrap, topic, records[:-HELD_BACK], RATE, step=25)
+    await kills_done.wait()
+    await produce_at_rate(bootstrap, topic, records[-HELD_BACK:], RATE, step=25)
 
 
 async def test_sigkill_loop_loses_nothing(broker, test_model, tmp_path, record_property):
@@ -63,7 +68,8 @@ async def test_sigkill_loop_loses_nothing(broker, test_model, tmp_path, record_p
         batch={"max_items": 16, "linger_ms": 5, "max_in_flight": 64},
     )
     await create_topics(bootstrap, list(topics.values()), 3)
-    streaming = asyncio.create_task(_stream(bootstrap, topics["content"]))
+    kills_done = asyncio.Event()
+    streaming = asyncio.create_task(_stream(bootstrap, topics["content"], kills_done))
     worker = WorkerProcess(settings, tmp_path, "crash")
     kills: list[str] = []
     try:
@@ -79,6 +85,7 @@ async def test_sigkill_loop_loses_nothing(broker, test_model, tmp_path, record_p
             seen = len({v["id"] for v in done})
             assert seen < TOTAL, "a kill came after the work was done"
             kills.append(f"+{delay:.1f}s ({seen} classified)")
+        kills_done.set()
         await streaming
         mark = worker.log_size()
         worker.start()
