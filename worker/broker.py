@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .subprocesses import bound_to_parent
+
 
 class BrokerError(Exception):
     pass
@@ -74,7 +76,7 @@ class EmbeddedBroker:
         ]
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.process = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            bound_to_parent(cmd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self._wait_listening(timeout)
         return self

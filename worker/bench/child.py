@@ -28,6 +28,10 @@ def main(argv: list[str]) -> int:
     if kind == "engine-limit":
         from .engine_limit import run_engine_limit
 
+        # Exit through Python on SIGTERM, so that vLLM shuts its engine processes down
+        # instead of leaving them behind.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
         files["stats.json"].write_bytes(orjson.dumps(run_engine_limit(config)))
         return 0
     spec = Spec(**orjson.loads(files["spec.json"].read_bytes()))

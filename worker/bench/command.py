@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from rich.console import Console
 
 from .config import CPU_ENGINE_ARGS, PHASES, BenchConfig
 from .report import print_report, write_json
+
+T = TypeVar("T")
 
 
 def parse_engine_args(pairs: list[str]) -> dict[str, Any]:
@@ -95,17 +99,32 @@ def run_command(options: dict[str, Any]) -> int:
     config = build_config(options, console)
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
-    result = asyncio.run(
-        run_bench(
-            config,
-            tokenizer,
-            bootstrap=bootstrap,
-            progress=lambda line: console.print(f"[dim]{line}[/dim]"),
-        )
+    bench = run_bench(
+        config,
+        tokenizer,
+        bootstrap=bootstrap,
+        progress=lambda line: console.print(f"[dim]{line}[/dim]"),
     )
+    try:
+        result = asyncio.run(_stoppable(bench))
+    except (asyncio.CancelledError, KeyboardInterrupt) as stopped:
+        console.print("[red]bench stopped: its phases and broker are stopped, no results[/red]")
+        by = signal.SIGINT if isinstance(stopped, KeyboardInterrupt) else signal.SIGTERM
+        return 128 + by
     result["command"] = " ".join(["moderation-worker", *sys.argv[1:]])
     print_report(result, console)
     if out is not None:
         write_json(result, out)
         console.print(f"wrote {out}")
     return 0
+
+
+async def _stoppable(work: Awaitable[T]) -> T:
+    """Run ``work``; SIGTERM cancels it as Ctrl-C would, so every phase stops its processes."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

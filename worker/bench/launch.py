@@ -19,6 +19,7 @@ import orjson
 
 from ..broker import free_port
 from ..engine import Classifier
+from ..subprocesses import bound_to_parent
 from .config import BenchConfig
 from .systems import RawLoopSystem, Spec, System, WorkerSystem
 
@@ -91,6 +92,10 @@ class _TokenizerOnly:
         self.max_model_len = max_model_len
 
 
+# The files a child phase is given, in the order of its command line.
+CHILD_FILES = ("config.json", "spec.json", "stats.json", "ready")
+
+
 class ChildSystem:
     """A system (or the engine-limit phase) run by ``python -m worker.bench.child``."""
 
@@ -101,7 +106,7 @@ class ChildSystem:
         self.spec = spec
         run = config.workdir / "runs" / f"{kind}-{os.getpid()}-{time.time_ns()}"
         run.mkdir(parents=True, exist_ok=True)
-        self.files = {n: run / n for n in ("config.json", "spec.json", "stats.json", "ready")}
+        self.files = {name: run / name for name in CHILD_FILES}
         self.log = config.workdir / "logs" / f"{kind}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -110,9 +115,10 @@ class ChildSystem:
         self.files["spec.json"].write_bytes(orjson.dumps(self.spec.__dict__ if self.spec else {}))
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
+            command = [sys.executable, "-m", "worker.bench.child", self.kind]
+            command += [str(self.files[name]) for name in CHILD_FILES]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker.bench.child", self.kind]
-                + [str(self.files[n]) for n in ("config.json", "spec.json", "stats.json", "ready")],
+                bound_to_parent(command),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -124,7 +130,12 @@ class ChildSystem:
     async def run_to_end(self) -> dict[str, Any]:
         """For phases that measure themselves and exit (the engine limit)."""
         self._spawn()
-        await self._wait_exit("to finish", self.config.wait_timeout_s)
+        try:
+            await self._wait_exit("to finish", self.config.wait_timeout_s)
+        except asyncio.CancelledError:  # the bench was stopped: so is the phase
+            assert self.process is not None
+            self.process.terminate()
+            raise
         return self._stats()
 
     async def stop(self) -> dict[str, Any]:
@@ -165,5 +176,4 @@ class ChildSystem:
 
 
 def child_files(paths: list[str]) -> dict[str, Path]:
-    names = ("config.json", "spec.json", "stats.json", "ready")
-    return dict(zip(names, map(Path, paths), strict=True))
+    return dict(zip(CHILD_FILES, map(Path, paths), strict=True))

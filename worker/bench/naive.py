@@ -21,6 +21,7 @@ import orjson
 from ..catalog import Catalog
 from ..engine.vllm import engine_args
 from ..prompts import Tokenizer, answer_token_ids, assemble, tokenize_contents
+from ..subprocesses import bound_to_parent
 from .config import BenchConfig
 from .recorder import Usage
 from .systems import LoopSystem, Spec
@@ -71,9 +72,8 @@ class OpenAIServer:
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                server_command(self.config, self.port), stdout=log, stderr=subprocess.STDOUT
-            )
+            command = bound_to_parent(server_command(self.config, self.port))
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
     async def start(self, timeout_s: float) -> None:
         """Start the server and wait until it answers its health check."""
