@@ -6,7 +6,7 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -145,17 +145,13 @@ async def ensure_topics(settings: Settings) -> None:
     admin = AIOKafkaAdminClient(**client_options(settings.kafka))
     try:
         await admin.start()
-        existing = set(await admin.list_topics())
-        missing = [t for t in wanted if t not in existing]
+        missing = await _missing(admin, wanted)
         if missing and not topics.create:
             raise KafkaSetupError(
                 f"topics missing on the broker: {', '.join(missing)}. Create them, or set "
                 "topics.create=true (env WORKER_TOPICS__CREATE=true)."
             )
-        if missing:
-            await admin.create_topics(
-                [NewTopic(t, topics.partitions, topics.replication_factor) for t in missing]
-            )
+        await _create(admin, missing, topics.partitions, topics.replication_factor)
     except KafkaSetupError:
         raise
     except Exception as exc:
@@ -163,6 +159,30 @@ async def ensure_topics(settings: Settings) -> None:
         raise error from exc
     finally:
         await admin.close()
+
+
+async def create_topics(
+    bootstrap: str, names: Sequence[str], partitions: int, replication_factor: int = 1
+) -> None:
+    """Create those of ``names`` the broker lacks (the benchmark's and the tests' topics)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await _create(admin, await _missing(admin, names), partitions, replication_factor)
+    finally:
+        await admin.close()
+
+
+async def _missing(admin: AIOKafkaAdminClient, names: Sequence[str]) -> list[str]:
+    existing = set(await admin.list_topics())
+    return [name for name in names if name not in existing]
+
+
+async def _create(
+    admin: AIOKafkaAdminClient, names: Sequence[str], partitions: int, replication_factor: int
+) -> None:
+    if names:
+        await admin.create_topics([NewTopic(n, partitions, replication_factor) for n in names])
 
 
 def _topic_names(topics: TopicSettings) -> list[str]:

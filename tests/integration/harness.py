@@ -10,9 +10,9 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from worker.config import Settings, load_settings
+from worker.kafka import create_topics as create_topics  # the tests create topics through harness
 
 TEST_POLICIES = Path(__file__).resolve().parents[1] / "policies"
 _counter = itertools.count()
@@ -49,18 +49,6 @@ def worker_settings(
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return load_settings(**base)
-
-
-async def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
-        if new:
-            await admin.create_topics(new)
-    finally:
-        await admin.close()
 
 
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]

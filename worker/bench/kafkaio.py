@@ -1,4 +1,4 @@
-"""The benchmark's own Kafka side: topics, a producer that offers load, a result collector.
+"""The benchmark's own Kafka side: topic names, a producer that offers load, a result collector.
 
 Arrival times are wall-clock (``time.time()``) so that they compare with stamps taken in
 other processes on the same machine.
@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from .workload import Event
 
@@ -25,15 +24,6 @@ def topic_names(system: str) -> dict[str, str]:
         "review": f"{tag}-review",
         "dead_letter": f"{tag}-dead",
     }
-
-
-async def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
-    finally:
-        await admin.close()
 
 
 async def produce_backlog(bootstrap: str, topic: str, events: Sequence[Event]) -> None:

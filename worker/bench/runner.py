@@ -12,15 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..broker import EmbeddedBroker
+from ..kafka import create_topics
 from ..prompts import Tokenizer
 from .config import BenchConfig
-from .kafkaio import (
-    ResultCollector,
-    create_topics,
-    produce_backlog,
-    produce_open_loop,
-    topic_names,
-)
+from .kafkaio import ResultCollector, produce_backlog, produce_open_loop, topic_names
 from .launch import ChildSystem
 from .stats import (
     cache_summary,
