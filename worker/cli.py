@@ -51,6 +51,14 @@ def _settings(
         _die(str(exc))
 
 
+def _logs_to_stderr(settings: Settings) -> None:
+    """For commands whose stdout is their result: every log line, vLLM's too, to stderr."""
+    from .telemetry import configure_logging
+
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    configure_logging(settings.log, stream=sys.stderr)
+
+
 def _die(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -87,12 +95,8 @@ def classify(
     policies: PoliciesOpt = None,
 ) -> None:
     """Classify one text, or content events as JSON lines on stdin; print verdicts as JSONL."""
-    from .telemetry import configure_logging
-
     settings = _settings(config, model, policies)
-    # stdout carries the verdicts: every log line, the engine's included, goes to stderr.
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    configure_logging(settings.log, stream=sys.stderr)
+    _logs_to_stderr(settings)
     if text is not None:
         lines, origin = [orjson.dumps({"id": "cli", "content": text})], "argv"
     else:
@@ -314,10 +318,9 @@ def eval_command(
     from .evaluate.command import EvalError, EvalRequest, run_eval
     from .evaluate.console import consoles
     from .evaluate.evaluation import Targets
-    from .telemetry import configure_logging
 
     settings = _settings(config, model, policies)
-    configure_logging(settings.log, sys.stderr)  # stdout carries the results
+    _logs_to_stderr(settings)
     targets = Targets(target_precision, target_recall, review_budget)
     request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
     try:

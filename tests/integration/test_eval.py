@@ -162,6 +162,9 @@ def _tags(text: str) -> list[str]:
     return seen
 
 
+ENGINE_LOG = '"logger": "vllm.'  # vLLM's log lines, as the worker's JSON log writes them
+
+
 def test_eval_command_line_end_to_end(test_model, tmp_path: Path):
     """The installed console script on the example files, with its own engine."""
     examples = REPO / "examples" / "eval" / "test-model"
@@ -194,6 +197,8 @@ def test_eval_command_line_end_to_end(test_model, tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     # stdout carries only the results: engine logs go to stderr.
     assert done.stdout.lstrip().splitlines()[0].count("Policy evaluation") == 1
+    assert ENGINE_LOG not in done.stdout
+    assert ENGINE_LOG in done.stderr, "expected the engine's own log lines on stderr"
     assert "review_high: 0.5" in done.stdout
     data = orjson.loads((tmp_path / "report" / "report.json").read_bytes())
     assert [p["confusion"]["accuracy"] for p in data["policies"]] == [1.0, 1.0]
