@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, f
 
 Header = tuple[str, bytes]
 
+# A verdict carries the event's metadata back out as JSON, and orjson writes about 250
+# levels: deeper metadata is refused on arrival, before the engine spends time on it.
+MAX_METADATA_DEPTH = 200
+
 
 class ContentEvent(BaseModel):
     """One item to classify. Field types are strict: a number is not an id."""
@@ -29,6 +33,15 @@ class ContentEvent(BaseModel):
             raise ValueError("content is empty")
         return value
 
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_not_too_deep(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _nesting_exceeds(value, MAX_METADATA_DEPTH):
+            raise ValueError(
+                f"nested deeper than {MAX_METADATA_DEPTH} levels; a verdict could not carry it"
+            )
+        return value
+
     @field_validator("created_at", mode="before")
     @classmethod
     def _parse_rfc3339(cls, value: Any) -> Any:
@@ -36,6 +49,27 @@ class ContentEvent(BaseModel):
         if isinstance(value, str):
             return datetime.fromisoformat(value.replace("Z", "+00:00"))
         return value
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether objects and arrays in ``value`` nest more than ``limit`` levels.
+
+    Level by level rather than recursively: orjson reads 1,024 levels, past Python's own
+    recursion limit.
+    """
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return False
 
 
 class Source(BaseModel):

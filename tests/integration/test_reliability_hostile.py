@@ -101,12 +101,12 @@ def _cases(rng: random.Random) -> list[Case]:
         "unknown_policy",
     )
     cases.extend(_valid(rng, f"ok-{n}") for n in range(80))
-    # Nesting orjson reads but cannot write back: the verdict cannot be published.
+    # Nesting orjson reads but a verdict could not write back: refused before the engine.
     deep = b"[" * 400 + b"]" * 400
     add(
         3,
         lambda n: b'{"id":"deep%d","content":"x","metadata":{"a":' % n + deep + b"}}",
-        "publish_failed",
+        "invalid_event",
     )
     # Numbers written longer than they were read: the verdict outgrows the request limit.
     pad = b"[" + b",".join([b"1e2"] * 200_000) + b"]"
