@@ -31,7 +31,6 @@ Run ``python -m worker.devmodel PATH`` to build one.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -400,7 +400,9 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _json(obj: dict) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    return orjson.dumps(
+        obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+    )
 
 
 def _is_built(path: Path, stamp: str) -> bool:

@@ -8,7 +8,6 @@ is set; values under secret-looking keys are always masked.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -17,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
+import orjson
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -175,7 +175,7 @@ def _write_vllm_config(stream: str, json_lines: bool, settings: LogSettings) -> 
         },
     }
     path = Path(tempfile.gettempdir()) / f"{_VLLM_CONFIG_PREFIX}{os.getpid()}.json"
-    path.write_text(json.dumps(config))
+    path.write_bytes(orjson.dumps(config))
     return path
 
 
