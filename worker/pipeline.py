@@ -349,7 +349,10 @@ class Worker:
         topics = self.settings.topics
         try:
             value = verdict.to_json()
-        except (TypeError, ValueError) as exc:  # nesting past what pydantic/orjson write
+        except (TypeError, ValueError) as exc:
+            # decode_event refuses what JSON cannot write back (over-deep metadata); should
+            # anything else slip through, one dead letter beats a worker failing on every
+            # redelivery of the same record.
             error = BadEvent("publish_failed", f"the verdict cannot be written as JSON: {exc}")
             await self._publish_dead_letter(item.record, item.offsets, error, item.trace)
             return None
