@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import math
 from collections.abc import Callable
@@ -116,25 +117,32 @@ class VllmClassifier:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         stats = EngineStats()
+
+        def load() -> list[AsyncLLM]:
+            engine = AsyncLLM.from_engine_args(
+                AsyncEngineArgs(**engine_args(settings)),
+                # The worker feeds the engine like an offline batch job. vLLM sizes the
+                # scheduler (max_num_batched_tokens, max_num_seqs) by usage context, and its
+                # default for an embedded engine is the smallest (2,048 tokens and 128
+                # sequences a step, on an H100 too), which starves a GPU; the offline context
+                # picks per-hardware sizes (16,384 and 1,024 on an H100). Explicit engine
+                # settings still win.
+                usage_context=UsageContext.LLM_CLASS,
+                stat_loggers=[stats_logger(stats)],
+            )
+            return [engine]  # in a box that is emptied below: see close()
+
         # Loading takes a minute: off the event loop, so probes and signals are answered.
-        engine = await asyncio.to_thread(
-            AsyncLLM.from_engine_args,
-            AsyncEngineArgs(**engine_args(settings)),
-            # The worker feeds the engine like an offline batch job. vLLM sizes the scheduler
-            # (max_num_batched_tokens, max_num_seqs) by usage context, and its default for an
-            # embedded engine is the smallest (2,048 tokens and 128 sequences a step, on an
-            # H100 too), which starves a GPU; the offline context picks per-hardware sizes
-            # (16,384 and 1,024 on an H100). Explicit engine settings still win.
-            usage_context=UsageContext.LLM_CLASS,
-            stat_loggers=[stats_logger(stats)],
-        )
+        engine = (await asyncio.to_thread(load)).pop()
         try:
             tokenizer = engine.get_tokenizer()
             name = settings.served_model_name or settings.model
-            return cls(engine, tokenizer, name, engine.model_config.max_model_len, stats)
+            classifier = cls(engine, tokenizer, name, engine.model_config.max_model_len, stats)
         except Exception:
             engine.shutdown()
             raise
+        del engine  # see close()
+        return classifier
 
     async def score(self, prompt_token_ids: list[int]) -> Score:
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -195,3 +203,9 @@ class VllmClassifier:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.shutdown()
+            # Otherwise the engine lives until interpreter exit, where its __del__ shuts it
+            # down again with half the modules gone and prints a TypeError. What kept it:
+            # frames of vLLM's first imports stay referenced, and through them start()'s
+            # frame and the loading thread's future, so neither holds the engine at the end.
+            del engine
+            gc.collect()
