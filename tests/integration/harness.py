@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 
 import orjson
@@ -88,11 +89,18 @@ async def read_topic(
     topic: str,
     *,
     at_least: int = 0,
+    ids: Collection[str] = (),
     timeout: float = 60.0,
     settle: float = 1.0,
     client: dict | None = None,
 ) -> list[ConsumerRecord]:
-    """Everything on ``topic``: wait until ``at_least`` records, then ``settle`` seconds more."""
+    """Everything on ``topic``: wait until ``at_least`` records and a verdict for each of
+    ``ids``, then ``settle`` seconds more.
+
+    Wait on ``ids`` wherever outputs may repeat (redelivery after a kill, a rebalance or a
+    broker outage): a count of records can be reached by duplicates while some ids are
+    still in flight.
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, **(client or {})
     )
@@ -102,14 +110,18 @@ async def read_topic(
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         records: list[ConsumerRecord] = []
+        missing = set(ids)
         deadline = last_new = time.monotonic()
         deadline += timeout
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for part in batch.values():
                 records.extend(part)
+                if missing:
+                    missing.difference_update(v["id"] for v in verdicts(part))
                 last_new = time.monotonic()
-            if len(records) >= at_least and time.monotonic() - last_new >= settle:
+            done = len(records) >= at_least and not missing
+            if done and time.monotonic() - last_new >= settle:
                 break
         return records
     finally:

@@ -91,7 +91,11 @@ async def test_sigkill_loop_loses_nothing(broker, test_model, tmp_path, record_p
         worker.start()
         await asyncio.to_thread(worker.wait_log, "partitions assigned", 300, mark)
         results = await read_topic(
-            bootstrap, topics["results"], at_least=TOTAL, timeout=300, settle=3
+            bootstrap,
+            topics["results"],
+            ids=[f"c-{n}" for n in range(TOTAL)],
+            timeout=300,
+            settle=3,
         )
         assert await asyncio.to_thread(worker.terminate) == 0
     finally:

@@ -60,7 +60,11 @@ async def test_worker_joining_and_leaving_loses_nothing(broker, engine, test_mod
         # The second worker left: its partitions go back to the first.
         await streaming
         results = await read_topic(
-            bootstrap, topics["results"], at_least=TOTAL, timeout=180, settle=2
+            bootstrap,
+            topics["results"],
+            ids=[f"r-{n}" for n in range(TOTAL)],
+            timeout=180,
+            settle=2,
         )
         for _ in range(100):  # the group settles onto the one member left
             if len(first.worker.held_partitions()) == 4:

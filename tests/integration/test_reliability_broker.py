@@ -54,6 +54,10 @@ def _settings(bootstrap: str, test_model, topics, **kafka):
     )
 
 
+def _ids(prefix: str, count: int) -> set[str]:
+    return {f"{prefix}-{n}" for n in range(count)}
+
+
 def _events(prefix: str, count: int) -> list:
     return [
         (
@@ -72,7 +76,7 @@ def _events(prefix: str, count: int) -> list:
 def _check_all_classified(results, prefix: str, count: int) -> int:
     got = verdicts(results)
     ids = [v["id"] for v in got]
-    assert set(ids) == {f"{prefix}-{n}" for n in range(count)}
+    assert set(ids) == _ids(prefix, count)
     labels = {v["id"]: v["label"] for v in got}
     assert all(labels[f"{prefix}-{n}"] == n % 2 for n in range(count))
     return len(ids) - len(set(ids))
@@ -162,7 +166,11 @@ async def test_broker_frozen_longer_than_the_session_timeout(engine, test_model)
                         assert "publishing is failing" in reason
                         assert cores < MAX_CORES_WHILE_WAITING
                         results = await read_topic(
-                            bootstrap, topics["results"], at_least=total, timeout=240, settle=2
+                            bootstrap,
+                            topics["results"],
+                            ids=_ids("frz", total),
+                            timeout=240,
+                            settle=2,
                         )
                         status, body = await _readyz(health.port)
                         assert status == 200, body

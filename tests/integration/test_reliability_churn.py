@@ -116,7 +116,11 @@ async def test_join_and_leave_mid_stream(broker, engine, test_model):
                 assert not streaming.done(), "the stream ended before the churn"
                 await streaming
                 results = await read_topic(
-                    bootstrap, topics["results"], at_least=TOTAL, timeout=240, settle=3
+                    bootstrap,
+                    topics["results"],
+                    ids=[f"ch-{n}" for n in range(TOTAL)],
+                    timeout=240,
+                    settle=3,
                 )
                 await _wait_for_commits(bootstrap, settings.kafka.group_id, topics["content"], ends)
     finally:

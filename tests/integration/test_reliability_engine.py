@@ -171,7 +171,11 @@ async def test_dead_engine_stops_the_worker_without_committing_unpublished(
     try:
         await asyncio.to_thread(worker.wait_log, "partitions assigned", 300, mark)
         results = await read_topic(
-            bootstrap, topics["results"], at_least=total, timeout=240, settle=2
+            bootstrap,
+            topics["results"],
+            ids=[f"e-{n}" for n in range(total)],
+            timeout=240,
+            settle=2,
         )
         assert await asyncio.to_thread(worker.terminate) == 0
     finally:
