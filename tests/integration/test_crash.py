@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 SEED = 7  # draws kill moments of 4.2, 2.2, 8.0, 1.3 and 6.7 s
 KILLS = 5
 TOTAL = 5000
+IDS = {f"c-{n}" for n in range(TOTAL)}
 RATE = 30  # events per second: slower than the worker, so work is in flight at each kill
 KILL_WINDOW_S = (0.5, 12.0)  # a kill comes this long after the worker took its partitions
 # Restarts take as long as the engine takes to load, which varies with the machine; holding
@@ -93,7 +94,7 @@ async def test_sigkill_loop_loses_nothing(broker, test_model, tmp_path, record_p
         results = await read_topic(
             bootstrap,
             topics["results"],
-            ids=[f"c-{n}" for n in range(TOTAL)],
+            ids=IDS,
             timeout=300,
             settle=3,
         )
@@ -104,7 +105,7 @@ async def test_sigkill_loop_loses_nothing(broker, test_model, tmp_path, record_p
             worker.kill()
 
     ids = [v["id"] for v in verdicts(results)]
-    assert set(ids) == {f"c-{n}" for n in range(TOTAL)}, worker.tail()
+    assert set(ids) == IDS, worker.tail()
     labels = {v["id"]: v["label"] for v in verdicts(results)}
     assert all(labels[f"c-{n}"] == n % 2 for n in range(TOTAL))
     positions = await committed(bootstrap, settings.kafka.group_id, topics["content"])

@@ -21,6 +21,7 @@ from .harness import (
 pytestmark = pytest.mark.integration
 
 TOTAL = 900
+IDS = {f"r-{n}" for n in range(TOTAL)}
 
 
 async def _stream(bootstrap: str, topic: str, start: int, stop: int, rate: float) -> None:
@@ -62,7 +63,7 @@ async def test_worker_joining_and_leaving_loses_nothing(broker, engine, test_mod
         results = await read_topic(
             bootstrap,
             topics["results"],
-            ids=[f"r-{n}" for n in range(TOTAL)],
+            ids=IDS,
             timeout=180,
             settle=2,
         )
@@ -73,7 +74,7 @@ async def test_worker_joining_and_leaving_loses_nothing(broker, engine, test_mod
         assert len(first.worker.held_partitions()) == 4
 
     ids = [v["id"] for v in verdicts(results)]
-    assert set(ids) == {f"r-{n}" for n in range(TOTAL)}
+    assert set(ids) == IDS
     labels = {v["id"]: v["label"] for v in verdicts(results)}
     assert all(labels[f"r-{n}"] == (1 if n % 3 == 0 else 0) for n in range(TOTAL))
     positions = await committed(bootstrap, settings.kafka.group_id, topics["content"])

@@ -28,6 +28,7 @@ from .harness import (
 pytestmark = pytest.mark.integration
 
 TOTAL = 3600
+IDS = {f"ch-{n}" for n in range(TOTAL)}
 PARTITIONS = 6
 RATE = 120  # events per second
 
@@ -118,7 +119,7 @@ async def test_join_and_leave_mid_stream(broker, engine, test_model):
                 results = await read_topic(
                     bootstrap,
                     topics["results"],
-                    ids=[f"ch-{n}" for n in range(TOTAL)],
+                    ids=IDS,
                     timeout=240,
                     settle=3,
                 )
@@ -129,7 +130,7 @@ async def test_join_and_leave_mid_stream(broker, engine, test_model):
             streaming.cancel()
 
     ids = [v["id"] for v in verdicts(results)]
-    assert set(ids) == {f"ch-{n}" for n in range(TOTAL)}
+    assert set(ids) == IDS
     labels = {v["id"]: v["label"] for v in verdicts(results)}
     assert all(labels[f"ch-{n}"] == (1 if n % 5 == 0 else 0) for n in range(TOTAL))
     # Commits moved while the stream ran, not just at the end.

@@ -127,6 +127,7 @@ async def test_dead_engine_stops_the_worker_without_committing_unpublished(
     broker, test_model, tmp_path
 ):
     total = 1500
+    expected = {f"e-{n}" for n in range(total)}
     bootstrap = broker.bootstrap_servers
     topics = topic_names("enginedeath")
     settings = worker_settings(bootstrap, test_model, topics, engine=CPU_ARGS)
@@ -173,7 +174,7 @@ async def test_dead_engine_stops_the_worker_without_committing_unpublished(
         results = await read_topic(
             bootstrap,
             topics["results"],
-            ids=[f"e-{n}" for n in range(total)],
+            ids=expected,
             timeout=240,
             settle=2,
         )
@@ -182,7 +183,7 @@ async def test_dead_engine_stops_the_worker_without_committing_unpublished(
         if worker.process.poll() is None:
             worker.kill()
     ids = [v["id"] for v in verdicts(results)]
-    assert set(ids) == {f"e-{n}" for n in range(total)}
+    assert set(ids) == expected
     labels = {v["id"]: v["label"] for v in verdicts(results)}
     assert all(labels[f"e-{n}"] == (n % 4 == 0) for n in range(total))
     print(
