@@ -37,7 +37,9 @@ async def start_classifier(settings: Settings) -> Classifier:
 
 
 def load_catalog(settings: Settings, classifier: Classifier) -> Catalog:
-    registry = load_policies(settings.policies.dir, settings.policies.default)
+    registry = load_policies(
+        settings.policies.dir, settings.policies.default, settings.shadow.pairs
+    )
     return compile_catalog(
         registry, classifier.tokenizer, classifier.max_model_len, settings.routing
     )
@@ -48,7 +50,9 @@ async def run_worker(
 ) -> int:
     """The whole process: engine, policies, Kafka clients, worker loop. Returns exit code."""
     # Policies are checked before the engine loads so a bad pack fails in a second, not a minute.
-    check_routing(load_policies(settings.policies.dir, settings.policies.default), settings.routing)
+    policies = settings.policies
+    registry = load_policies(policies.dir, policies.default, settings.shadow.pairs)
+    check_routing(registry, settings.routing)
     # So are credentials and certificates the brokers refuse (brokers merely down are waited for).
     await check_credentials(settings.kafka)
     tracing.configure_tracing()

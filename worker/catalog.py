@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import RoutingSettings
 from .policies import Policy, PolicyError, PolicyRegistry
@@ -21,6 +21,7 @@ class Entry:
 class Catalog:
     registry: PolicyRegistry
     entries: dict[str, Entry]
+    shadows: dict[str, tuple[Entry, ...]] = field(default_factory=dict)  # by production id
 
     def resolve(self, requested: list[str] | None) -> list[Entry]:
         """Entries for one event's policies; raises PolicyError for unknown ids."""
@@ -40,7 +41,10 @@ def compile_catalog(
         )
         for policy in registry
     }
-    return Catalog(registry, entries)
+    shadows: dict[str, tuple[Entry, ...]] = {}
+    for shadow, production in sorted(registry.shadows.items()):
+        shadows[production] = (*shadows.get(production, ()), entries[shadow])
+    return Catalog(registry, entries, shadows)
 
 
 def check_routing(registry: PolicyRegistry, routing: RoutingSettings) -> None:

@@ -115,7 +115,7 @@ async def _classify_lines(
     from .classify import Job, build_verdict, score_jobs
     from .events import BadEvent, Source, decode_event
 
-    load_policies(settings.policies.dir, settings.policies.default)
+    load_policies(settings.policies.dir, settings.policies.default, settings.shadow.pairs)
     classifier = await start_classifier(settings)
     failures = 0
     try:
@@ -162,7 +162,7 @@ def policies_check(
 
     settings = _settings(config, model, directory)
     try:
-        registry = load_policies(directory, settings.policies.default)
+        registry = load_policies(directory, settings.policies.default, settings.shadow.pairs)
     except PolicyError as exc:
         _die(str(exc), code=1)
     tok = _load_tokenizer(tokenizer or settings.engine.tokenizer or settings.engine.model)

@@ -102,6 +102,9 @@ class TopicSettings(_Section):
     results: str = Field("verdicts", min_length=1, description="Every verdict goes here.")
     review: str = Field("review", min_length=1, description="Uncertain verdicts also go here.")
     dead_letter: str = Field("dead-letter", min_length=1, description="Events that failed.")
+    shadow: str = Field(
+        "shadow-verdicts", min_length=1, description="Shadow policies' scores (never verdicts)."
+    )
     create: bool = Field(False, description="Create missing topics at start-up.")
     partitions: int = Field(6, ge=1, description="Partitions for topics the worker creates.")
     replication_factor: int = Field(1, ge=1, description="Replication for created topics.")
@@ -176,6 +179,29 @@ class PolicySettings(_Section):
     watch: bool = Field(True, description="Reload policies when the directory changes.")
 
 
+class CacheSettings(_Section):
+    """Scores of content seen before, so copies skip the engine (per worker process)."""
+
+    enabled: bool = Field(True, description="Look scores up before the engine.")
+    max_entries: int = Field(100_000, ge=1, description="Most scores held.")
+    max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Most memory the held scores may take."
+    )
+    ttl_s: float = Field(3600.0, gt=0, description="How long a score is served after scoring.")
+
+
+class ShadowSettings(_Section):
+    """Draft policies scored beside production ones; their scores never decide a verdict."""
+
+    pairs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Shadow policy id -> production policy id, besides front matter shadow_of.",
+    )
+    sample: float = Field(
+        1.0, ge=0, le=1, description="Share of events shadowed, chosen by a hash of the event id."
+    )
+
+
 class HealthSettings(_Section):
     enabled: bool = True
     host: str = "0.0.0.0"
@@ -200,6 +226,8 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     policies: PolicySettings = Field(default_factory=PolicySettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     drain_deadline_s: float = Field(

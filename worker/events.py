@@ -90,6 +90,7 @@ class PolicyVerdict(BaseModel):
     label: Literal[0, 1]
     score: float
     confidence: float
+    cached: bool = False  # the score came from the verdict cache, not an engine request
 
 
 class Verdict(BaseModel):

@@ -186,7 +186,9 @@ async def _create(
 
 
 def _topic_names(topics: TopicSettings) -> list[str]:
-    return list(dict.fromkeys([topics.content, topics.results, topics.review, topics.dead_letter]))
+    # The shadow topic is checked even with no shadow policy loaded: a reload may add one.
+    names = [topics.content, topics.results, topics.review, topics.dead_letter, topics.shadow]
+    return list(dict.fromkeys(names))
 
 
 def _describe(exc: BaseException) -> str:

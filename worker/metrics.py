@@ -29,11 +29,13 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from .classify import Scored
 from .events import Verdict
+from .shadow import ShadowRecord
 
 METER_NAME = "moderation-worker"
 LATENCY_BUCKETS_S = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
 ]  # fmt: skip
+SCORE_BUCKETS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 PREFIX_WINDOW = 1000  # prompts the prefix-cache hit ratio is taken over
 LAG_SAMPLE_INTERVAL_S = 1.0
@@ -123,6 +125,7 @@ def _partition_end(consumer: AIOKafkaConsumer, tp: object) -> int | None:
 _workers: weakref.WeakSet[WorkerGauges] = weakref.WeakSet()
 _engines: weakref.WeakSet[EngineStats] = weakref.WeakSet()
 _prefix_window = PrefixCacheWindow()
+_verdict_cache_window = PrefixCacheWindow()  # (1 lookup, 1 if a hit) per scored pair
 
 
 def watch_engine(stats: EngineStats | None) -> None:
@@ -145,6 +148,12 @@ def _observe_lag(_: CallbackOptions) -> Iterable[Observation]:
 
 def _observe_prefix_ratio(_: CallbackOptions) -> Iterable[Observation]:
     ratio = _prefix_window.ratio()
+    if ratio is not None:
+        yield Observation(ratio)
+
+
+def _observe_verdict_cache_ratio(_: CallbackOptions) -> Iterable[Observation]:
+    ratio = _verdict_cache_window.ratio()
     if ratio is not None:
         yield Observation(ratio)
 
@@ -209,6 +218,27 @@ cached_tokens = _meter.create_counter(
     unit="{token}",
     description="Prompt tokens served from the engine's prefix cache.",
 )
+verdict_cache_lookups = _meter.create_counter(
+    "moderation.verdict_cache.lookups",
+    unit="{lookup}",
+    description="Scored (event, policy) pairs by whether the verdict cache answered them.",
+)
+verdict_cache_saved_tokens = _meter.create_counter(
+    "moderation.verdict_cache.saved_prefill_tokens",
+    unit="{token}",
+    description="Prompt tokens past the policy prefix that cache hits kept from the engine.",
+)
+shadow_decisions = _meter.create_counter(
+    "moderation.shadow.decisions",
+    unit="{decision}",
+    description="Shadow records published, by production and shadow policy and outcome.",
+)
+shadow_score = _meter.create_histogram(
+    "moderation.shadow.score",
+    unit="1",
+    description="Shadow policies' scores, by production and shadow policy.",
+    explicit_bucket_boundaries_advisory=SCORE_BUCKETS,
+)
 policy_reloads = _meter.create_counter(
     "moderation.policy.reloads", unit="{reload}", description="Policy reloads, by result."
 )
@@ -229,6 +259,12 @@ _meter.create_observable_gauge(
     callbacks=[_observe_prefix_ratio],
     unit="1",
     description=f"Cached / prompt tokens over the last {PREFIX_WINDOW} prompts.",
+)
+_meter.create_observable_gauge(
+    "moderation.verdict_cache.hit_ratio",
+    callbacks=[_observe_verdict_cache_ratio],
+    unit="1",
+    description=f"Verdict-cache hits / lookups over the last {PREFIX_WINDOW} scored pairs.",
 )
 _meter.create_observable_gauge(
     "moderation.engine.kv_cache.usage",
@@ -255,22 +291,51 @@ def record_dead_letter(reason: str) -> None:
     dead_letters.add(1, {"reason": reason})
 
 
-def record_batch(results: Sequence[Scored]) -> None:
-    """Batch size, engine time, each item's queue time and prefix-cache use."""
+def record_batch(results: Sequence[Scored], verdict_cache: bool = False) -> None:
+    """Batch size, engine time, each item's queue time, prefix-cache and verdict-cache use.
+
+    Scores the verdict cache answered are not engine prompts: they count as lookups that hit.
+    """
     batch_size.record(len(results))
     scored = [r for r in results if r.scores is not None]
     if scored:
         inference_duration.record(max(0.0, scored[0].finished - scored[0].started))
-    prompt, cached = 0, 0
+    prompt, cached, hits, lookups, saved = 0, 0, 0, 0, 0
     for result in scored:
         queue_duration.record(max(0.0, result.started - result.job.received))
-        for score in result.scores or ():
+        spared = result.cached or (False,) * (len(result.scores or ()) + len(result.shadow_scores))
+        for score, hit in zip([*(result.scores or ()), *result.shadow_scores], spared, strict=True):
+            lookups += 1
+            if verdict_cache:
+                _verdict_cache_window.add(1, int(hit))
+            if hit:
+                hits += 1
+                continue
             prompt += score.prompt_tokens
             cached += score.cached_tokens
             _prefix_window.add(score.prompt_tokens, score.cached_tokens)
+        saved += result.saved_tokens
     if scored:  # one add a batch: the totals of one a prompt, for a fraction of the cost
         prompt_tokens.add(prompt)
         cached_tokens.add(cached)
+    if scored and verdict_cache:
+        verdict_cache_lookups.add(hits, {"result": "hit"})
+        verdict_cache_lookups.add(lookups - hits, {"result": "miss"})
+        verdict_cache_saved_tokens.add(saved)
+
+
+def record_shadow(records: Sequence[ShadowRecord]) -> None:
+    """Shadow records the broker acknowledged: outcome per policy pair, shadow scores."""
+    outcomes = Counter((r.production_policy, r.shadow_policy, _OUTCOME[r.flip]) for r in records)
+    for (production, shadow, outcome), count in outcomes.items():
+        labels = {"production": production, "shadow": shadow, "outcome": outcome}
+        shadow_decisions.add(count, labels)
+    for record in records:
+        pair = {"production": record.production_policy, "shadow": record.shadow_policy}
+        shadow_score.record(record.shadow_score, pair)
+
+
+_OUTCOME = {"none": "agree", "0->1": "flip_0_to_1", "1->0": "flip_1_to_0"}
 
 
 def record_verdicts(published: Sequence[Verdict]) -> None:

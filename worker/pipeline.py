@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from . import metrics, tracing
+from . import metrics, shadow, tracing
 from .catalog import Catalog
 from .classify import Job, Scored, build_verdict, score_jobs
 from .config import Settings
@@ -41,6 +41,7 @@ from .kafka import Backoff, backoff, record_rejected, unreachable
 from .offsets import TP, OffsetTracker, PartitionOffsets
 from .policies import PolicyError
 from .telemetry import content_field
+from .verdict_cache import make_cache
 
 log = structlog.get_logger("worker.pipeline")
 
@@ -99,6 +100,7 @@ class Worker:
         self._broker_trouble: str | None = None  # why publishing is waiting for the brokers
         self.assigned = asyncio.Event()
         self._gauges = metrics.WorkerGauges()
+        self._cache = make_cache(settings.cache)  # None when cache.enabled is false
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -292,7 +294,10 @@ class Worker:
             self._spawn(self._publish_dead_letter(record, offsets, exc, message))
             return
         tracing.annotate(message, item_id=event.id)
-        self._queue.put_nowait(Item(record, offsets, Job(event, entries), message))
+        # Shadow policies of this event's production policies (a sampled share of events).
+        drafts = shadow.shadows_for(self.catalog, entries, event.id, self.settings.shadow.sample)
+        job = Job(event, entries, shadows=drafts)
+        self._queue.put_nowait(Item(record, offsets, job, message))
 
     # ---- batch and classify ----------------------------------------------------------
 
@@ -329,10 +334,11 @@ class Worker:
                     [item.job for item in batch],
                     engine.overlong,
                     engine.max_retries,
+                    self._cache,
                 )
         except EngineError as exc:
             raise FatalError(str(exc)) from exc
-        metrics.record_batch(results)
+        metrics.record_batch(results, verdict_cache=self._cache is not None)
         debug = log.is_enabled_for(logging.DEBUG)  # once a batch: each check binds a logger
         published = await asyncio.gather(*(self._publish(by_job[r.job], r, debug) for r in results))
         # Counted once the batch is out: one add per label set instead of one per verdict.
@@ -360,9 +366,14 @@ class Worker:
         destinations = [topics.results]
         if verdict.route == "review":
             destinations.append(topics.review)
+        outputs: list[tuple[str, bytes | None, bytes | None, list[Header]]]
+        outputs = [(topic, key, value, []) for topic in destinations]
+        # Shadow records ride with the verdict: acknowledged before the offset completes.
+        drafts = shadow.shadow_records(scored, self.classifier.model_name, item.source)
+        outputs += [(topics.shadow, key, draft.to_json(), []) for draft in drafts]
         try:
             await self._send_all(
-                [(topic, key, value, []) for topic in destinations],
+                outputs,
                 item.offsets,
                 item.record,
                 item.trace,
@@ -373,6 +384,7 @@ class Worker:
             await self._publish_dead_letter(item.record, item.offsets, rejected, item.trace)
             return None
         metrics.record_end_to_end(item.job.event.created_at)
+        metrics.record_shadow(drafts)
         if debug:
             self._log_published(item, verdict)
         return verdict

@@ -28,6 +28,7 @@ class Policy:
     review_low: float | None = None
     review_high: float | None = None
     path: Path | None = None
+    shadow_of: str | None = None  # the production policy this draft is scored beside
 
 
 def policy_version(text: str) -> str:
@@ -52,6 +53,9 @@ def parse_policy(source: str, path: Path | None = None) -> Policy:
     policy_id = meta.get("id")
     if not isinstance(policy_id, str) or not _ID.match(policy_id):
         raise PolicyError(f"{where}: 'id' must be a lowercase identifier, got {policy_id!r}")
+    shadow_of = meta.get("shadow_of")
+    if shadow_of is not None and (not isinstance(shadow_of, str) or not _ID.match(shadow_of)):
+        raise PolicyError(f"{where}: 'shadow_of' must be a policy id, got {shadow_of!r}")
     return Policy(
         id=policy_id,
         title=str(meta.get("title") or policy_id),
@@ -61,6 +65,7 @@ def parse_policy(source: str, path: Path | None = None) -> Policy:
         review_low=_unit_float(meta, "review_low", where),
         review_high=_unit_float(meta, "review_high", where),
         path=path,
+        shadow_of=shadow_of,
     )
 
 
@@ -74,9 +79,18 @@ def _unit_float(meta: Mapping[str, object], key: str, where: str) -> float | Non
 
 
 class PolicyRegistry:
-    """An immutable set of policies plus the default set for events that name none."""
+    """An immutable set of policies plus the default set for events that name none.
 
-    def __init__(self, policies: Iterable[Policy], default: Iterable[str] = ()) -> None:
+    Shadow policies (drafts scored beside a production policy) are loaded like the others but
+    never decide: they are not in the default set and events cannot name them.
+    """
+
+    def __init__(
+        self,
+        policies: Iterable[Policy],
+        default: Iterable[str] = (),
+        shadow_pairs: Mapping[str, str] | None = None,
+    ) -> None:
         by_id: dict[str, Policy] = {}
         for policy in policies:
             if policy.id in by_id:
@@ -86,10 +100,15 @@ class PolicyRegistry:
         if not by_id:
             raise PolicyError("no policies loaded")
         self._by_id = by_id
-        self.default: tuple[str, ...] = tuple(default) or tuple(sorted(by_id))
+        self.shadows: dict[str, str] = _shadow_pairs(by_id, shadow_pairs or {})
+        production = sorted(p for p in by_id if p not in self.shadows)
+        self.default: tuple[str, ...] = tuple(default) or tuple(production)
         unknown = [p for p in self.default if p not in by_id]
         if unknown:
             raise PolicyError(f"default policies not found: {', '.join(unknown)}")
+        drafts = [p for p in self.default if p in self.shadows]
+        if drafts:
+            raise PolicyError(f"default policies are shadow policies: {', '.join(drafts)}")
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -106,12 +125,43 @@ class PolicyRegistry:
         unknown = [p for p in ids if p not in self._by_id]
         if unknown:
             raise PolicyError(f"unknown policy id(s): {', '.join(unknown)}")
+        drafts = [p for p in ids if p in self.shadows]
+        if drafts:
+            raise PolicyError(
+                f"policy id(s) {', '.join(drafts)} are shadow policies: they are scored beside "
+                "their production policy and never decide a verdict; name the production policy"
+            )
         return [self._by_id[p] for p in ids]
 
 
-def load_policies(directory: Path, default: Iterable[str] = ()) -> PolicyRegistry:
+def _shadow_pairs(by_id: Mapping[str, Policy], configured: Mapping[str, str]) -> dict[str, str]:
+    """Shadow id -> production id from front matter and configuration; both must agree."""
+    pairs = {p.id: p.shadow_of for p in by_id.values() if p.shadow_of is not None}
+    for shadow, production in configured.items():
+        if pairs.get(shadow, production) != production:
+            raise PolicyError(
+                f"shadow policy {shadow!r} is the shadow of {pairs[shadow]!r} in its front "
+                f"matter and of {production!r} in shadow.pairs"
+            )
+        pairs[shadow] = production
+    for shadow, production in pairs.items():
+        if shadow not in by_id:
+            raise PolicyError(f"shadow.pairs names shadow policy {shadow!r}, which is not loaded")
+        if production not in by_id:
+            raise PolicyError(f"shadow policy {shadow!r} shadows {production!r}, not loaded")
+        if production in pairs:
+            raise PolicyError(
+                f"shadow policy {shadow!r} shadows {production!r}, itself a shadow policy"
+            )
+    return pairs
+
+
+def load_policies(
+    directory: Path, default: Iterable[str] = (), shadow_pairs: Mapping[str, str] | None = None
+) -> PolicyRegistry:
     """Load every ``*.md`` in ``directory`` (README.md excepted)."""
     if not directory.is_dir():
         raise PolicyError(f"policy directory {directory} does not exist")
     files = sorted(p for p in directory.glob("*.md") if p.name.lower() != "readme.md")
-    return PolicyRegistry((parse_policy(f.read_text(encoding="utf-8"), f) for f in files), default)
+    policies = (parse_policy(f.read_text(encoding="utf-8"), f) for f in files)
+    return PolicyRegistry(policies, default, shadow_pairs)

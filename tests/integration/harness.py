@@ -26,6 +26,7 @@ def topic_names(prefix: str) -> dict[str, str]:
         "results": f"{tag}-verdicts",
         "review": f"{tag}-review",
         "dead_letter": f"{tag}-dead",
+        "shadow": f"{tag}-shadow",
     }
 
 

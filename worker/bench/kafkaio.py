@@ -23,6 +23,7 @@ def topic_names(system: str) -> dict[str, str]:
         "results": f"{tag}-verdicts",
         "review": f"{tag}-review",
         "dead_letter": f"{tag}-dead",
+        "shadow": f"{tag}-shadow",
     }
 
 
