@@ -154,7 +154,7 @@ def _collect(
             return Scored(job, error=error, started=started, finished=finished)
         if isinstance(answer, BaseException):
             raise answer
-        spared = plan.owners.get(key, job) is not job
+        spared = key in plan.hits or plan.owners[key] is not job
         cached.append(spared)
         if spared:
             saved += max(0, answer.prompt_tokens - len(entry.prompt.prefix))
