@@ -555,6 +555,12 @@ def test_default_config_matches_worker_defaults_where_the_chart_does_not_choose(
         ("batch.max_items=128", ("batch", "max_items"), 128),
         ("batch.linger_ms=2.5", ("batch", "linger_ms"), 2.5),
         ("drain_deadline_s=60", ("drain_deadline_s",), 60),
+        ("cache.enabled=false", ("cache", "enabled"), False),
+        ("cache.max_entries=5000", ("cache", "max_entries"), 5000),
+        ("cache.max_bytes=2097152", ("cache", "max_bytes"), 2097152),
+        ("cache.ttl_s=600.5", ("cache", "ttl_s"), 600.5),
+        ("shadow.sample=0.25", ("shadow", "sample"), 0.25),
+        ("topics.shadow=ugc-shadow", ("topics", "shadow"), "ugc-shadow"),
     ],
 )
 def test_set_overrides_land_in_the_worker_config(
@@ -583,6 +589,26 @@ def test_per_policy_override_is_the_band_the_worker_routes_with(
     band = thresholds_for(policy, settings.routing)
     assert band.review_low == 0.3
     assert band.review_high == 0.8  # the global value, untouched
+
+
+def test_shadow_pair_from_values_is_the_one_the_worker_loads(
+    chart: helm.Chart, tmp_path: Path
+) -> None:
+    """A draft in the pack, paired in values: the worker shadows production with it."""
+    from worker.policies import load_policies
+
+    rendered = render(chart, helm.parse_set_string("shadow.pairs.hate-speech-v2=hate-speech"))
+    settings = load_rendered_config(rendered, tmp_path)
+    assert settings.shadow.pairs == {"hate-speech-v2": "hate-speech"}
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    for source in POLICY_DIR.glob("*.md"):
+        (pack / source.name).write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    draft = "---\nid: hate-speech-v2\n---\nA stricter draft.\n"
+    (pack / "hate-speech-v2.md").write_text(draft, encoding="utf-8")
+    registry = load_policies(pack, settings.policies.default, settings.shadow.pairs)
+    assert registry.shadows == {"hate-speech-v2": "hate-speech"}
+    assert "hate-speech-v2" not in registry.default
 
 
 # ---------------------------------------------------------------------------------------

@@ -227,6 +227,11 @@ manages filled in. Only keys of worker/config.py's Settings are emitted.
 {{- end }}
 {{- $_ := set $routing "policies" $bands }}
 {{- $policies := dict "dir" .Values.policyPack.mountPath "default" .Values.policies.default "watch" .Values.policies.watch }}
+{{- $cache := deepCopy .Values.cache }}
+{{- $_ := set $cache "ttl_s" (float64 $cache.ttl_s) }}
+{{- $shadow := deepCopy .Values.shadow }}
+{{- $_ := set $shadow "sample" (float64 $shadow.sample) }}
+{{- $_ := set $shadow "pairs" (default dict $shadow.pairs) }}
 {{- $health := dict "enabled" true "host" "0.0.0.0" "port" .Values.health.port "stall_after_s" (float64 .Values.health.stall_after_s) }}
 {{- $config := dict
   "kafka" $kafka
@@ -235,6 +240,8 @@ manages filled in. Only keys of worker/config.py's Settings are emitted.
   "engine" $engine
   "routing" $routing
   "policies" $policies
+  "cache" $cache
+  "shadow" $shadow
   "health" $health
   "log" .Values.log
   "drain_deadline_s" (float64 .Values.drain_deadline_s)
