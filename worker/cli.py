@@ -308,11 +308,21 @@ def eval_command(
     review_budget: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this review share.")
     ] = None,
+    shadow: Annotated[
+        str | None,
+        typer.Option(
+            "--shadow",
+            help="Compare a shadow policy with production instead: a JSONL file of shadow "
+            "records, or kafka:TOPIC to read the shadow topic (kafka.* settings).",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
     policies: PoliciesOpt = None,
 ) -> None:
     """Measure policies on a labelled sample: metrics, threshold suggestions, steerability."""
+    if shadow is not None:
+        _compare_shadow(_settings(config, model, policies), shadow, out)
     from .app import start_classifier
     from .engine import EngineError
     from .evaluate.command import EvalError, EvalRequest, run_eval
@@ -330,6 +340,23 @@ def eval_command(
     except EngineError as exc:
         _die(str(exc), code=1)
     raise typer.Exit(code)
+
+
+def _compare_shadow(settings: Settings, source: str, out: Path) -> None:
+    """How many decisions each shadow policy would change, with examples of each flip."""
+    from .evaluate.shadow import ShadowReadError, compare, read_source, render
+
+    _logs_to_stderr(settings)
+    try:
+        reports = compare(asyncio.run(read_source(settings.kafka, source)))
+    except ShadowReadError as exc:
+        _die(str(exc), code=1)
+    typer.echo(render(reports), nl=False)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shadow-comparison.json").write_bytes(
+        orjson.dumps([r.to_json() for r in reports], option=orjson.OPT_INDENT_2)
+    )
+    raise typer.Exit(0)
 
 
 def main() -> None:

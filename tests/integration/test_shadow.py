@@ -17,6 +17,8 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker import metrics
+from worker.evaluate.shadow import compare
+from worker.evaluate.shadow import read_topic as read_shadow_topic
 from worker.policies import policy_version
 
 from .harness import (
@@ -129,6 +131,10 @@ async def test_shadow_policy_changes_no_verdict_and_reloads(broker, engine, test
         assert flips == {"1->0": PER_KIND, "0->1": PER_KIND, "none": 2 * PER_KIND}
         for outcome, count in [("agree", 12), ("flip_1_to_0", 6), ("flip_0_to_1", 6)]:
             assert _decisions(after, outcome) - _decisions(before, outcome) == count, outcome
+
+        # eval --shadow reads the topic and counts the same decisions the draft would change.
+        [pair] = compare(await read_shadow_topic(settings.kafka, topics["shadow"]))
+        assert (pair.events, pair.flips) == (len(kinds), {"0->1": PER_KIND, "1->0": PER_KIND})
 
         # An event cannot ask for a shadow policy by id: it is dead-lettered, saying why.
         [letter] = [r for r in dead if r.key == b"d-1"]
