@@ -255,7 +255,9 @@ def bench(
     level_seconds: Annotated[float, typer.Option(help="Seconds measured per load.")] = 20.0,
     level_warmup_seconds: Annotated[float, typer.Option(help="Unmeasured lead-in.")] = 3.0,
     overhead_events: Annotated[int, typer.Option(help="Events per overhead run.")] = 5000,
-    phases: Annotated[str, typer.Option(help="engine,worker,naive,overhead")] = "",
+    phases: Annotated[
+        str, typer.Option(help="engine,worker,naive,overhead (default); also cache, shadow")
+    ] = "",
     max_items: Annotated[int | None, typer.Option(help="batch.max_items")] = None,
     linger_ms: Annotated[float | None, typer.Option(help="batch.linger_ms")] = None,
     max_in_flight: Annotated[int | None, typer.Option(help="batch.max_in_flight")] = None,
@@ -266,6 +268,12 @@ def bench(
     bootstrap: Annotated[
         str | None, typer.Option(help="Use this broker instead of an embedded one.")
     ] = None,
+    duplicate_share: Annotated[
+        float, typer.Option(help="cache phase: share of events copying an earlier one (Zipf).")
+    ] = 0.3,
+    shadow_sample: Annotated[
+        float, typer.Option(help="Share of events a draft policy shadows in the worker runs.")
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Workload seed.")] = 7,
     workdir: Annotated[Path, typer.Option(help="Fitted policies, logs.")] = Path(".cache/bench"),
     out: Annotated[Path | None, typer.Option("--out", help="Write the result as JSON.")] = None,

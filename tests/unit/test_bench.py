@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from worker.bench.stats import (
     ratio,
     steady_rate,
 )
-from worker.bench.workload import fit_policy_text
+from worker.bench.workload import fit_policy_text, with_duplicates
 
 
 def test_percentile_interpolates_between_closest_ranks():
@@ -118,7 +119,23 @@ def test_ratios_and_targets():
         "worker_over_naive": True,
         "instant_worker_over_raw_loop": False,
         "min_policy_prefix_cached": True,
+        "cache_duplicates_over_unique": None,  # the cache phase did not run
     }
+    phases["cache"] = {"duplicates_over_unique": 1.45}
+    assert targets(phases)["cache_duplicates_over_unique"]["met"] is True
+
+
+def test_duplicates_are_the_share_asked_and_heavy_tailed():
+    contents = [f"text {n}" for n in range(1000)]
+    copied = with_duplicates(contents, 0.3, "7")
+    assert copied == with_duplicates(contents, 0.3, "7")  # deterministic
+    assert len(copied) == 1000 and copied[:50] == contents[:50]
+    replaced = [c for c, o in zip(copied, contents, strict=True) if c != o]
+    assert len(replaced) == 300
+    counts = Counter(replaced).most_common()
+    assert counts[0][0] == "text 0"  # the most popular text is copied most
+    assert sum(n for _, n in counts[:5]) > len(replaced) / 3  # a few texts make most copies
+    assert len(set(copied)) == 700  # copies add no new text
 
 
 def test_targets_not_measured_are_none_not_failures():

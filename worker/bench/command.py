@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import orjson
 from rich.console import Console
 
-from .config import CPU_ENGINE_ARGS, PHASES, BenchConfig
+from .config import CPU_ENGINE_ARGS, DEFAULT_PHASES, BenchConfig
 from .report import print_report, write_json
 
 T = TypeVar("T")
@@ -82,7 +82,7 @@ def build_config(options: dict[str, Any], console: Console) -> BenchConfig:
         content_tokens=parse_range(options.pop("content_tokens")),
         levels=levels,
         level_rates=rates,
-        phases=phases or PHASES,
+        phases=phases or DEFAULT_PHASES,
         **options,
     )
 

@@ -15,7 +15,8 @@ import orjson
 
 from ..config import EngineSettings, Settings, load_settings
 
-PHASES = ("engine", "worker", "naive", "overhead")
+PHASES = ("engine", "worker", "naive", "overhead", "cache", "shadow")
+DEFAULT_PHASES = ("engine", "worker", "naive", "overhead")
 
 # On a CPU engine, eager mode starts fast and runs small models faster; a 32-token block
 # (the CPU attention's smallest) leaves at most 31 policy tokens outside the prefix cache.
@@ -43,7 +44,11 @@ class BenchConfig:
     # holds it that long even when records arrive; Apache Kafka answers at once.
     fetch_max_wait_ms: int = 500
     batch: dict[str, Any] = field(default_factory=dict)
-    phases: tuple[str, ...] = PHASES
+    phases: tuple[str, ...] = DEFAULT_PHASES
+    # The cache phase: share of events whose content copies an earlier one (Zipf-drawn).
+    duplicate_share: float = 0.3
+    # Share of events the draft policy shadows in the worker systems (0 = no shadow work).
+    shadow_sample: float = 0.0
     seed: int = 7
     wait_timeout_s: float = 600.0
     workdir: Path = Path(".cache/bench")
@@ -61,6 +66,10 @@ class BenchConfig:
             raise ValueError("load levels are fractions of the measured maximum, in (0, 2]")
         if any(r <= 0 for r in self.level_rates):
             raise ValueError("fixed load levels must be positive rates")
+        if not 0 <= self.duplicate_share < 1:
+            raise ValueError("the duplicate share must be in [0, 1)")
+        if not 0 <= self.shadow_sample <= 1:
+            raise ValueError("the shadow sample must be in [0, 1]")
 
     # ---- settings the systems under test run with ----------------------------------------
 
@@ -73,7 +82,14 @@ class BenchConfig:
             model=self.model, max_model_len=self.max_model_len, extra_args=extra, **direct
         )
 
-    def worker_settings(self, bootstrap: str, topics: dict[str, str], group: str) -> Settings:
+    def worker_settings(
+        self,
+        bootstrap: str,
+        topics: dict[str, str],
+        group: str,
+        changes: dict[str, Any] | None = None,
+    ) -> Settings:
+        sections = {"shadow": {"sample": self.shadow_sample}, **(changes or {})}
         return load_settings(
             kafka={
                 "bootstrap_servers": bootstrap,
@@ -90,6 +106,7 @@ class BenchConfig:
             health={"enabled": False},
             log={"level": "WARNING"},
             batch=self.batch,
+            **sections,
         )
 
     @property

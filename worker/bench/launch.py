@@ -48,7 +48,7 @@ async def build_system(
     kind: str, config: BenchConfig, spec: Spec, classifier: Classifier | None = None
 ) -> System:
     """A system of ``kind`` in this process; ``classifier`` reuses a running engine."""
-    settings = config.worker_settings(spec.bootstrap, spec.topics, spec.group)
+    settings = config.worker_settings(spec.bootstrap, spec.topics, spec.group, spec.settings)
     if kind == "raw-loop":
         return RawLoopSystem(kind, spec)
     if kind == "worker-instant":

@@ -18,6 +18,13 @@ SYSTEMS = {
     "worker-instant": "4 moderation-worker, instant engine",
     "raw-loop": "4 raw aiokafka consume-produce-commit",
 }
+# Runs inside the cache and shadow phases: (phase, run) -> label.
+RUNS = {
+    ("cache", "unique"): "5 worker, unique content",
+    ("cache", "duplicates"): "5 worker, with copies",
+    ("shadow", "without"): "6 worker, no shadow",
+    ("shadow", "with"): "6 worker, every event shadowed",
+}
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
@@ -33,6 +40,12 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
         console.print(_latency(phases))
     if any("cache" in p for p in phases.values()):
         console.print(_cache(phases))
+    if "hit_cost" in phases.get("cache", {}):
+        cost = phases["cache"]["hit_cost"]
+        console.print(f"verdict cache: {cost['cpu_us_per_hit']} µs CPU per event answered whole")
+    if phases.get("shadow", {}).get("cpu_ms_per_shadowed_event") is not None:
+        extra = phases["shadow"]["cpu_ms_per_shadowed_event"]
+        console.print(f"shadow policy: {extra} ms CPU more per shadowed event")
     console.print(_targets(result["targets"]))
 
 
@@ -41,8 +54,11 @@ def _throughput(phases: dict[str, Any]) -> Table:
     columns = ("items/s", "CPU ms/item", "items", "verdicts", "dead letters", "missing")
     for column in ("system", *columns):
         table.add_column(column, justify="left" if column == "system" else "right")
-    for key, label in SYSTEMS.items():
-        phase = phases.get(key)
+    rows = [(label, phases.get(key)) for key, label in SYSTEMS.items()]
+    for (key, run), label in RUNS.items():
+        phase = phases.get(key, {})
+        rows.append((label, phase if "error" in phase else phase.get(run)))
+    for label, phase in rows:
         if not phase:
             continue
         if "error" in phase:

@@ -26,7 +26,13 @@ from .stats import (
     steady_rate,
 )
 from .systems import Spec, System
-from .workload import Workload, load_workload, tokenizer_cost, write_policies
+from .workload import (
+    Workload,
+    cache_hit_cost,
+    load_workload,
+    tokenizer_cost,
+    write_policies,
+)
 
 Launcher = Callable[[str, Spec], Awaitable[System]]
 
@@ -40,6 +46,7 @@ TARGETS = {
     "worker_over_naive": 3.0,
     "instant_worker_over_raw_loop": 0.7,
     "min_policy_prefix_cached": 0.9,
+    "cache_duplicates_over_unique": 1.3,
 }
 
 
@@ -80,6 +87,8 @@ async def run_bench(
             lambda: bench.measure("raw-loop", config.overhead_events * RAW_LOOP_SCALE),
         ),
         ("overhead", "tokenizer", lambda: _tokenizer(config, tokenizer)),
+        ("cache", "cache", lambda: _cache_phase(bench, config, tokenizer)),
+        ("shadow", "shadow", lambda: _shadow_phase(bench, config, phases)),
     ]
     try:
         for phase, name, run in runs:
@@ -122,6 +131,42 @@ async def _tokenizer(config: BenchConfig, tokenizer: Tokenizer) -> dict[str, Any
     return tokenizer_cost(config, tokenizer, min(config.overhead_events, 2000))
 
 
+async def _cache_phase(
+    bench: _SystemBench, config: BenchConfig, tokenizer: Tokenizer
+) -> dict[str, Any]:
+    """The worker on unique content, then on content with copies, one after the other."""
+    unique = await bench.measure("worker", config.events, name="cache-unique")
+    copies = await bench.measure(
+        "worker", config.events, name="cache-duplicates", duplicate_share=config.duplicate_share
+    )
+    return {
+        "duplicate_share": config.duplicate_share,
+        "unique": unique,
+        "duplicates": copies,
+        "duplicates_over_unique": ratio(saturated_rate(copies), saturated_rate(unique)),
+        "hit_cost": await cache_hit_cost(config, tokenizer),
+    }
+
+
+async def _shadow_phase(
+    bench: _SystemBench, config: BenchConfig, phases: dict[str, Any]
+) -> dict[str, Any]:
+    """The worker on unique content with every event shadowed, against it without."""
+    base = phases.get("cache", {}).get("unique") or await bench.measure(
+        "worker", config.events, name="shadow-off", settings={"shadow": {"sample": 0.0}}
+    )
+    shadowed = await bench.measure(
+        "worker", config.events, name="shadow-on", settings={"shadow": {"sample": 1.0}}
+    )
+    cpu = [p.get("cpu_ms_per_item") for p in (base, shadowed)]
+    return {
+        "without": base,
+        "with": shadowed,
+        "with_over_without": ratio(saturated_rate(shadowed), saturated_rate(base)),
+        "cpu_ms_per_shadowed_event": (round(cpu[1] - cpu[0], 3) if None not in cpu else None),
+    }
+
+
 class _SystemBench:
     """Drives one system: a backlog for its saturated rate, then open-loop load levels."""
 
@@ -139,24 +184,37 @@ class _SystemBench:
         self.launch = launch
         self.progress = progress
 
-    async def measure(self, kind: str, count: int, with_levels: bool = False) -> dict[str, Any]:
+    async def measure(
+        self,
+        kind: str,
+        count: int,
+        with_levels: bool = False,
+        *,
+        name: str | None = None,
+        duplicate_share: float = 0.0,
+        settings: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``name`` tells runs of one system apart; ``settings`` change its worker sections."""
         config = self.config
         load = os.getloadavg()[0]
-        topics = topic_names(kind)
+        name = name or kind
+        topics = topic_names(name)
         await create_topics(self.bootstrap, list(topics.values()), config.partitions)
-        workload = load_workload(config, self.tokenizer, count, f"{kind}-sat")
-        self.progress(f"{kind}: {count} events queued, starting the system")
+        workload = load_workload(
+            config, self.tokenizer, count, f"{name}-sat", duplicate_share=duplicate_share
+        )
+        self.progress(f"{name}: {count} events queued, starting the system")
         await produce_backlog(self.bootstrap, topics["content"], workload.events)
         collector = await ResultCollector(
             self.bootstrap, topics["results"], topics["dead_letter"]
         ).start()
         group = f"bench-{topics['content']}"
-        spec = Spec(self.bootstrap, topics, group, self.config.fetch_max_wait_ms)
+        spec = Spec(self.bootstrap, topics, group, self.config.fetch_max_wait_ms, settings or {})
         system = await self.launch(kind, spec)
         levels: list[dict[str, Any]] = []
         try:
             await system.start()
-            self.progress(f"{kind}: consuming; measuring the saturated rate")
+            self.progress(f"{name}: consuming; measuring the saturated rate")
             skip = config.warmup_events if with_levels else count // 10
             saturation = await self._saturation(collector, workload, skip)
             if with_levels:
@@ -289,6 +347,7 @@ def ratios(phases: dict[str, Any]) -> dict[str, float | None]:
 
 def targets(phases: dict[str, Any]) -> dict[str, dict[str, Any]]:
     measured: dict[str, float | None] = dict(ratios(phases))
+    measured["cache_duplicates_over_unique"] = phases.get("cache", {}).get("duplicates_over_unique")
     cache = phases.get("worker", {}).get("cache")  # absent when the phase failed
     measured["min_policy_prefix_cached"] = (
         min(p["cached_share_of_policy"] for p in cache.values()) if cache else None

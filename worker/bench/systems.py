@@ -7,7 +7,7 @@ A system has ``start()`` (returns once it consumes: partitions assigned) and ``s
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -35,6 +35,7 @@ class Spec:
     topics: dict[str, str]
     group: str
     fetch_max_wait_ms: int  # the run's --fetch-max-wait-ms, for the plain consumers
+    settings: dict[str, Any] = field(default_factory=dict)  # worker sections this run changes
 
 
 class WorkerSystem:

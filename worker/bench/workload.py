@@ -16,10 +16,14 @@ import orjson
 import yaml
 
 from ..catalog import Catalog, compile_catalog
+from ..classify import Job, score_jobs
 from ..config import BatchSettings, RoutingSettings
 from ..devmodel import FILLER_WORDS
+from ..engine import Score
+from ..events import ContentEvent
 from ..policies import Policy, load_policies
 from ..prompts import Tokenizer, assemble, tokenize_contents
+from ..verdict_cache import VerdictCache
 from .config import BenchConfig
 
 
@@ -62,22 +66,33 @@ def fit_policy_text(tokenizer: Tokenizer, text: str, more: list[str], target: in
 
 
 def write_policies(config: BenchConfig, tokenizer: Tokenizer) -> Path:
-    """The pack's policies, each fitted to ``policy_tokens``, written where the worker reads."""
+    """The pack's policies, each fitted to ``policy_tokens``, written where the worker reads.
+
+    Plus a draft of the first policy as its shadow (the second policy's text, so the same
+    length): scored only where ``shadow.sample`` asks, never named by events.
+    """
     pack = list(load_policies(config.policy_dir))
     out = config.policies_dir
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.md"):
         old.unlink()
+    texts = []
     for n, policy in enumerate(pack):
         others = [p.text for p in pack[n + 1 :] + pack[:n]]
-        text = fit_policy_text(tokenizer, policy.text, others, config.policy_tokens)
-        _write_policy(out / f"{policy.id}.md", policy, text)
+        texts.append(fit_policy_text(tokenizer, policy.text, others, config.policy_tokens))
+        _write_policy(out / f"{policy.id}.md", policy, texts[-1])
+    first = pack[0]
+    draft = Policy(f"{first.id}-draft", f"{first.title} (draft)", "", "", shadow_of=first.id)
+    _write_policy(out / f"{draft.id}.md", draft, texts[1 % len(texts)])
     return out
 
 
 def _write_policy(path: Path, policy: Policy, text: str) -> None:
-    meta = yaml.safe_dump({"id": policy.id, "title": policy.title}, sort_keys=False)
-    path.write_text(f"---\n{meta}---\n{text}\n", encoding="utf-8")
+    meta = {"id": policy.id, "title": policy.title}
+    if policy.shadow_of:
+        meta["shadow_of"] = policy.shadow_of
+    front = yaml.safe_dump(meta, sort_keys=False)
+    path.write_text(f"---\n{front}---\n{text}\n", encoding="utf-8")
 
 
 def make_contents(
@@ -99,6 +114,21 @@ def make_contents(
     return contents
 
 
+def with_duplicates(contents: list[str], share: float, seed: str, popular: int = 50) -> list[str]:
+    """``contents`` with a ``share`` of them replaced by copies, as in a wave of reposts.
+
+    Copies are drawn from the first ``popular`` texts with Zipf weights (the k-th most
+    copied text is copied about 1/k as often as the first): a few texts make most copies.
+    """
+    rng = random.Random(f"duplicates-{seed}")
+    pool = contents[: min(popular, len(contents))]
+    weights = [1 / rank**1.1 for rank in range(1, len(pool) + 1)]
+    out = list(contents)
+    for n in rng.sample(range(len(pool), len(contents)), round(share * len(contents))):
+        out[n] = rng.choices(pool, weights)[0]
+    return out
+
+
 def make_events(config: BenchConfig, policy_ids: list[str], contents: list[str], tag: str):
     """One event per content; policies rotate so every policy sees the same share."""
     k = min(config.policies_per_event, len(policy_ids))
@@ -112,13 +142,21 @@ def make_events(config: BenchConfig, policy_ids: list[str], contents: list[str],
 
 
 def load_workload(
-    config: BenchConfig, tokenizer: Tokenizer, count: int, tag: str, stream: int = 0
+    config: BenchConfig,
+    tokenizer: Tokenizer,
+    count: int,
+    tag: str,
+    stream: int = 0,
+    duplicate_share: float = 0.0,
 ) -> Workload:
     """The fitted policies (already written) compiled as the worker compiles them."""
     registry = load_policies(config.policies_dir)
     catalog = compile_catalog(registry, tokenizer, config.max_model_len, RoutingSettings())
     contents = make_contents(tokenizer, config, count, stream)
-    return Workload(catalog, contents, make_events(config, sorted(catalog.entries), contents, tag))
+    if duplicate_share:
+        contents = with_duplicates(contents, duplicate_share, f"{config.seed}-{stream}")
+    events = make_events(config, list(registry.default), contents, tag)  # production only
+    return Workload(catalog, contents, events)
 
 
 def event_prompts(workload: Workload, tokenizer: Tokenizer) -> list[tuple[str, list[int]]]:
@@ -143,4 +181,47 @@ def tokenizer_cost(config: BenchConfig, tokenizer: Tokenizer, count: int) -> dic
         "items": len(contents),
         "wall_us_per_item": round(wall * 1e6 / len(contents), 1),
         "cpu_us_per_item": round(cpu * 1e6 / len(contents), 1),
+    }
+
+
+class _FixedScores:
+    """Answers every prompt at once with the same score: only the cache's own work is timed."""
+
+    def __init__(self, tokenizer: Tokenizer, max_model_len: int) -> None:
+        self.model_name = "bench"
+        self.max_model_len = max_model_len
+        self.tokenizer = tokenizer
+
+    async def score(self, prompt_token_ids: list[int]) -> Score:
+        return Score(0.5, len(prompt_token_ids), 0)
+
+    def close(self) -> None:
+        pass
+
+
+async def cache_hit_cost(config: BenchConfig, tokenizer: Tokenizer) -> dict[str, float]:
+    """CPU per event answered whole by the verdict cache, in batches the worker's size.
+
+    The batches are scored once to fill the cache, then again: the second pass is all hits
+    (keys hashed, scores looked up, results built), with no tokenizing and no engine.
+    """
+    workload = load_workload(config, tokenizer, min(config.overhead_events, 2000), "hits")
+    engine = _FixedScores(tokenizer, config.max_model_len)
+    cache = VerdictCache(10**6, 10**9, 3600)
+    size = int(config.batch.get("max_items", BatchSettings().max_items))
+    jobs = [
+        Job(ContentEvent(id=e.id, content=c), workload.catalog.resolve(e.policies))
+        for e, c in zip(workload.events, workload.contents, strict=True)
+    ]
+    batches = [jobs[n : n + size] for n in range(0, len(jobs), size)]
+    for batch in batches:
+        await score_jobs(engine, batch, "truncate", 0, cache)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for batch in batches:
+        await score_jobs(engine, batch, "truncate", 0, cache)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {
+        "items": len(jobs),
+        "wall_us_per_hit": round(wall * 1e6 / len(jobs), 1),
+        "cpu_us_per_hit": round(cpu * 1e6 / len(jobs), 1),
     }
