@@ -20,6 +20,9 @@ def test_env_nesting_and_yaml_precedence(tmp_path, monkeypatch):
         ("WORKER_ROUTING__REVIEW_HIGH", "1.5", "routing.review_high"),
         ("WORKER_KAFKA__SECURITY_PROTOCOL", "SASL_SSL", "sasl_mechanism"),
         ("WORKER_ENGINE__OVERLONG", "ignore", "engine.overlong"),
+        ("WORKER_SHADOW__SAMPLE", "1.5", "shadow.sample"),
+        ("WORKER_CACHE__MAX_ENTRIES", "0", "cache.max_entries"),
+        ("WORKER_CACHE__TTL_S", "0", "cache.ttl_s"),
     ],
 )
 def test_bad_values_name_the_field(monkeypatch, env, value, needle):
