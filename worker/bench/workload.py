@@ -68,8 +68,9 @@ def fit_policy_text(tokenizer: Tokenizer, text: str, more: list[str], target: in
 def write_policies(config: BenchConfig, tokenizer: Tokenizer) -> Path:
     """The pack's policies, each fitted to ``policy_tokens``, written where the worker reads.
 
-    Plus a draft of the first policy as its shadow (the second policy's text, so the same
-    length): scored only where ``shadow.sample`` asks, never named by events.
+    Plus a draft of the first policy as its shadow, fitted to the same length and with a
+    prefix of its own (a revision note first): scored only where ``shadow.sample`` asks,
+    never named by events.
     """
     pack = list(load_policies(config.policy_dir))
     out = config.policies_dir
@@ -83,7 +84,9 @@ def write_policies(config: BenchConfig, tokenizer: Tokenizer) -> Path:
         _write_policy(out / f"{policy.id}.md", policy, texts[-1])
     first = pack[0]
     draft = Policy(f"{first.id}-draft", f"{first.title} (draft)", "", "", shadow_of=first.id)
-    _write_policy(out / f"{draft.id}.md", draft, texts[1 % len(texts)])
+    revised = f"Revised draft of {first.title}.\n{texts[0]}"
+    text = fit_policy_text(tokenizer, revised, [p.text for p in pack[1:]], config.policy_tokens)
+    _write_policy(out / f"{draft.id}.md", draft, text)
     return out
 
 
