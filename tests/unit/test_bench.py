@@ -19,7 +19,7 @@ from worker.bench.stats import (
     ratio,
     steady_rate,
 )
-from worker.bench.workload import fit_policy_text, with_duplicates
+from worker.bench.workload import copy_sources, fit_policy_text, make_events
 
 
 def test_percentile_interpolates_between_closest_ranks():
@@ -125,17 +125,24 @@ def test_ratios_and_targets():
     assert targets(phases)["cache_duplicates_over_unique"]["met"] is True
 
 
-def test_duplicates_are_the_share_asked_and_heavy_tailed():
-    contents = [f"text {n}" for n in range(1000)]
-    copied = with_duplicates(contents, 0.3, "7")
-    assert copied == with_duplicates(contents, 0.3, "7")  # deterministic
-    assert len(copied) == 1000 and copied[:50] == contents[:50]
-    replaced = [c for c, o in zip(copied, contents, strict=True) if c != o]
-    assert len(replaced) == 300
-    counts = Counter(replaced).most_common()
-    assert counts[0][0] == "text 0"  # the most popular text is copied most
-    assert sum(n for _, n in counts[:5]) > len(replaced) / 3  # a few texts make most copies
-    assert len(set(copied)) == 700  # copies add no new text
+def test_copies_are_the_share_asked_and_heavy_tailed():
+    sources = copy_sources(1000, 0.3, "7")
+    assert sources == copy_sources(1000, 0.3, "7")  # deterministic
+    assert sources[:50] == list(range(50))  # the popular events are originals
+    copies = [s for n, s in enumerate(sources) if s != n]
+    assert len(copies) == 300 and all(s < 50 for s in copies)
+    counts = Counter(copies).most_common()
+    assert counts[0][0] == 0  # the most popular event is copied most
+    assert sum(n for _, n in counts[:5]) > len(copies) / 3  # a few events make most copies
+
+
+def test_a_copy_has_the_content_and_policies_of_its_original():
+    config = BenchConfig(model="m", policies_per_event=2)
+    contents = [f"text {n}" for n in range(6)]
+    events = make_events(config, ["a", "b", "c"], contents, "t", sources=[0, 1, 2, 0, 4, 1])
+    assert [e.policies for e in events] == [
+        ["a", "b"], ["b", "c"], ["c", "a"], ["a", "b"], ["b", "c"], ["b", "c"],
+    ]  # fmt: skip
 
 
 def test_targets_not_measured_are_none_not_failures():

@@ -22,6 +22,7 @@ SYSTEMS = {
 RUNS = {
     ("cache", "unique"): "5 worker, unique content",
     ("cache", "duplicates"): "5 worker, with copies",
+    ("cache", "duplicates_without_cache"): "5 worker, with copies, cache off",
     ("shadow", "without"): "6 worker, no shadow",
     ("shadow", "with"): "6 worker, every event shadowed",
 }

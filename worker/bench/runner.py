@@ -134,16 +134,30 @@ async def _tokenizer(config: BenchConfig, tokenizer: Tokenizer) -> dict[str, Any
 async def _cache_phase(
     bench: _SystemBench, config: BenchConfig, tokenizer: Tokenizer
 ) -> dict[str, Any]:
-    """The worker on unique content, then on content with copies, one after the other."""
+    """The worker on unique content, then on content with copies with and without the cache.
+
+    The run without the cache tells the cache's own part from the engine's: vLLM's prefix
+    cache already spares most of a copy's prefill when the copy's blocks are still cached.
+    """
+    share = config.duplicate_share
     unique = await bench.measure("worker", config.events, name="cache-unique")
     copies = await bench.measure(
-        "worker", config.events, name="cache-duplicates", duplicate_share=config.duplicate_share
+        "worker", config.events, name="cache-duplicates", duplicate_share=share
+    )
+    uncached = await bench.measure(
+        "worker",
+        config.events,
+        name="cache-duplicates-off",
+        duplicate_share=share,
+        settings={"cache": {"enabled": False}},
     )
     return {
-        "duplicate_share": config.duplicate_share,
+        "duplicate_share": share,
         "unique": unique,
         "duplicates": copies,
+        "duplicates_without_cache": uncached,
         "duplicates_over_unique": ratio(saturated_rate(copies), saturated_rate(unique)),
+        "cache_on_over_off": ratio(saturated_rate(copies), saturated_rate(uncached)),
         "hit_cost": await cache_hit_cost(config, tokenizer),
     }
 

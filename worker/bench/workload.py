@@ -117,27 +117,38 @@ def make_contents(
     return contents
 
 
-def with_duplicates(contents: list[str], share: float, seed: str, popular: int = 50) -> list[str]:
-    """``contents`` with a ``share`` of them replaced by copies, as in a wave of reposts.
+def copy_sources(count: int, share: float, seed: str, popular: int = 50) -> list[int]:
+    """For each event, the event it copies (itself for an original), as in a wave of reposts.
 
-    Copies are drawn from the first ``popular`` texts with Zipf weights (the k-th most
-    copied text is copied about 1/k as often as the first): a few texts make most copies.
+    A ``share`` of the events copy one of the first ``popular`` events, content and
+    policies both, drawn with Zipf weights (the k-th is copied about 1/k as often as the
+    first): a few texts make most copies.
     """
     rng = random.Random(f"duplicates-{seed}")
-    pool = contents[: min(popular, len(contents))]
-    weights = [1 / rank**1.1 for rank in range(1, len(pool) + 1)]
-    out = list(contents)
-    for n in rng.sample(range(len(pool), len(contents)), round(share * len(contents))):
-        out[n] = rng.choices(pool, weights)[0]
-    return out
+    pool = min(popular, count)
+    weights = [1 / rank**1.1 for rank in range(1, pool + 1)]
+    sources = list(range(count))
+    for n in rng.sample(range(pool, count), round(share * count)):
+        sources[n] = rng.choices(range(pool), weights)[0]
+    return sources
 
 
-def make_events(config: BenchConfig, policy_ids: list[str], contents: list[str], tag: str):
-    """One event per content; policies rotate so every policy sees the same share."""
+def make_events(
+    config: BenchConfig,
+    policy_ids: list[str],
+    contents: list[str],
+    tag: str,
+    sources: list[int] | None = None,
+):
+    """One event per content; policies rotate so every policy sees the same share.
+
+    With ``sources``, a copy gets the policies of the event it copies.
+    """
     k = min(config.policies_per_event, len(policy_ids))
     events = []
     for n, content in enumerate(contents):
-        chosen = [policy_ids[(n + j) % len(policy_ids)] for j in range(k)]
+        m = sources[n] if sources else n
+        chosen = [policy_ids[(m + j) % len(policy_ids)] for j in range(k)]
         item_id = f"{tag}-{n}"
         value = orjson.dumps({"id": item_id, "content": content, "policies": chosen})
         events.append(Event(item_id, chosen, value))
@@ -156,9 +167,11 @@ def load_workload(
     registry = load_policies(config.policies_dir)
     catalog = compile_catalog(registry, tokenizer, config.max_model_len, RoutingSettings())
     contents = make_contents(tokenizer, config, count, stream)
+    sources = None
     if duplicate_share:
-        contents = with_duplicates(contents, duplicate_share, f"{config.seed}-{stream}")
-    events = make_events(config, list(registry.default), contents, tag)  # production only
+        sources = copy_sources(count, duplicate_share, f"{config.seed}-{stream}")
+        contents = [contents[source] for source in sources]
+    events = make_events(config, list(registry.default), contents, tag, sources)
     return Workload(catalog, contents, events)
 
 
