@@ -68,17 +68,58 @@ async def test_bench_worker_and_overhead_phases(broker, engine, test_model, tmp_
 
     # Every fitted policy was served, and its prefix came from the cache once warm.
     cache = phases["worker"]["cache"]
-    assert set(cache) == set(result["workload"]["policies"])
+    policies = result["workload"]["policies"]
+    assert set(cache) == {pid for pid, p in policies.items() if not p["shadow_of"]}
     for row in cache.values():
         assert row["prompts"] > 0
         assert 0 < row["cached_share_of_policy"] <= 1
         assert row["computed_tokens_mean"] + row["cached_tokens_mean"] == pytest.approx(
             row["prompt_tokens_mean"], abs=0.2
         )
-    for policy in result["workload"]["policies"].values():
+    for policy in policies.values():
         assert policy["policy_tokens"] <= 300
 
     assert result["ratios"]["instant_worker_over_raw_loop"] > 0
     assert result["ratios"]["worker_over_engine"] is None  # the engine phase did not run
     assert result["targets"]["worker_over_engine"]["met"] is None
     assert phases["tokenizer"]["cpu_us_per_item"] > 0
+
+
+async def test_bench_cache_and_shadow_phases(broker, engine, test_model, tmp_path):
+    config = BenchConfig(
+        model=str(test_model),
+        policy_dir=REPO / "policies",
+        max_model_len=engine.max_model_len,
+        engine_args=CPU_ENGINE_ARGS,
+        policy_tokens=300,
+        content_tokens=(20, 60),
+        events=60,
+        warmup_events=10,
+        overhead_events=200,
+        batch={"max_items": 4},
+        phases=("cache", "shadow"),
+        duplicate_share=0.3,
+        wait_timeout_s=120.0,
+        workdir=tmp_path,
+    )
+
+    async def in_process(kind, spec):
+        return await build_system(kind, config, spec, classifier=engine)
+
+    result = await run_bench(
+        config, engine.tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
+    )
+    phases = result["phases"]
+    assert set(phases) == {"cache", "shadow"}, phases
+    cache, shadow = phases["cache"], phases["shadow"]
+    assert "error" not in cache and "error" not in shadow, phases
+    runs = [cache["unique"], cache["duplicates"], cache["duplicates_without_cache"]]
+    for run in [*runs, shadow["with"]]:
+        sat = run["saturation"]
+        assert sat["verdicts"] == sat["items"] == 60 and sat["missing"] == 0
+    assert cache["duplicates_over_unique"] > 0 and cache["hit_cost"]["cpu_us_per_hit"] > 0
+    assert result["targets"]["cache_duplicates_over_unique"]["measured"] is not None
+    # The draft was scored only in the shadowed run; the shadow phase reused the unique run.
+    [draft] = [pid for pid, p in result["workload"]["policies"].items() if p["shadow_of"]]
+    assert draft in shadow["with"]["cache"] and draft not in cache["unique"].get("cache", {})
+    assert shadow["without"] == cache["unique"]

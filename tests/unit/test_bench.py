@@ -134,6 +134,8 @@ def test_copies_are_the_share_asked_and_heavy_tailed():
     counts = Counter(copies).most_common()
     assert counts[0][0] == 0  # the most popular event is copied most
     assert sum(n for _, n in counts[:5]) > len(copies) / 3  # a few events make most copies
+    short = copy_sources(60, 0.3, "7")  # fewer events than the popular pool and copies
+    assert sum(s != n for n, s in enumerate(short)) == 18
 
 
 def test_a_copy_has_the_content_and_policies_of_its_original():

@@ -385,6 +385,7 @@ def _describe_workload(config: BenchConfig, tokenizer: Tokenizer) -> dict[str, A
                 "policy_tokens": len(tokenizer.encode(e.policy.text, add_special_tokens=False)),
                 "prefix_tokens": len(e.prompt.prefix),
                 "suffix_tokens": len(e.prompt.suffix),
+                "shadow_of": e.policy.shadow_of,
             }
             for pid, e in sorted(workload.catalog.entries.items())
         },

@@ -125,10 +125,11 @@ def copy_sources(count: int, share: float, seed: str, popular: int = 50) -> list
     first): a few texts make most copies.
     """
     rng = random.Random(f"duplicates-{seed}")
-    pool = min(popular, count)
+    copies = round(share * count)
+    pool = min(popular, count - copies)  # a short run still has room for every copy
     weights = [1 / rank**1.1 for rank in range(1, pool + 1)]
     sources = list(range(count))
-    for n in rng.sample(range(pool, count), round(share * count)):
+    for n in rng.sample(range(pool, count), copies):
         sources[n] = rng.choices(range(pool), weights)[0]
     return sources
 
