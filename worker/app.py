@@ -31,6 +31,10 @@ ClassifierFactory = Callable[[Settings], Awaitable[Classifier]]
 
 
 async def start_classifier(settings: Settings) -> Classifier:
+    if settings.engine.kind == "remote":
+        from .engine.remote import RemoteClassifier
+
+        return await RemoteClassifier.start(settings.engine)
     from .engine.vllm import VllmClassifier
 
     return await VllmClassifier.start(settings.engine)

@@ -116,11 +116,46 @@ class BatchSettings(_Section):
 
 
 class EngineSettings(_Section):
-    """Options passed through to vLLM's engine arguments."""
+    """The classifier engine: vLLM in this process (``local``) or a vLLM fleet (``remote``).
 
+    For ``local`` the options below pass through to vLLM's engine arguments. For ``remote``
+    only the tokenizer is loaded here (from ``tokenizer``, else ``model``); the server must
+    serve ``served_model_name`` (else ``model``) under that name.
+    """
+
+    kind: Literal["local", "remote"] = Field(
+        "local", description="local: vLLM in this process; remote: vLLM OpenAI-compatible servers."
+    )
     model: str = Field("zentropi-ai/cope-b-a4b", min_length=1, description="Model path or hub id.")
     tokenizer: str | None = None
-    served_model_name: str | None = Field(None, description="Name written into verdicts.")
+    served_model_name: str | None = Field(
+        None, description="Name written into verdicts; for remote, the name the server serves."
+    )
+    url: str | None = Field(
+        None,
+        description="remote: comma-separated base URLs of vLLM OpenAI-compatible servers "
+        "(e.g. http://vllm:8000); requests are spread over them.",
+    )
+    api_key: SecretStr | None = Field(None, description="remote: bearer token for the servers.")
+    api_key_file: Path | None = Field(
+        None, description="remote: file holding the API key (a mounted Secret); wins over api_key."
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="remote: longest wait for one answer before it counts as failed."
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="remote: longest wait to connect.")
+    max_concurrency: int = Field(
+        256, ge=1, description="remote: requests in flight at once (the server batches them)."
+    )
+    connect_retry_s: float = Field(
+        30.0,
+        ge=0,
+        description="remote: how long start-up keeps retrying servers that cannot be reached "
+        "before exiting. Once running, a server that goes down is waited for without limit.",
+    )
+    backoff_max_s: float = Field(
+        10.0, gt=0, description="remote: longest wait between two attempts to reach a server."
+    )
     dtype: str = "auto"
     max_model_len: int | None = Field(None, ge=64)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
@@ -137,6 +172,20 @@ class EngineSettings(_Section):
         "dead_letter", description="What to do with content that does not fit max_model_len."
     )
     max_retries: int = Field(2, ge=0, description="Retries of a failed engine request.")
+
+    @model_validator(mode="after")
+    def _remote_is_complete(self) -> EngineSettings:
+        if self.kind == "remote" and not self.urls():
+            raise ValueError("url is required when kind is remote")
+        return self
+
+    def urls(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in (self.url or "").split(",") if u.strip()]
+
+    def key(self) -> str | None:
+        if self.api_key_file is not None:
+            return self.api_key_file.read_text().strip()
+        return self.api_key.get_secret_value() if self.api_key else None
 
 
 class Band(_Section):
