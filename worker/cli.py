@@ -255,7 +255,7 @@ def bench(
     level_seconds: Annotated[float, typer.Option(help="Seconds measured per load.")] = 20.0,
     level_warmup_seconds: Annotated[float, typer.Option(help="Unmeasured lead-in.")] = 3.0,
     overhead_events: Annotated[int, typer.Option(help="Events per overhead run.")] = 5000,
-    phases: Annotated[str, typer.Option(help="engine,worker,naive,overhead")] = "",
+    phases: Annotated[str, typer.Option(help="engine,worker,remote,naive,overhead")] = "",
     max_items: Annotated[int | None, typer.Option(help="batch.max_items")] = None,
     linger_ms: Annotated[float | None, typer.Option(help="batch.linger_ms")] = None,
     max_in_flight: Annotated[int | None, typer.Option(help="batch.max_in_flight")] = None,
