@@ -91,9 +91,10 @@ async def test_labels_and_scores_equal_the_in_process_engines(
             settings = worker_settings(bootstrap, test_model, topics, engine=CPU_ARGS)
             classifier = engine
         else:
-            settings = worker_settings(
-                bootstrap, test_model, topics, engine=remote_engine(vllm_server, key_file)
-            )
+            # Two URLs of the one server: requests are spread over a list of servers.
+            urls = f"{vllm_server.url},http://localhost:{vllm_server.port}"
+            engine_options = remote_engine(vllm_server, key_file, url=urls)
+            settings = worker_settings(bootstrap, test_model, topics, engine=engine_options)
             classifier = await RemoteClassifier.start(settings.engine)
         await create_topics(bootstrap, list(topics.values()), 3)
         await produce(bootstrap, topics["content"], records)

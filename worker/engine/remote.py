@@ -47,13 +47,36 @@ class Endpoint:
     down: str | None = None  # why it is out of reach, until it answers again
 
 
+class Endpoints:
+    """The servers of ``engine.url`` in turn, skipping those out of reach while any is up."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.all = [Endpoint(url) for url in urls]
+        self._turn = itertools.cycle(range(len(self.all)))
+
+    def pick(self) -> Endpoint:
+        for _ in self.all:
+            endpoint = self.all[next(self._turn)]
+            if endpoint.down is None:
+                return endpoint
+        # Every server is out of reach: each is tried again in turn.
+        return self.all[next(self._turn)]
+
+    @property
+    def unready(self) -> str | None:
+        """Why nothing can be classified now: every server is out of reach."""
+        if all(endpoint.down for endpoint in self.all):
+            return "; ".join(str(endpoint.down) for endpoint in self.all)
+        return None
+
+
 class RemoteClassifier:
     """Scores token-id prompts on remote servers. Build with ``await RemoteClassifier.start``."""
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        endpoints: list[Endpoint],
+        endpoints: Endpoints,
         tokenizer: Tokenizer,
         model_name: str,
         max_model_len: int,
@@ -61,10 +84,10 @@ class RemoteClassifier:
     ) -> None:
         self._session = session
         self._endpoints = endpoints
-        self._turn = itertools.cycle(range(len(endpoints)))
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._backoff_max_s = settings.backoff_max_s
         self._closed = False
+        self._closing: asyncio.Task[None] | None = None  # the session's close, once asked
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.max_model_len = max_model_len
@@ -89,9 +112,8 @@ class RemoteClassifier:
         # The worker fits prompts to the smallest context of the fleet, and to its own
         # setting when that is smaller still.
         max_len = min([*lengths, settings.max_model_len or min(lengths)])
-        endpoints = [Endpoint(url) for url in settings.urls()]
         log.info("engine servers checked", urls=settings.urls(), model=name, max_model_len=max_len)
-        return cls(session, endpoints, tokenizer, name, max_len, settings)
+        return cls(session, Endpoints(settings.urls()), tokenizer, name, max_len, settings)
 
     async def score(self, prompt_token_ids: list[int]) -> Score:
         body = orjson.dumps(completion_body(self.model_name, prompt_token_ids, self._no, self._yes))
@@ -104,13 +126,14 @@ class RemoteClassifier:
         while True:
             if self._closed:
                 raise EngineError("engine client closed", fatal=True)
-            endpoint = self._next_endpoint()
+            endpoint = self._endpoints.pick()
             try:
                 reply = await _post(self._session, endpoint.url, body)
             except Unavailable as exc:
                 if endpoint.down is None:
                     log.warning("engine server out of reach; waiting", error=str(exc))
                 endpoint.down = str(exc)
+                # An unlimited budget: next() always has a delay.
                 await asyncio.sleep(delays.next() or self._backoff_max_s)
                 continue
             if endpoint.down is not None:
@@ -118,20 +141,10 @@ class RemoteClassifier:
                 endpoint.down = None
             return reply
 
-    def _next_endpoint(self) -> Endpoint:
-        # Servers known to be up first; when all are down, each in turn is tried again.
-        for _ in self._endpoints:
-            endpoint = self._endpoints[next(self._turn)]
-            if endpoint.down is None:
-                return endpoint
-        return self._endpoints[next(self._turn)]
-
     @property
     def unready(self) -> str | None:
-        """Why the worker cannot classify now: every server is out of reach."""
-        if all(endpoint.down for endpoint in self._endpoints):
-            return "; ".join(str(endpoint.down) for endpoint in self._endpoints)
-        return None
+        """Why the worker cannot classify now (read by /readyz)."""
+        return self._endpoints.unready
 
     @property
     def dead(self) -> bool:
