@@ -145,7 +145,13 @@ class EngineSettings(_Section):
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="remote: longest wait to connect.")
     max_concurrency: int = Field(
-        256, ge=1, description="remote: requests in flight at once (the server batches them)."
+        256, ge=1, description="remote: prompts in flight at once (the servers batch them)."
+    )
+    prompts_per_request: int = Field(
+        16,
+        ge=1,
+        description="remote: most prompts sent in one request. Prompts waiting at the same "
+        "moment go together, which spares the server most of its per-request cost.",
     )
     connect_retry_s: float = Field(
         30.0,

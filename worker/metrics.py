@@ -265,6 +265,8 @@ def record_batch(results: Sequence[Scored]) -> None:
     for result in scored:
         queue_duration.record(max(0.0, result.started - result.job.received))
         for score in result.scores or ():
+            if score.cached_tokens is None:  # not reported: leave it out of the hit rate
+                continue
             prompt += score.prompt_tokens
             cached += score.cached_tokens
             _prefix_window.add(score.prompt_tokens, score.cached_tokens)

@@ -19,18 +19,19 @@ from worker.engine.openai_api import (
 NO, YES = 15, 16
 
 
+def choice(top: dict[str, float], index: int = 0) -> dict:
+    return {"index": index, "logprobs": {"top_logprobs": [top]}, "text": "1"}
+
+
 def reply(top: dict[str, float], usage: dict | None = None) -> dict:
-    return {
-        "choices": [{"logprobs": {"top_logprobs": [top]}, "text": "1"}],
-        "usage": usage or {"prompt_tokens": 10},
-    }
+    return {"choices": [choice(top)], "usage": usage or {"prompt_tokens": 10}}
 
 
 def test_body_asks_what_the_in_process_engine_asks():
-    body = completion_body("m", [1, 2, 3], NO, YES)
+    body = completion_body("m", [[1, 2, 3], [4, 5]], NO, YES)
     assert body == {
         "model": "m",
-        "prompt": [1, 2, 3],
+        "prompt": [[1, 2, 3], [4, 5]],
         "max_tokens": 1,
         "temperature": 0.0,
         "allowed_token_ids": [NO, YES],
@@ -44,33 +45,58 @@ def test_score_is_p_yes_normalised_over_the_two_answers():
         {f"token_id:{YES}": math.log(0.3), f"token_id:{NO}": math.log(0.6)},
         {"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 8}},
     )
-    score = score_reply(answer, NO, YES, prompt_tokens=10)
+    [score] = score_reply(answer, NO, YES, [10])
     assert score.p_yes == pytest.approx(1 / 3)
     assert (score.prompt_tokens, score.cached_tokens) == (10, 8)
 
 
-def test_one_answer_missing_counts_as_zero_and_no_details_as_no_cache():
-    score = score_reply(reply({f"token_id:{YES}": -0.01}), NO, YES, prompt_tokens=4)
-    assert score.p_yes == 1.0 and score.cached_tokens == 0
+def test_one_answer_missing_counts_as_zero_and_no_details_as_unreported():
+    [score] = score_reply(reply({f"token_id:{YES}": -0.01}), NO, YES, [4])
+    assert score.p_yes == 1.0 and score.cached_tokens is None
+
+
+def test_several_prompts_are_answered_by_index_without_a_cache_count_each():
+    answer = {
+        "choices": [
+            choice({f"token_id:{YES}": math.log(0.9), f"token_id:{NO}": math.log(0.1)}, 1),
+            choice({f"token_id:{YES}": math.log(0.2), f"token_id:{NO}": math.log(0.8)}, 0),
+        ],
+        "usage": {"prompt_tokens_details": {"cached_tokens": 64}},
+    }
+    first, second = score_reply(answer, NO, YES, [5, 7])
+    assert first.p_yes == pytest.approx(0.2) and second.p_yes == pytest.approx(0.9)
+    assert (first.prompt_tokens, second.prompt_tokens) == (5, 7)
+    # vLLM counts cached tokens for the request, not per prompt: none is made up here.
+    assert first.cached_tokens is None and second.cached_tokens is None
+
+
+def test_a_missing_answer_is_an_engine_error():
+    with pytest.raises(EngineError, match="no answer for every prompt"):
+        score_reply(reply({f"token_id:{YES}": -0.01}), NO, YES, [4, 4])
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        {},
-        {"choices": []},
-        {"choices": [{"logprobs": None}]},
+        {"choices": [{"index": 0, "logprobs": None}]},
+        {"choices": [{"index": 0}]},
         reply({"1": -0.1}),  # tokens as text: the request's return_tokens_as_token_ids ignored
     ],
 )
 def test_replies_without_usable_logprobs_are_engine_errors(bad):
     with pytest.raises(EngineError, match="no logprobs"):
-        score_reply(bad, NO, YES, prompt_tokens=1)
+        score_reply(bad, NO, YES, [1])
+
+
+@pytest.mark.parametrize("bad", [{}, {"choices": []}, {"choices": [{"text": "1"}]}])
+def test_replies_without_choices_are_engine_errors(bad):
+    with pytest.raises(EngineError, match="no answer"):
+        score_reply(bad, NO, YES, [1])
 
 
 def test_neither_answer_is_an_engine_error():
     with pytest.raises(EngineError, match="neither answer"):
-        score_reply(reply({"token_id:99": -0.1}), NO, YES, prompt_tokens=1)
+        score_reply(reply({"token_id:99": -0.1}), NO, YES, [1])
 
 
 def test_start_up_accepts_processed_logprobs():

@@ -23,10 +23,11 @@ class ServerMismatch(Exception):
     """A server that cannot serve this worker; the message says which setting to change."""
 
 
-def completion_body(model: str, prompt_token_ids: list[int], no: int, yes: int) -> dict[str, Any]:
+def completion_body(model: str, prompts: list[list[int]], no: int, yes: int) -> dict[str, Any]:
+    """One request for one or more prompts; the server answers each with a choice."""
     return {
         "model": model,
-        "prompt": prompt_token_ids,
+        "prompt": prompts,
         "max_tokens": 1,
         "temperature": 0.0,
         "allowed_token_ids": [no, yes],
@@ -35,30 +36,54 @@ def completion_body(model: str, prompt_token_ids: list[int], no: int, yes: int) 
     }
 
 
-def answer_logprobs(reply: Any) -> dict[int, float]:
-    """The first generated position's top logprobs, keyed by token id."""
+def answer_logprobs(choice: Any) -> dict[int, float]:
+    """A choice's first generated position's top logprobs, keyed by token id."""
     try:
-        top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
+        top = choice["logprobs"]["top_logprobs"][0]
         return {_token_id(token): float(logprob) for token, logprob in top.items()}
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise EngineError(f"engine server returned no logprobs: {_excerpt(reply)}") from exc
+        raise EngineError(f"engine server returned no logprobs: {_excerpt(choice)}") from exc
 
 
-def score_reply(reply: Any, no: int, yes: int, prompt_tokens: int) -> Score:
-    """P("1") from a completion reply, computed as the in-process engine computes it."""
-    logprobs = answer_logprobs(reply)
+def score_reply(reply: Any, no: int, yes: int, prompt_lengths: list[int]) -> list[Score]:
+    """P("1") per prompt of a request, computed as the in-process engine computes it.
+
+    vLLM reports cached prompt tokens per request, so only a prompt sent alone has its own.
+    """
+    choices = _choices(reply, len(prompt_lengths))
+    cached = _cached(reply) if len(prompt_lengths) == 1 else None
+    return [
+        Score(p_yes=_p_yes(choice, no, yes), prompt_tokens=length, cached_tokens=cached)
+        for choice, length in zip(choices, prompt_lengths, strict=True)
+    ]
+
+
+def _choices(reply: Any, count: int) -> list[Any]:
+    """The choices in prompt order (``index`` is the prompt's place in the request)."""
+    try:
+        by_index = {int(choice["index"]): choice for choice in reply["choices"]}
+        return [by_index[index] for index in range(count)]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EngineError(
+            f"engine server returned no answer for every prompt: {_excerpt(reply)}"
+        ) from exc
+
+
+def _p_yes(choice: Any, no: int, yes: int) -> float:
+    logprobs = answer_logprobs(choice)
     p_yes = math.exp(logprobs[yes]) if yes in logprobs else 0.0
     p_no = math.exp(logprobs[no]) if no in logprobs else 0.0
     total = p_yes + p_no
     if total <= 0:
         raise EngineError("engine server returned neither answer token")
-    return Score(p_yes=p_yes / total, prompt_tokens=prompt_tokens, cached_tokens=_cached(reply))
+    return p_yes / total
 
 
 def check_answer_logprobs(reply: Any, no: int, yes: int) -> None:
     """Start-up: the server gives both answers' processed logprobs, as the worker needs."""
     try:
-        logprobs = answer_logprobs(reply)
+        [choice] = _choices(reply, 1)
+        logprobs = answer_logprobs(choice)
     except EngineError as exc:
         raise ServerMismatch(str(exc)) from None
     missing = [token for token in (no, yes) if token not in logprobs]
@@ -121,11 +146,11 @@ def _token_id(token: str) -> int:
     return int(token[len(_TOKEN_ID) :])
 
 
-def _cached(reply: Any) -> int:
+def _cached(reply: Any) -> int | None:
     # Only servers started with --enable-prompt-tokens-details report it.
     details = (reply.get("usage") or {}).get("prompt_tokens_details") or {}
     cached = details.get("cached_tokens")
-    return cached if isinstance(cached, int) else 0
+    return cached if isinstance(cached, int) else None
 
 
 def _excerpt(reply: Any) -> str:
