@@ -119,6 +119,38 @@ async def test_labels_and_scores_equal_the_in_process_engines(
     assert remote["same-6"] == {p: (0, pytest.approx(remote["same-6"][p][1])) for p in policies}
 
 
+async def test_prompts_meet_the_servers_prefix_cache(test_model, vllm_server, key_file):
+    from worker.policies import parse_policy
+    from worker.prompts import assemble, build_policy_prompt, tokenize_contents
+
+    settings = worker_settings(
+        "127.0.0.1:1", test_model, topic_names("cache"), engine=remote_engine(vllm_server, key_file)
+    )
+    remote = await RemoteClassifier.start(settings.engine)
+    try:
+        text = "Flag content that mentions any of: comet, otter. " + "Context words. " * 20
+        policy = parse_policy(f"---\nid: remote-cache\n---\n{text}")
+        prompt = build_policy_prompt(remote.tokenizer, policy, remote.max_model_len)
+        contents = [f"item {n} says hello {'again ' * n}" for n in range(3)]
+        scores = []
+        for ids in tokenize_contents(remote.tokenizer, contents):  # one at a time: alone
+            scores.append(await remote.score(assemble(prompt, ids, "dead_letter")))
+        together = await asyncio.gather(
+            *(
+                remote.score(assemble(prompt, ids, "dead_letter"))
+                for ids in tokenize_contents(remote.tokenizer, contents)
+            )
+        )
+    finally:
+        remote.close()
+    block = 32
+    for later in scores[1:]:
+        assert later.cached_tokens >= (len(prompt.prefix) // block) * block > 0
+    # Sent in one request, the same prompts get the same answers and no made-up counts.
+    assert [s.p_yes for s in together] == pytest.approx([s.p_yes for s in scores], abs=1e-6)
+    assert all(s.cached_tokens is None for s in together)
+
+
 class _Borrowed:
     """A classifier the test closes itself, so the session engine outlives the worker."""
 
