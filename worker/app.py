@@ -24,6 +24,7 @@ from .kafka import (
 )
 from .pipeline import Worker
 from .policies import PolicyError, load_policies
+from .prompts import PromptError
 
 log = structlog.get_logger("worker.app")
 
@@ -41,10 +42,25 @@ async def start_classifier(settings: Settings) -> Classifier:
 
 
 def load_catalog(settings: Settings, classifier: Classifier) -> Catalog:
+    """Raises PolicyError, naming the limit, for a policy the model's context cannot hold."""
     registry = load_policies(settings.policies.dir, settings.policies.default)
-    return compile_catalog(
-        registry, classifier.tokenizer, classifier.max_model_len, settings.routing
-    )
+    try:
+        return compile_catalog(
+            registry, classifier.tokenizer, classifier.max_model_len, settings.routing
+        )
+    except PromptError as exc:
+        if exc.kind != "policy_too_long":
+            raise PolicyError(exc.reason) from None
+        raise PolicyError(f"{exc.reason}: {_context_hint(settings)}") from None
+
+
+def _context_hint(settings: Settings) -> str:
+    if settings.engine.kind == "remote":
+        return (
+            "serve the model with a larger --max-model-len (the smallest of the engine.url "
+            "servers' counts), or shorten the policy"
+        )
+    return "raise engine.max_model_len (within the model's context), or shorten the policy"
 
 
 async def run_worker(

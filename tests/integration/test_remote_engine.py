@@ -313,3 +313,26 @@ async def test_wrong_api_key_stops_start_up_and_names_the_setting(test_model, vl
     with pytest.raises(EngineError, match="refused the API key.*engine.api_key_file") as info:
         await RemoteClassifier.start(settings.engine)
     assert "wrong" not in str(info.value)
+
+
+def test_policy_longer_than_the_servers_context_stops_start_up(
+    broker, test_model, vllm_server, key_file, tmp_path
+):
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    words = " ".join(f"clause {n} of a long policy." for n in range(1500))
+    (policies / "long.md").write_text(f"---\nid: long\n---\nFlag any of: comet. {words}\n")
+    result = _run_cli(
+        {
+            "WORKER_ENGINE__MODEL": str(test_model),
+            "WORKER_ENGINE__SERVED_MODEL_NAME": SERVED_NAME,
+            "WORKER_ENGINE__URL": vllm_server.url,
+            "WORKER_ENGINE__API_KEY_FILE": str(key_file),
+            "WORKER_POLICIES__DIR": str(policies),
+        },
+        broker.bootstrap_servers,
+    )
+    line = _one_error_line(result)
+    assert "policy 'long' takes" in line and "max_model_len is 4096" in line, line
+    assert "--max-model-len" in line
+    assert API_KEY not in result.stdout.decode() + result.stderr.decode()
