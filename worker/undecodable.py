@@ -25,6 +25,9 @@ BATCH_ERRORS = (CorruptRecordException, UnsupportedCodecError)
 UNDECODABLE_ERRORS = (UnicodeDecodeError, *BATCH_ERRORS)
 
 _SPAN_FETCH_BYTES = 1 << 20  # the broker returns the first batch whole even when larger
+# The batch is there, so the answer comes at once; a wait of 0 got an empty answer from the
+# embedded broker (Tansu), a wait as the consumer's own fetches use works on every broker.
+_SPAN_FETCH_WAIT_MS = 500
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,11 @@ async def fetch_batch_span(
         if leader is None or leader < 0:
             return None
         request = FetchRequest(
-            0, 1, _SPAN_FETCH_BYTES, 0, [(tp.topic, [(tp.partition, offset, _SPAN_FETCH_BYTES)])]
+            _SPAN_FETCH_WAIT_MS,
+            1,
+            _SPAN_FETCH_BYTES,
+            0,
+            [(tp.topic, [(tp.partition, offset, _SPAN_FETCH_BYTES)])],
         )
         response = await client.send(leader, request)
     except KafkaError:
