@@ -172,6 +172,13 @@ def policies_check(
     except (PromptError, ValueError) as exc:
         _die(str(exc), code=1)
     _print_policy_table(catalog, max_len)
+    plain = [policy for policy in registry if not policy.front_matter]
+    if plain:
+        typer.echo(
+            f"no front matter in {len(plain)} of {len(registry)} (id from the file name, title "
+            "from the first heading, default thresholds): "
+            + ", ".join(f"{policy.id} ({policy.path.name})" for policy in plain)
+        )
 
 
 def _load_tokenizer(name: str) -> Any:

@@ -81,6 +81,47 @@ def test_policies_check_rejects_a_bad_pack(tmp_path, test_model):
     assert "policy body is empty" in result.stderr.decode()
 
 
+def _published_pack(directory):
+    """Plain Markdown and text, as published packs come: no front matter."""
+    (directory / "Boats.md").write_text(
+        "# Boat gear\n\nFlag content that mentions any of: anchor.\n"
+    )
+    (directory / "orchard.txt").write_text("Flag content that mentions any of: mango.\n")
+    (directory / "nature.md").write_text((TEST_POLICIES / "nature.md").read_text())
+    return directory
+
+
+def test_policies_check_names_the_policies_without_front_matter(tmp_path, test_model):
+    pack = _published_pack(tmp_path)
+    result = _cli("policies", "check", str(pack), "--tokenizer", str(test_model))
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert "Boat gear" in out and "orchard" in out and "Nature mentions" in out
+    [line] = [line for line in out.splitlines() if "no front matter" in line]
+    assert "2 of 3" in line and "boats (Boats.md)" in line and "orchard (orchard.txt)" in line
+    assert "nature" not in line
+
+
+def test_policies_without_front_matter_steer_the_model(tmp_path, test_model):
+    pack = _published_pack(tmp_path)
+    events = [
+        {"id": "boat", "content": "a boat with an anchor"},
+        {"id": "fruit", "content": "a ripe mango"},
+    ]
+    result = _cli(
+        "classify", "-p", "boats", "-p", "orchard", "-p", "nature",
+        "--model", str(test_model), "--policies", str(pack), env=CPU_ENV,
+        stdin=b"\n".join(orjson.dumps(e) for e in events),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    lines = [orjson.loads(line) for line in result.stdout.decode().strip().splitlines()]
+    labels = {v["id"]: {p["policy"]: p["label"] for p in v["verdicts"]} for v in lines}
+    assert labels == {
+        "boat": {"boats": 1, "orchard": 0, "nature": 0},
+        "fruit": {"boats": 0, "orchard": 1, "nature": 0},
+    }
+
+
 def test_bad_config_stops_start_up_naming_the_field(tmp_path):
     result = _cli("run", env={"WORKER_BATCH__MAX_IN_FLIGHT": "-3"})
     assert result.returncode == 2
