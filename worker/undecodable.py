@@ -9,6 +9,7 @@ header, which is readable even when its records are not.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
@@ -58,16 +59,18 @@ def batch_span(data: bytes, offset: int) -> tuple[int, int] | None:
 
     Only batch headers are read: no CRC check, no decompression.
     """
-    records = MemoryRecords(data)
-    while records.has_next():
-        try:
+    try:
+        records = MemoryRecords(data)
+        while records.has_next():
             batch = records.next_batch()
-        except CorruptRecordException:
-            return None  # shorter than a batch header: nothing to trust
-        if batch is None:
-            return None
-        if batch.next_offset > offset:
-            return max(batch.base_offset, offset), batch.next_offset - 1
+            if batch is None:
+                return None
+            if batch.next_offset > offset:
+                # A legacy (v0/v1) wrapper message knows only its last offset.
+                first = getattr(batch, "base_offset", offset)
+                return max(first, offset), batch.next_offset - 1
+    except (CorruptRecordException, struct.error):
+        return None  # a header too short or garbled to trust
     return None
 
 
@@ -95,7 +98,7 @@ async def fetch_batch_span(
             [(tp.topic, [(tp.partition, offset, _SPAN_FETCH_BYTES)])],
         )
         response = await client.send(leader, request)
-    except KafkaError:
+    except (KafkaError, OSError, TimeoutError):
         return None
     finally:
         await client.close()

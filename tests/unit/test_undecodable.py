@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
 
 from worker.undecodable import batch_span, describe
 
@@ -26,6 +27,14 @@ def test_batch_span_finds_the_batch_holding_the_offset() -> None:
     assert batch_span(data, 12) == (12, 12)
     assert batch_span(data, 14) == (14, 17)  # from where the consumer stands, not the base
     assert batch_span(data, 18) is None  # past every batch fetched
+
+
+def test_batch_span_of_a_legacy_message_set() -> None:
+    builder = LegacyRecordBatchBuilder(magic=1, compression_type=0, batch_size=1 << 20)
+    builder.append(0, timestamp=None, key=None, value=b"v")
+    data = bytearray(builder.build())
+    data[0:8] = (41).to_bytes(8, "big")
+    assert batch_span(bytes(data), 41) == (41, 41)
 
 
 def test_batch_span_of_a_truncated_fetch_is_unknown() -> None:
