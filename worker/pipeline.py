@@ -24,6 +24,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from . import metrics, tracing
+from .audit import audit_sample
 from .catalog import Catalog
 from .classify import Job, Scored, build_verdict, score_jobs
 from .config import Settings
@@ -32,6 +33,7 @@ from .events import (
     DEAD_LETTER_PREFIX,
     BadEvent,
     Header,
+    ReviewRecord,
     Source,
     Verdict,
     dead_letter_headers,
@@ -380,12 +382,14 @@ class Worker:
             await self._publish_dead_letter(item.record, item.offsets, error, item.trace)
             return None
         key = item.job.event.id.encode()
-        destinations = [topics.results]
-        if verdict.route == "review":
-            destinations.append(topics.review)
+        records: list[tuple[str, bytes | None, bytes | None, list[Header]]]
+        records = [(topics.results, key, value, [])]
+        review = self._review_copy(verdict)
+        if review is not None:
+            records.append((topics.review, key, review.to_json(), []))
         try:
             await self._send_all(
-                [(topic, key, value, []) for topic in destinations],
+                records,
                 item.offsets,
                 item.record,
                 item.trace,
@@ -399,6 +403,16 @@ class Worker:
         if debug:
             self._log_published(item, verdict)
         return verdict
+
+    def _review_copy(self, verdict: Verdict) -> ReviewRecord | None:
+        """The review-topic record for an uncertain item or an audited automatic one.
+
+        The audit choice only adds a copy: the verdict and its route stay as they are.
+        """
+        if verdict.route == "review":
+            return ReviewRecord.of(verdict, {})
+        rates = audit_sample(verdict.id, verdict.verdicts, self.settings.routing)
+        return ReviewRecord.of(verdict, rates) if rates else None
 
     def _log_published(self, item: Item, verdict: Verdict) -> None:
         with tracing.activate(item.trace):
