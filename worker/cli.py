@@ -315,11 +315,22 @@ def eval_command(
     review_budget: Annotated[
         float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this review share.")
     ] = None,
+    decisions: Annotated[
+        str | None,
+        typer.Option(help="Reviewers' decisions (JSONL file or topic): measure against them."),
+    ] = None,
+    verdicts: Annotated[
+        str | None,
+        typer.Option(help="Review records the decisions answer (file or topic; default: review)."),
+    ] = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
     policies: PoliciesOpt = None,
 ) -> None:
-    """Measure policies on a labelled sample: metrics, threshold suggestions, steerability."""
+    """Measure policies on a labelled sample: metrics, threshold suggestions, steerability.
+
+    With --decisions: measure the automatic decisions against what reviewers decided.
+    """
     from .app import start_classifier
     from .engine import EngineError
     from .evaluate.command import EvalError, EvalRequest, run_eval
@@ -329,9 +340,17 @@ def eval_command(
     settings = _settings(config, model, policies)
     _logs_to_stderr(settings)
     targets = Targets(target_precision, target_recall, review_budget)
+    if decisions is not None and (dataset or contrastive):
+        _die("pass either --decisions or --dataset/--contrastive, not both")
     request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
     try:
-        code = asyncio.run(run_eval(settings, request, start_classifier, *consoles()))
+        if decisions is not None:  # no engine: the review records hold the scores
+            from .evaluate.feedback_command import FeedbackRequest, run_feedback
+
+            feedback = FeedbackRequest(decisions, verdicts, out, targets)
+            code = asyncio.run(run_feedback(settings, feedback, consoles()[0]))
+        else:
+            code = asyncio.run(run_eval(settings, request, start_classifier, *consoles()))
     except EvalError as exc:
         _die(str(exc))
     except EngineError as exc:
