@@ -358,6 +358,22 @@ def eval_command(
     raise typer.Exit(code)
 
 
+@app.command()
+def coop(config: ConfigOpt = None) -> None:
+    """Connect the review topic to ROOST's Coop: reports out, decision webhooks in."""
+    from .coop.command import AdapterError, CoopFatal, run_adapter
+    from .kafka import KafkaSetupError
+    from .telemetry import configure_logging
+
+    settings = _settings(config)
+    configure_logging(settings.log)
+    try:
+        code = asyncio.run(run_adapter(settings))
+    except (AdapterError, CoopFatal, KafkaSetupError) as exc:
+        _die(str(exc), code=1)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     app()
 

@@ -18,6 +18,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from .coop.settings import CoopSettings
+
 
 class ConfigError(Exception):
     """Invalid configuration. The message names every offending field."""
@@ -217,6 +219,7 @@ class Settings(BaseSettings):
     policies: PolicySettings = Field(default_factory=PolicySettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    coop: CoopSettings = Field(default_factory=CoopSettings)  # the Coop adapter's settings
     drain_deadline_s: float = Field(
         30.0, gt=0, description="On SIGTERM, how long in-flight work may take to finish."
     )
