@@ -212,7 +212,7 @@ manages filled in. Only keys of worker/config.py's Settings are emitted.
 {{- $engine := deepCopy .Values.engine }}
 {{- $_ := set $engine "gpu_memory_utilization" (float64 $engine.gpu_memory_utilization) }}
 {{- $routing := deepCopy .Values.routing }}
-{{- range $key := list "threshold" "review_low" "review_high" }}
+{{- range $key := list "threshold" "review_low" "review_high" "audit_label_1" "audit_label_0" }}
 {{- $_ := set $routing $key (float64 (get $routing $key)) }}
 {{- end }}
 {{- $bands := dict }}
