@@ -58,7 +58,12 @@ def _read_file(path: Path) -> list[Raw]:
     return [Raw(line, f"{path}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
 
 
-async def _read_topic(settings: Settings, topic: str) -> list[Raw]:
+async def _read_topic(settings: Settings, topic: str, idle_s: float = 1.0) -> list[Raw]:
+    """Every record up to the end offsets seen at the start, then until a fetch finds none.
+
+    The idle fetch is there because a broker's end offset can lag what it serves: the
+    embedded test broker reports one past the last batch's first offset.
+    """
     consumer = AIOKafkaConsumer(
         **client_options(settings.kafka), enable_auto_commit=False, group_id=None
     )
@@ -70,15 +75,16 @@ async def _read_topic(settings: Settings, topic: str) -> list[Raw]:
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         out: list[Raw] = []
-        for tp in partitions:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=500)
-                out.extend(
-                    Raw(r.value, f"{r.topic}[{r.partition}]@{r.offset}", r)
-                    for r in batch.get(tp, [])
-                    if r.offset < ends[tp]
-                )
-        return out
+        while True:
+            batch = await consumer.getmany(timeout_ms=round(idle_s * 1000))
+            out.extend(
+                Raw(r.value, f"{r.topic}[{r.partition}]@{r.offset}", r)
+                for records in batch.values()
+                for r in records
+            )
+            behind = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
+            if not batch and not behind:
+                return out
     finally:
         await consumer.stop()
 
