@@ -19,6 +19,7 @@ import orjson
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..config import Settings
@@ -54,12 +55,20 @@ async def forward(
 ) -> None:
     """Post every review record as reports until ``stopping`` is set. Raises CoopFatal."""
     while not stopping.is_set():
-        batches = await consumer.getmany(timeout_ms=500)
+        try:
+            batches = await consumer.getmany(timeout_ms=500)
+        except KafkaError as exc:
+            log.warning("fetch failed; retrying", error=str(exc))
+            await asyncio.sleep(1.0)
+            continue
         for records in batches.values():
             for record in records:
                 await _forward_one(settings, producer, session, index, record)
         if batches:
-            await consumer.commit()
+            try:
+                await consumer.commit()
+            except KafkaError as exc:  # the next commit covers these offsets too
+                log.warning("commit failed; will retry with the next commit", error=str(exc))
 
 
 async def _forward_one(

@@ -15,6 +15,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from ..config import Settings
 from ..kafka import client_options, start_producer
@@ -61,7 +62,10 @@ async def run_adapter(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     async with running(settings, pem, stopping) as forwarding:
-        await forwarding
+        try:
+            await forwarding
+        except KafkaError as exc:  # a dead letter the brokers would not take
+            raise CoopFatal(f"Kafka: {type(exc).__name__}: {exc}") from exc
     return 0
 
 
