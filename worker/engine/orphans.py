@@ -50,7 +50,12 @@ def orphans_line(orphans: list[Orphan]) -> str:
 
 
 def _is_engine(proc: psutil.Process | None) -> bool:
-    return proc is not None and proc.name().startswith(ENGINE_PREFIX)
+    # A zombie has already freed its memory; it only waits for its new parent to reap it.
+    return (
+        proc is not None
+        and proc.name().startswith(ENGINE_PREFIX)
+        and proc.status() != psutil.STATUS_ZOMBIE
+    )
 
 
 def _orphaned(proc: psutil.Process) -> bool:
