@@ -8,6 +8,7 @@ them so that start-up can name them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import psutil
@@ -62,6 +63,8 @@ def _orphaned(proc: psutil.Process) -> bool:
     # The engine's top process is forked or spawned by the worker's Python, so its parent
     # runs the same executable; after the worker dies it belongs to init or a subreaper.
     parent = proc.parent()
+    if parent is not None and parent.pid == os.getpid():  # ours, even where we are pid 1
+        return False
     if parent is None or parent.pid == 1:
         return True
     try:
