@@ -181,6 +181,29 @@ def policies_check(
         )
 
 
+@app.command()
+def prompt(
+    text: Annotated[str, typer.Argument(help="Content to build the prompt for.")],
+    policy: Annotated[str, typer.Option("--policy", "-p", help="Policy id.")],
+    ids: Annotated[bool, typer.Option("--ids", help="Print the token ids as a JSON list.")] = False,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    policies: PoliciesOpt = None,
+) -> None:
+    """Print exactly what the engine receives for TEXT and one policy (needs only the tokenizer)."""
+    from .prompt_view import format_prompt, prompt_ids
+
+    settings = _settings(config, model, policies)
+    tok = _load_tokenizer(settings.engine.tokenizer or settings.engine.model)
+    max_len = settings.engine.max_model_len or _model_max_len(tok)
+    try:
+        registry = load_policies(settings.policies.dir, settings.policies.default)
+        built = prompt_ids(tok, registry, policy, text, max_len, settings.engine.overlong)
+    except (PolicyError, ValueError) as exc:
+        _die(str(exc), code=1)
+    sys.stdout.write(format_prompt(tok, built, ids))
+
+
 def _load_tokenizer(name: str) -> Any:
     from transformers import AutoTokenizer
 

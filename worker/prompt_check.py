@@ -17,6 +17,7 @@ from .prompts import (
     Tokenizer,
     assemble,
     build_policy_prompt,
+    model_name,
     render,
     tokenize_contents,
 )
@@ -63,13 +64,13 @@ def _compare(tokenizer: Tokenizer, policy: Policy, content: str) -> None:
     rendered = render(tokenizer, policy.text, content)
     full = tokenizer.encode(rendered, add_special_tokens=False, verbose=False)
     if spliced != full:
-        model = getattr(tokenizer, "name_or_path", None) or "this model"
         at = _first_difference(spliced, full)
         raise PromptError(
             "template",
-            f"model {model!r}: its chat template renders content {content[:40]!r} (policy "
-            f"{policy.id!r}) differently from the worker's prompt (first difference at token "
-            f"{at}); the worker cannot build exact prompts for this model's template",
+            f"model {model_name(tokenizer)!r}: its chat template renders content "
+            f"{content[:40]!r} (policy {policy.id!r}) differently from the worker's prompt "
+            f"(first difference at token {at}); the worker cannot build exact prompts for "
+            "this model's template",
         )
 
 

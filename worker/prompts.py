@@ -132,11 +132,19 @@ def build_policy_prompt(tokenizer: Tokenizer, policy: Policy, max_model_len: int
 def _split_render(tokenizer: Tokenizer, policy_text: str) -> tuple[str, str]:
     """The render's text before the lead-in and after the content."""
     before, sep, after = render(tokenizer, policy_text, _SLOT).partition(_SLOT)
-    if not sep:
-        raise PromptError("template", "chat template dropped the content; cannot build prompts")
-    if not before.endswith(LEAD_IN):
-        raise PromptError("template", "chat template changed the CONTENT heading")
+    if not sep or not before.endswith(LEAD_IN):
+        what = "changed the CONTENT heading" if sep else "dropped the content"
+        raise PromptError(
+            "template",
+            f"model {model_name(tokenizer)!r}: its chat template {what}; the worker cannot "
+            "build exact prompts for this model's template",
+        )
     return before[: -len(LEAD_IN)], after
+
+
+def model_name(tokenizer: Tokenizer) -> str:
+    """The tokenizer's model, for messages: the path or hub id it was loaded from."""
+    return str(getattr(tokenizer, "name_or_path", None) or "this model")
 
 
 def tokenize_contents(tokenizer: Tokenizer, contents: Sequence[str]) -> list[list[int]]:
