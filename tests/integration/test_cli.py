@@ -130,8 +130,24 @@ def test_bad_config_stops_start_up_naming_the_field(tmp_path):
     assert "Traceback" not in err
 
 
-def test_demo_streams_samples_and_prints_verdicts(test_model, tmp_path):
-    result = _cli("demo", "--model", str(test_model), "--events", "12", env=CPU_ENV, timeout=400)
+def test_demo_shows_decisions_review_and_dead_letters(test_model):
+    """Without --model the demo runs the test model on policies it follows (built beforehand
+    by the fixture into the same .cache directory)."""
+    env = {**CPU_ENV, "COLUMNS": "200"}  # one table row per line
+    result = _cli("demo", "--events", "12", env=env, timeout=400)
     assert result.returncode == 0, (result.stdout + result.stderr).decode()[-3000:]
     out = result.stdout.decode()
-    assert "demo-11" in out and "dead-letter" in out
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 6 and cells[1].startswith("demo-"):
+            rows[cells[1]] = (cells[0], cells[3], cells[4])  # topic, label, route
+    assert len(rows) == 12, out
+    # The samples cycle through: apple (fruit), otter (wildlife: review), none, mango and
+    # falcon (both), none, none.
+    expected = [("1", "auto"), ("1", "review"), ("0", "auto"), ("1", "review")]
+    expected += [("0", "auto"), ("0", "auto")]
+    for n in range(12):
+        assert rows[f"demo-{n}"][1:] == expected[n % 6], (n, out)
+    assert out.count("dead-letter") >= 3
+    assert "answers 1 exactly when the content names a word its policy lists" in out
