@@ -7,6 +7,7 @@ import os
 import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -167,7 +168,7 @@ def _print(records: list, contents: list[str]) -> None:
     table = Table(title="verdicts and dead letters")
     for column in ("topic", "id", "content", "label", "route", 'highest P("1")'):
         table.add_column(column)
-    for record in records:
+    for record in sorted(records, key=_row_order):
         if record.topic.endswith("dead-letter"):
             headers = dict(record.headers)
             reason = headers.get("x-dead-letter-reason", b"").decode()
@@ -187,3 +188,10 @@ def _print(records: list, contents: list[str]) -> None:
             f"{top['policy']} {top['score']:.2f}",
         )
     console.print(table)
+
+
+def _row_order(record: Any) -> tuple[int, int]:
+    """Verdicts in the order their events were sent, then the dead letters."""
+    if record.topic.endswith("dead-letter"):
+        return (1, record.offset)
+    return (0, int(orjson.loads(record.value)["id"].removeprefix("demo-")))
