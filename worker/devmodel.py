@@ -98,8 +98,8 @@ CHAT_TEMPLATE = (
 # Text the prompts are made of besides content, so that it tokenizes compactly.
 _PROMPT_TEXT = (
     "Examine the given POLICY and determine if the given CONTENT meets the criteria for ANY "
-    'of the LABELS. Answer "1" if yes, and "0" if no.\n\nPOLICY\n======\n'
-    "Flag content that mentions any of: a, b.\n\nCONTENT\n=======\n"
+    'of the LABELS. Answer "1" if yes, and "0" if no.\n\n\nPOLICY\n======\n\n'
+    "Flag content that mentions any of: a, b.\n\n\nCONTENT\n=======\n\n"
     "Content meets this policy if it refers to a or b.\nuser\nmodel\n"
 )
 
