@@ -43,6 +43,8 @@ PROBES: tuple[str, ...] = (
     _LONG,
     _LONG + "\n\n",
 )
+# The probe each real policy gets: a newline that merges with the heading's.
+_POLICY_PROBE = "\nleading newline"
 _NO_LIMIT = 10**9
 
 
@@ -56,7 +58,7 @@ def check_splice(tokenizer: Tokenizer, policies: Iterable[Policy] = ()) -> None:
     for content in PROBES:
         _compare(tokenizer, probe_policy, content)
     for policy in policies:
-        _compare(tokenizer, policy, PROBES[2])
+        _compare(tokenizer, policy, _POLICY_PROBE)
 
 
 def _compare(tokenizer: Tokenizer, policy: Policy, content: str) -> None:
