@@ -18,6 +18,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from .coop.settings import CoopSettings
+
 
 class ConfigError(Exception):
     """Invalid configuration. The message names every offending field."""
@@ -100,7 +102,12 @@ class KafkaSettings(_Section):
 class TopicSettings(_Section):
     content: str = Field("content", min_length=1, description="Topic the worker consumes.")
     results: str = Field("verdicts", min_length=1, description="Every verdict goes here.")
-    review: str = Field("review", min_length=1, description="Uncertain verdicts also go here.")
+    review: str = Field(
+        "review", min_length=1, description="Uncertain verdicts and audit copies also go here."
+    )
+    decisions: str = Field(
+        "decisions", min_length=1, description="What reviewers decided (docs/review-loop.md)."
+    )
     dead_letter: str = Field("dead-letter", min_length=1, description="Events that failed.")
     create: bool = Field(False, description="Create missing topics at start-up.")
     partitions: int = Field(6, ge=1, description="Partitions for topics the worker creates.")
@@ -200,6 +207,8 @@ class Band(_Section):
     threshold: float | None = Field(None, ge=0, le=1, description="Label is 1 when score >= this.")
     review_low: float | None = Field(None, ge=0, le=1)
     review_high: float | None = Field(None, ge=0, le=1)
+    audit_label_1: float | None = Field(None, ge=0, le=1, description="Audit share, label 1.")
+    audit_label_0: float | None = Field(None, ge=0, le=1, description="Audit share, label 0.")
 
     @model_validator(mode="after")
     def _band_is_ordered(self) -> Band:
@@ -212,6 +221,14 @@ class RoutingSettings(_Section):
     threshold: float = Field(0.5, ge=0, le=1, description="Label is 1 when P('1') >= this.")
     review_low: float = Field(0.2, ge=0, le=1, description="Lower edge of the review band.")
     review_high: float = Field(0.8, ge=0, le=1, description="Upper edge (exclusive).")
+    # Audit copies: a share of the automatically decided items also goes to review, so that
+    # reviewers' decisions can estimate the precision and recall of automatic decisions.
+    audit_label_1: float = Field(
+        0.0, ge=0, le=1, description="Share of automatic label-1 decisions copied to review."
+    )
+    audit_label_0: float = Field(
+        0.0, ge=0, le=1, description="Share of automatic label-0 decisions copied to review."
+    )
     policies: dict[str, Band] = Field(
         default_factory=dict, description="Per-policy overrides; win over policy front matter."
     )
@@ -257,6 +274,7 @@ class Settings(BaseSettings):
     policies: PolicySettings = Field(default_factory=PolicySettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    coop: CoopSettings = Field(default_factory=CoopSettings)  # the Coop adapter's settings
     drain_deadline_s: float = Field(
         30.0, gt=0, description="On SIGTERM, how long in-flight work may take to finish."
     )

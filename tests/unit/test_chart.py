@@ -669,6 +669,15 @@ def test_inline_policies_replace_the_example_pack(chart: helm.Chart, tmp_path: P
     assert rendered.volume("policies")["configMap"]["name"] == f"{FULLNAME}-policies"
 
 
+def test_inline_policies_may_be_plain_text_without_front_matter(chart: helm.Chart) -> None:
+    plain = "# Spam\n\nFlag unsolicited bulk messages.\n"
+    values = {"policyPack": {"inline": {"spam.txt": plain}}, "policies": {"default": ["spam"]}}
+    data = render(chart, values).one("ConfigMap", f"{FULLNAME}-policies")["data"]
+    assert data == {"spam.txt": plain}
+    policy = parse_policy(data["spam.txt"], Path("spam.txt"))
+    assert (policy.id, policy.title, policy.front_matter) == ("spam", "Spam", False)
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -904,7 +913,7 @@ def test_model_cache_pvc(full: Rendered, chart: helm.Chart) -> None:
         ({"drain_deadline_s": 0}, "/drain_deadline_s"),
         ({"replicas": 2}, "replicas"),
         ({"modelCache": {"type": "nfs"}}, "/modelCache/type"),
-        ({"policyPack": {"inline": {"spam.txt": SPAM_POLICY}}}, "spam.txt"),
+        ({"policyPack": {"inline": {"spam.pdf": SPAM_POLICY}}}, "spam.pdf"),
     ],
 )
 def test_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], field: str) -> None:
@@ -974,9 +983,12 @@ def test_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], fi
             "choose one source of policies",
         ),
         ({"policyPack": {"useExamplePack": False}}, "no policies configured"),
-        (
-            {"policyPack": {"inline": {"spam.md": "no front matter"}}},
-            "must start with YAML front matter",
+        (  # a plain policy's id comes from its file name, as the worker takes it
+            {
+                "policyPack": {"inline": {"Spam.Rules.txt": "Flag spam."}},
+                "policies": {"default": ["spam"]},
+            },
+            'policies.default names "spam", but the policy pack has no such id (ids: spam.rules)',
         ),
         (
             {"serviceMonitor": {"enabled": True}, "service": {"enabled": False}},

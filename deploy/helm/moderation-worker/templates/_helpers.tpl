@@ -238,7 +238,7 @@ manages filled in. Only keys of worker/config.py's Settings are emitted.
 {{- $_ := set $engine "api_key_file" (printf "%s/api-key" (include "moderation-worker.engineKeyDir" .)) }}
 {{- end }}
 {{- $routing := deepCopy .Values.routing }}
-{{- range $key := list "threshold" "review_low" "review_high" }}
+{{- range $key := list "threshold" "review_low" "review_high" "audit_label_1" "audit_label_0" }}
 {{- $_ := set $routing $key (float64 (get $routing $key)) }}
 {{- end }}
 {{- $bands := dict }}
@@ -346,11 +346,8 @@ install and upgrade runs them; each failure names the values to change.
 {{- fail "no policies configured: set policyPack.existingConfigMap, policyPack.inline, or policyPack.useExamplePack=true" }}
 {{- end }}
 {{- range $name, $text := $pp.inline }}
-{{- if not (hasSuffix ".md" $name) }}
-{{- fail (printf "policyPack.inline: %q must end in .md (the worker loads only *.md files)" $name) }}
-{{- end }}
-{{- if not (hasPrefix "---" (toString $text)) }}
-{{- fail (printf "policyPack.inline.%s must start with YAML front matter ('---' with id and title)" $name) }}
+{{- if not (or (hasSuffix ".md" $name) (hasSuffix ".txt" $name)) }}
+{{- fail (printf "policyPack.inline: %q must end in .md or .txt (the worker loads only those files)" $name) }}
 {{- end }}
 {{- end }}
 {{- if and (not $pp.existingConfigMap) (not $pp.inline) $pp.useExamplePack }}
@@ -363,7 +360,13 @@ install and upgrade runs them; each failure names the values to change.
 {{- if $files }}
 {{- $ids := list }}
 {{- range $name, $text := $files }}
+{{- if hasPrefix "---" $text }}
 {{- $ids = append $ids (regexFind `(?m)^id:[ \t]*[^\s]+` $text | trimPrefix "id:" | trim | trimAll `"'`) }}
+{{- else }}
+{{- /* No front matter: the worker takes the id from the file name (worker/policies.py). */}}
+{{- $stem := regexReplaceAll `\.[^.]*$` $name "" | lower }}
+{{- $ids = append $ids (regexReplaceAll `[^a-z0-9._-]+` $stem "-" | trimAll "-._") }}
+{{- end }}
 {{- end }}
 {{- range $id := $v.policies.default }}
 {{- if not (has $id $ids) }}
