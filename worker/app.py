@@ -42,7 +42,8 @@ async def start_classifier(settings: Settings) -> Classifier:
 
 
 def load_catalog(settings: Settings, classifier: Classifier) -> Catalog:
-    """Raises PolicyError, naming the limit, for a policy the model's context cannot hold."""
+    """Raises PolicyError, or PromptError (one that names the limit to raise for a policy
+    the model's context cannot hold)."""
     registry = load_policies(settings.policies.dir, settings.policies.default)
     try:
         return compile_catalog(
@@ -50,8 +51,8 @@ def load_catalog(settings: Settings, classifier: Classifier) -> Catalog:
         )
     except PromptError as exc:
         if exc.kind != "policy_too_long":
-            raise PolicyError(exc.reason) from None
-        raise PolicyError(f"{exc.reason}: {_context_hint(settings)}") from None
+            raise
+        raise PromptError(exc.kind, f"{exc.reason}: {_context_hint(settings)}") from None
 
 
 def _context_hint(settings: Settings) -> str:
