@@ -24,6 +24,7 @@ from .kafka import (
 )
 from .pipeline import Worker
 from .policies import PolicyError, load_policies
+from .prompts import PromptError
 
 log = structlog.get_logger("worker.app")
 
@@ -31,18 +32,38 @@ ClassifierFactory = Callable[[Settings], Awaitable[Classifier]]
 
 
 async def start_classifier(settings: Settings) -> Classifier:
+    if settings.engine.kind == "remote":
+        from .engine.remote import RemoteClassifier
+
+        return await RemoteClassifier.start(settings.engine)
     from .engine.vllm import VllmClassifier
 
     return await VllmClassifier.start(settings.engine)
 
 
 def load_catalog(settings: Settings, classifier: Classifier) -> Catalog:
+    """Raises PolicyError, or PromptError (one that names the limit to raise for a policy
+    the model's context cannot hold)."""
     registry = load_policies(
         settings.policies.dir, settings.policies.default, settings.shadow.pairs
     )
-    return compile_catalog(
-        registry, classifier.tokenizer, classifier.max_model_len, settings.routing
-    )
+    try:
+        return compile_catalog(
+            registry, classifier.tokenizer, classifier.max_model_len, settings.routing
+        )
+    except PromptError as exc:
+        if exc.kind != "policy_too_long":
+            raise
+        raise PromptError(exc.kind, f"{exc.reason}: {_context_hint(settings)}") from None
+
+
+def _context_hint(settings: Settings) -> str:
+    if settings.engine.kind == "remote":
+        return (
+            "serve the model with a larger --max-model-len (the smallest of the engine.url "
+            "servers' counts), or shorten the policy"
+        )
+    return "raise engine.max_model_len (within the model's context), or shorten the policy"
 
 
 async def run_worker(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .config import RoutingSettings
 from .policies import Policy, PolicyError, PolicyRegistry
+from .prompt_check import check_splice
 from .prompts import PolicyPrompt, Tokenizer, build_policy_prompt
 from .routing import Thresholds, thresholds_for
 
@@ -31,8 +32,10 @@ class Catalog:
 def compile_catalog(
     registry: PolicyRegistry, tokenizer: Tokenizer, max_model_len: int, routing: RoutingSettings
 ) -> Catalog:
-    """Raises PolicyError, PromptError (a policy too long for the model) or ValueError."""
+    """Raises PolicyError, PromptError (a policy too long for the model, or a model whose
+    chat template the worker's prompts do not match) or ValueError."""
     check_routing(registry, routing)
+    check_splice(tokenizer, registry)
     entries = {
         policy.id: Entry(
             policy,

@@ -172,6 +172,36 @@ def policies_check(
     except (PromptError, ValueError) as exc:
         _die(str(exc), code=1)
     _print_policy_table(catalog, max_len)
+    plain = [policy for policy in registry if not policy.front_matter]
+    if plain:
+        typer.echo(
+            f"no front matter in {len(plain)} of {len(registry)} (id from the file name, title "
+            "from the first heading, default thresholds): "
+            + ", ".join(f"{policy.id} ({policy.path.name})" for policy in plain)
+        )
+
+
+@app.command()
+def prompt(
+    text: Annotated[str, typer.Argument(help="Content to build the prompt for.")],
+    policy: Annotated[str, typer.Option("--policy", "-p", help="Policy id.")],
+    ids: Annotated[bool, typer.Option("--ids", help="Print the token ids as a JSON list.")] = False,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    policies: PoliciesOpt = None,
+) -> None:
+    """Print exactly what the engine receives for TEXT and one policy (needs only the tokenizer)."""
+    from .prompt_view import format_prompt, prompt_ids
+
+    settings = _settings(config, model, policies)
+    tok = _load_tokenizer(settings.engine.tokenizer or settings.engine.model)
+    max_len = settings.engine.max_model_len or _model_max_len(tok)
+    try:
+        registry = load_policies(settings.policies.dir, settings.policies.default)
+        built = prompt_ids(tok, registry, policy, text, max_len, settings.engine.overlong)
+    except (PolicyError, ValueError) as exc:
+        _die(str(exc), code=1)
+    sys.stdout.write(format_prompt(tok, built, ids))
 
 
 def _load_tokenizer(name: str) -> Any:
@@ -256,7 +286,8 @@ def bench(
     level_warmup_seconds: Annotated[float, typer.Option(help="Unmeasured lead-in.")] = 3.0,
     overhead_events: Annotated[int, typer.Option(help="Events per overhead run.")] = 5000,
     phases: Annotated[
-        str, typer.Option(help="engine,worker,naive,overhead (default); also cache, shadow")
+        str,
+        typer.Option(help="engine,worker,remote,naive,overhead (default); also cache, shadow"),
     ] = "",
     max_items: Annotated[int | None, typer.Option(help="batch.max_items")] = None,
     linger_ms: Annotated[float | None, typer.Option(help="batch.linger_ms")] = None,
@@ -324,11 +355,23 @@ def eval_command(
             "records, or kafka:TOPIC to read the shadow topic (kafka.* settings).",
         ),
     ] = None,
+    decisions: Annotated[
+        str | None,
+        typer.Option(help="Reviewers' decisions (JSONL file or topic): measure against them."),
+    ] = None,
+    verdicts: Annotated[
+        str | None,
+        typer.Option(help="Review records the decisions answer (file or topic; default: review)."),
+    ] = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
     policies: PoliciesOpt = None,
 ) -> None:
-    """Measure policies on a labelled sample: metrics, threshold suggestions, steerability."""
+    """Measure policies on a labelled sample: metrics, threshold suggestions, steerability.
+
+    With --decisions: measure the automatic decisions against what reviewers decided.
+    With --shadow: how many decisions a shadow policy would change.
+    """
     if shadow is not None:
         _compare_shadow(_settings(config, model, policies), shadow, out)
     from .app import start_classifier
@@ -340,9 +383,17 @@ def eval_command(
     settings = _settings(config, model, policies)
     _logs_to_stderr(settings)
     targets = Targets(target_precision, target_recall, review_budget)
+    if decisions is not None and (dataset or contrastive):
+        _die("pass either --decisions or --dataset/--contrastive, not both")
     request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
     try:
-        code = asyncio.run(run_eval(settings, request, start_classifier, *consoles()))
+        if decisions is not None:  # no engine: the review records hold the scores
+            from .evaluate.feedback_command import FeedbackRequest, run_feedback
+
+            feedback = FeedbackRequest(decisions, verdicts, out, targets)
+            code = asyncio.run(run_feedback(settings, feedback, consoles()[0]))
+        else:
+            code = asyncio.run(run_eval(settings, request, start_classifier, *consoles()))
     except EvalError as exc:
         _die(str(exc))
     except EngineError as exc:
@@ -365,6 +416,22 @@ def _compare_shadow(settings: Settings, source: str, out: Path) -> None:
         orjson.dumps([r.to_json() for r in reports], option=orjson.OPT_INDENT_2)
     )
     raise typer.Exit(0)
+
+
+@app.command()
+def coop(config: ConfigOpt = None) -> None:
+    """Connect the review topic to ROOST's Coop: reports out, decision webhooks in."""
+    from .coop.command import AdapterError, CoopFatal, run_adapter
+    from .kafka import KafkaSetupError
+    from .telemetry import configure_logging
+
+    settings = _settings(config)
+    configure_logging(settings.log)
+    try:
+        code = asyncio.run(run_adapter(settings))
+    except (AdapterError, CoopFatal, KafkaSetupError) as exc:
+        _die(str(exc), code=1)
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from .coop.settings import CoopSettings
+
 
 class ConfigError(Exception):
     """Invalid configuration. The message names every offending field."""
@@ -100,7 +102,12 @@ class KafkaSettings(_Section):
 class TopicSettings(_Section):
     content: str = Field("content", min_length=1, description="Topic the worker consumes.")
     results: str = Field("verdicts", min_length=1, description="Every verdict goes here.")
-    review: str = Field("review", min_length=1, description="Uncertain verdicts also go here.")
+    review: str = Field(
+        "review", min_length=1, description="Uncertain verdicts and audit copies also go here."
+    )
+    decisions: str = Field(
+        "decisions", min_length=1, description="What reviewers decided (docs/review-loop.md)."
+    )
     dead_letter: str = Field("dead-letter", min_length=1, description="Events that failed.")
     shadow: str = Field(
         "shadow-verdicts", min_length=1, description="Shadow policies' scores (never verdicts)."
@@ -119,11 +126,52 @@ class BatchSettings(_Section):
 
 
 class EngineSettings(_Section):
-    """Options passed through to vLLM's engine arguments."""
+    """The classifier engine: vLLM in this process (``local``) or a vLLM fleet (``remote``).
 
+    For ``local`` the options below pass through to vLLM's engine arguments. For ``remote``
+    only the tokenizer is loaded here (from ``tokenizer``, else ``model``); the server must
+    serve ``served_model_name`` (else ``model``) under that name.
+    """
+
+    kind: Literal["local", "remote"] = Field(
+        "local", description="local: vLLM in this process; remote: vLLM OpenAI-compatible servers."
+    )
     model: str = Field("zentropi-ai/cope-b-a4b", min_length=1, description="Model path or hub id.")
     tokenizer: str | None = None
-    served_model_name: str | None = Field(None, description="Name written into verdicts.")
+    served_model_name: str | None = Field(
+        None, description="Name written into verdicts; for remote, the name the server serves."
+    )
+    url: str | None = Field(
+        None,
+        description="remote: comma-separated base URLs of vLLM OpenAI-compatible servers "
+        "(e.g. http://vllm:8000); requests are spread over them.",
+    )
+    api_key: SecretStr | None = Field(None, description="remote: bearer token for the servers.")
+    api_key_file: Path | None = Field(
+        None, description="remote: file holding the API key (a mounted Secret); wins over api_key."
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="remote: longest wait for one answer before it counts as failed."
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="remote: longest wait to connect.")
+    max_concurrency: int = Field(
+        256, ge=1, description="remote: prompts in flight at once (the servers batch them)."
+    )
+    prompts_per_request: int = Field(
+        16,
+        ge=1,
+        description="remote: most prompts sent in one request. Prompts waiting at the same "
+        "moment go together, which spares the server most of its per-request cost.",
+    )
+    connect_retry_s: float = Field(
+        30.0,
+        ge=0,
+        description="remote: how long start-up keeps retrying servers that cannot be reached "
+        "before exiting. Once running, a server that goes down is waited for without limit.",
+    )
+    backoff_max_s: float = Field(
+        10.0, gt=0, description="remote: longest wait between two attempts to reach a server."
+    )
     dtype: str = "auto"
     max_model_len: int | None = Field(None, ge=64)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
@@ -141,6 +189,20 @@ class EngineSettings(_Section):
     )
     max_retries: int = Field(2, ge=0, description="Retries of a failed engine request.")
 
+    @model_validator(mode="after")
+    def _remote_is_complete(self) -> EngineSettings:
+        if self.kind == "remote" and not self.urls():
+            raise ValueError("url is required when kind is remote")
+        return self
+
+    def urls(self) -> list[str]:
+        return [u.strip().rstrip("/") for u in (self.url or "").split(",") if u.strip()]
+
+    def key(self) -> str | None:
+        if self.api_key_file is not None:
+            return self.api_key_file.read_text().strip()
+        return self.api_key.get_secret_value() if self.api_key else None
+
 
 class Band(_Section):
     """Scores in [review_low, review_high) are uncertain and go to review as well."""
@@ -148,6 +210,8 @@ class Band(_Section):
     threshold: float | None = Field(None, ge=0, le=1, description="Label is 1 when score >= this.")
     review_low: float | None = Field(None, ge=0, le=1)
     review_high: float | None = Field(None, ge=0, le=1)
+    audit_label_1: float | None = Field(None, ge=0, le=1, description="Audit share, label 1.")
+    audit_label_0: float | None = Field(None, ge=0, le=1, description="Audit share, label 0.")
 
     @model_validator(mode="after")
     def _band_is_ordered(self) -> Band:
@@ -160,6 +224,14 @@ class RoutingSettings(_Section):
     threshold: float = Field(0.5, ge=0, le=1, description="Label is 1 when P('1') >= this.")
     review_low: float = Field(0.2, ge=0, le=1, description="Lower edge of the review band.")
     review_high: float = Field(0.8, ge=0, le=1, description="Upper edge (exclusive).")
+    # Audit copies: a share of the automatically decided items also goes to review, so that
+    # reviewers' decisions can estimate the precision and recall of automatic decisions.
+    audit_label_1: float = Field(
+        0.0, ge=0, le=1, description="Share of automatic label-1 decisions copied to review."
+    )
+    audit_label_0: float = Field(
+        0.0, ge=0, le=1, description="Share of automatic label-0 decisions copied to review."
+    )
     policies: dict[str, Band] = Field(
         default_factory=dict, description="Per-policy overrides; win over policy front matter."
     )
@@ -230,6 +302,7 @@ class Settings(BaseSettings):
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    coop: CoopSettings = Field(default_factory=CoopSettings)  # the Coop adapter's settings
     drain_deadline_s: float = Field(
         30.0, gt=0, description="On SIGTERM, how long in-flight work may take to finish."
     )

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 # Bump when the output changes; the marker also holds a hash of this file's source.
-BUILDER_VERSION = "devmodel-1"
+BUILDER_VERSION = "devmodel-2"
 MARKER_FILE = ".devmodel-build"
 # Where the demo, the bench and the dummy-model script build it when given no model.
 DEFAULT_DIR = Path(".cache/test-model")
@@ -88,17 +88,18 @@ PAD, BOS, EOS, START_OF_TURN, END_OF_TURN = (
 )  # fmt: skip
 SPECIAL_TOKENS = (PAD, BOS, EOS, START_OF_TURN, END_OF_TURN)
 
+# Gemma's shape, trim included: the worker's prompts are spliced the way Gemma's are.
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n"
-    "{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    "{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}"
     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
 )
 
 # Text the prompts are made of besides content, so that it tokenizes compactly.
 _PROMPT_TEXT = (
     "Examine the given POLICY and determine if the given CONTENT meets the criteria for ANY "
-    'of the LABELS. Answer "1" if yes, and "0" if no.\n\nPOLICY\n======\n'
-    "Flag content that mentions any of: a, b.\n\nCONTENT\n=======\n"
+    'of the LABELS. Answer "1" if yes, and "0" if no.\n\n\nPOLICY\n======\n\n'
+    "Flag content that mentions any of: a, b.\n\n\nCONTENT\n=======\n\n"
     "Content meets this policy if it refers to a or b.\nuser\nmodel\n"
 )
 

@@ -108,6 +108,28 @@ class Verdict(BaseModel):
         return orjson.dumps(self.model_dump(mode="json"))
 
 
+Origin = Literal["review_band", "audit_sample"]
+
+
+class ReviewRecord(Verdict):
+    """A review-topic record: the verdict as published, plus why it went to review.
+
+    ``origin`` is ``review_band`` for an item with an uncertain score (its verdict's route is
+    ``review``), ``audit_sample`` for a copy of an automatic decision (route ``auto``).
+    ``audit_rates`` names, for an audit copy, each policy whose decision was sampled and the
+    share of that policy's decisions with the same label that are sampled; empty otherwise.
+    """
+
+    origin: Origin
+    audit_rates: dict[str, float]
+
+    @classmethod
+    def of(cls, verdict: Verdict, audit_rates: dict[str, float]) -> ReviewRecord:
+        origin: Origin = "review_band" if verdict.route == "review" else "audit_sample"
+        fields = {name: getattr(verdict, name) for name in Verdict.model_fields}
+        return cls.model_construct(**fields, origin=origin, audit_rates=audit_rates)
+
+
 class BadEvent(Exception):
     """An event that cannot be classified. ``kind`` becomes the dead letter's error type."""
 

@@ -92,8 +92,15 @@ def _run(check: Check) -> str | None:
 
 
 def engine_check(classifier: object) -> Check:
-    """Ready while the engine is alive (engines without a ``dead`` flag are taken as alive)."""
-    return lambda: "engine has died" if getattr(classifier, "dead", False) else None
+    """Ready while the engine is alive (engines without a ``dead`` flag are taken as alive)
+    and can be reached (a remote engine says why not in ``unready``)."""
+
+    def check() -> str | None:
+        if getattr(classifier, "dead", False):
+            return "engine has died"
+        return getattr(classifier, "unready", None)
+
+    return check
 
 
 def joined_check(assigned: asyncio.Event) -> Check:

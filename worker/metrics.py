@@ -207,7 +207,8 @@ queue_duration = _meter.create_histogram(
 end_to_end_duration = _meter.create_histogram(
     "moderation.end_to_end.duration",
     unit="s",
-    description="Per event with created_at: created_at until its verdict was acknowledged.",
+    description="Per event: created_at (else its Kafka record's timestamp) until its verdict "
+    "was acknowledged.",
     explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
 )
 prompt_tokens = _meter.create_counter(
@@ -311,6 +312,8 @@ def record_batch(results: Sequence[Scored], verdict_cache: bool = False) -> None
             if hit:
                 hits += 1
                 continue
+            if score.cached_tokens is None:  # not reported: leave it out of the hit rate
+                continue
             prompt += score.prompt_tokens
             cached += score.cached_tokens
             _prefix_window.add(score.prompt_tokens, score.cached_tokens)
@@ -353,13 +356,26 @@ def record_verdicts(published: Sequence[Verdict]) -> None:
         verdicts.add(count, {"policy": policy_id, "label": str(label), "route": route})
 
 
-def record_end_to_end(created_at: datetime | None) -> None:
-    """Event created_at until now, when its verdict was acknowledged (if the event said)."""
-    if created_at is None:
+def end_to_end_start(created_at: datetime | None, record_timestamp_ms: int) -> datetime | None:
+    """When an event's end-to-end time starts: its created_at, else its Kafka record's time.
+
+    Most producers never set created_at, but every record since Kafka 0.10 carries a
+    timestamp (its producer's create time, or the broker's append time); -1 means none.
+    """
+    if created_at is not None:
+        # naive times are taken as UTC
+        return created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
+    if record_timestamp_ms is None or record_timestamp_ms < 0:
+        return None
+    return datetime.fromtimestamp(record_timestamp_ms / 1000, UTC)
+
+
+def record_end_to_end(created_at: datetime | None, record_timestamp_ms: int = -1) -> None:
+    """From the event's start (see end_to_end_start) until its verdict was acknowledged."""
+    start = end_to_end_start(created_at, record_timestamp_ms)
+    if start is None:
         return
-    if created_at.tzinfo is None:  # naive times are taken as UTC
-        created_at = created_at.replace(tzinfo=UTC)
-    seconds = (datetime.now(UTC) - created_at).total_seconds()
+    seconds = (datetime.now(UTC) - start).total_seconds()
     end_to_end_duration.record(max(0.0, seconds))
 
 

@@ -24,6 +24,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from . import metrics, shadow, tracing
+from .audit import audit_sample
 from .catalog import Catalog
 from .classify import Job, Scored, build_verdict, score_jobs
 from .config import Settings
@@ -32,6 +33,7 @@ from .events import (
     DEAD_LETTER_PREFIX,
     BadEvent,
     Header,
+    ReviewRecord,
     Source,
     Verdict,
     dead_letter_headers,
@@ -41,6 +43,7 @@ from .kafka import Backoff, backoff, record_rejected, unreachable
 from .offsets import TP, OffsetTracker, PartitionOffsets
 from .policies import PolicyError
 from .telemetry import content_field
+from .undecodable import BATCH_ERRORS, UNDECODABLE_ERRORS, Undecodable, describe, fetch_batch_span
 from .verdict_cache import make_cache
 
 log = structlog.get_logger("worker.pipeline")
@@ -180,27 +183,29 @@ class Worker:
             try:
                 # Still polled while paused: aiokafka counts max_poll_interval from getmany.
                 batches = await consumer.getmany(timeout_ms=100, max_records=max(room, 1))
+            except UNDECODABLE_ERRORS:  # before KafkaError: retrying these never helps
+                await self._skip_undecodable()
+                continue
             except KafkaError as exc:
                 log.warning("fetch failed; retrying", error=str(exc))
                 await asyncio.sleep(1.0)
-                continue
-            except UnicodeDecodeError:
-                await self._skip_undecodable()
                 continue
             self._take(batches)
             await self._gauges.sample(consumer, self._tracker.in_flight())
 
     async def _skip_undecodable(self) -> None:
-        """Get past a record aiokafka cannot decode, losing nothing around it.
+        """Get past records aiokafka cannot decode, losing nothing around them.
 
-        A header key that is not UTF-8 makes every fetch of its partition fail at the same
+        A header key that is not UTF-8, a batch whose CRC does not match or whose codec the
+        client cannot read: each makes every fetch of its partition fail at the same
         offset, which would stop that partition for good. The failed call has also dropped
         what it had already taken from other partitions, after moving their positions on:
         every partition is first put back after the last record this worker took. Then each
         is fetched alone (a failure then moves nothing); in the failing one, records are
         taken one by one up to the undecodable one, which is dead-lettered by its
         coordinates (its contents cannot be read) and stepped over. Records after it in
-        the same producer batch fail with it and are dead-lettered the same way, in turn.
+        the same producer batch fail with it and are dead-lettered the same way, in turn;
+        a batch that cannot be read at all is dead-lettered and stepped over whole.
         """
         consumer = self._consumer
         assert consumer is not None
@@ -212,7 +217,7 @@ class Worker:
             room = max(self.settings.batch.max_in_flight - self._tracker.in_flight(), 1)
             try:
                 batches = await consumer.getmany(tp, timeout_ms=1000, max_records=room)
-            except UnicodeDecodeError:
+            except UNDECODABLE_ERRORS:
                 await self._step_to_undecodable(tp)
                 continue
             self._take(batches)
@@ -223,14 +228,25 @@ class Worker:
         while True:
             try:
                 batches = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
-            except UnicodeDecodeError as exc:
+            except UNDECODABLE_ERRORS as exc:
                 offset = await consumer.position(tp)
-                self._dead_letter_undecodable(tp, offset, exc)
-                consumer.seek(tp, offset + 1)
+                bad = await self._undecodable_span(tp, offset, exc)
+                self._dead_letter_undecodable(tp, bad)
+                consumer.seek(tp, bad.last + 1)
                 return
             if not batches:
                 return
             self._take(batches)
+
+    async def _undecodable_span(
+        self, tp: TopicPartition, offset: int, exc: Exception
+    ) -> Undecodable:
+        """The offsets one failure covers: a whole batch for batch errors, else one record."""
+        span = None
+        if isinstance(exc, BATCH_ERRORS):
+            span = await fetch_batch_span(self.settings.kafka, tp, offset)
+        first, last = span or (offset, offset)  # unknown extent: step one offset at a time
+        return describe(exc, first, last)
 
     async def _next_to_take(self, tp: TopicPartition) -> int | None:
         """The offset after the last record taken from ``tp`` (None when not knowable)."""
@@ -248,20 +264,29 @@ class Worker:
             return (await consumer.beginning_offsets([tp]))[tp]
         return None
 
-    def _dead_letter_undecodable(
-        self, tp: TopicPartition, offset: int, exc: UnicodeDecodeError
-    ) -> None:
+    def _dead_letter_undecodable(self, tp: TopicPartition, bad: Undecodable) -> None:
         record = ConsumerRecord(
-            topic=tp.topic, partition=tp.partition, offset=offset, timestamp=-1,
+            topic=tp.topic, partition=tp.partition, offset=bad.first, timestamp=-1,
             timestamp_type=0, key=None, value=b"", checksum=None,
             serialized_key_size=-1, serialized_value_size=-1, headers=[],
         )  # fmt: skip
         offsets = self._tracker.partition((tp.topic, tp.partition))
-        offsets.track(offset)
-        reason = f"the Kafka client cannot decode this record: {exc}"
+        offsets.track(bad.first)
         message = tracing.start_process(record, self.settings.kafka.group_id)
-        error = BadEvent("undecodable_record", reason)
-        self._spawn(self._publish_dead_letter(record, offsets, error, message))
+        error = BadEvent(bad.kind, bad.reason)
+        published = self._publish_dead_letter(record, offsets, error, message)
+        if bad.last > bad.first:  # the commit steps past the whole batch once it is out
+            offsets.track(bad.last)
+            published = self._complete_after(published, offsets, bad.last)
+        self._spawn(published)
+
+    async def _complete_after(
+        self, first: Awaitable[None], offsets: PartitionOffsets, offset: int
+    ) -> None:
+        await first
+        offsets.complete(offset)
+        self._commit_wanted.set()
+        self._progress.set()
 
     def _apply_backpressure(self, room: int) -> None:
         """Pause every held partition while the in-flight bound is reached."""
@@ -363,17 +388,17 @@ class Worker:
             await self._publish_dead_letter(item.record, item.offsets, error, item.trace)
             return None
         key = item.job.event.id.encode()
-        destinations = [topics.results]
-        if verdict.route == "review":
-            destinations.append(topics.review)
-        outputs: list[tuple[str, bytes | None, bytes | None, list[Header]]]
-        outputs = [(topic, key, value, []) for topic in destinations]
+        records: list[tuple[str, bytes | None, bytes | None, list[Header]]]
+        records = [(topics.results, key, value, [])]
+        review = self._review_copy(verdict)
+        if review is not None:
+            records.append((topics.review, key, review.to_json(), []))
         # Shadow records ride with the verdict: acknowledged before the offset completes.
         drafts = shadow.shadow_records(scored, self.classifier.model_name, item.source)
-        outputs += [(topics.shadow, key, draft.to_json(), []) for draft in drafts]
+        records += [(topics.shadow, key, draft.to_json(), []) for draft in drafts]
         try:
             await self._send_all(
-                outputs,
+                records,
                 item.offsets,
                 item.record,
                 item.trace,
@@ -383,11 +408,21 @@ class Worker:
             rejected = BadEvent("publish_failed", f"the verdict could not be published: {exc}")
             await self._publish_dead_letter(item.record, item.offsets, rejected, item.trace)
             return None
-        metrics.record_end_to_end(item.job.event.created_at)
+        metrics.record_end_to_end(item.job.event.created_at, item.record.timestamp)
         metrics.record_shadow(drafts)
         if debug:
             self._log_published(item, verdict)
         return verdict
+
+    def _review_copy(self, verdict: Verdict) -> ReviewRecord | None:
+        """The review-topic record for an uncertain item or an audited automatic one.
+
+        The audit choice only adds a copy: the verdict and its route stay as they are.
+        """
+        if verdict.route == "review":
+            return ReviewRecord.of(verdict, {})
+        rates = audit_sample(verdict.id, verdict.verdicts, self.settings.routing)
+        return ReviewRecord.of(verdict, rates) if rates else None
 
     def _log_published(self, item: Item, verdict: Verdict) -> None:
         with tracing.activate(item.trace):

@@ -1,4 +1,9 @@
-"""Policies: Markdown files with YAML front matter, loaded into an immutable registry."""
+"""Policies: Markdown or text files, loaded into an immutable registry.
+
+Our own files carry YAML front matter (id, title, thresholds). Published policy packs are
+plain Markdown: a file without front matter takes its id from its file name and its title
+from its first heading, and the whole file is the policy text.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,12 @@ import yaml
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n(.*)\Z", re.DOTALL)
+_OPENS_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n")
+_NOT_IN_ID = re.compile(r"[^a-z0-9._-]+")
+_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
+POLICY_SUFFIXES = (".md", ".txt")
+# Files a published pack ships beside its policies; never policies themselves.
+NOT_POLICIES = frozenset({"readme", "license", "licence", "changelog", "contributing", "notice"})
 
 
 class PolicyError(Exception):
@@ -29,6 +40,7 @@ class Policy:
     review_high: float | None = None
     path: Path | None = None
     shadow_of: str | None = None  # the production policy this draft is scored beside
+    front_matter: bool = True  # False: id and title were taken from the file
 
 
 def policy_version(text: str) -> str:
@@ -37,10 +49,14 @@ def policy_version(text: str) -> str:
 
 
 def parse_policy(source: str, path: Path | None = None) -> Policy:
+    """A policy from a file's text; front matter optional when ``path`` names the file."""
+    source = source.removeprefix("\ufeff")  # editors on Windows write a byte-order mark
+    if not _OPENS_FRONT_MATTER.match(source):
+        return _plain_policy(source, path)
     where = str(path) if path else "policy"
     match = _FRONT_MATTER.match(source)
     if not match:
-        raise PolicyError(f"{where}: missing YAML front matter (a '---' block with id and title)")
+        raise PolicyError(f"{where}: front matter opened with '---' is never closed by '---'")
     try:
         meta = yaml.safe_load(match.group(1)) or {}
     except yaml.YAMLError as exc:
@@ -67,6 +83,40 @@ def parse_policy(source: str, path: Path | None = None) -> Policy:
         path=path,
         shadow_of=shadow_of,
     )
+
+
+def _plain_policy(source: str, path: Path | None) -> Policy:
+    """A policy without front matter: the whole text, id from the file name."""
+    if path is None:
+        raise PolicyError("policy: no front matter (a '---' block with id) and no file name")
+    text = source.strip()
+    if not text:
+        raise PolicyError(f"{path}: policy is empty")
+    policy_id = id_from_file_name(path.stem)
+    if not policy_id:
+        raise PolicyError(
+            f"{path}: no front matter and no id in the file name: rename the file or add "
+            "front matter with an 'id'"
+        )
+    return Policy(
+        id=policy_id,
+        title=first_heading(text) or path.stem,
+        text=text,
+        version=policy_version(text),
+        path=path,
+        front_matter=False,
+    )
+
+
+def id_from_file_name(stem: str) -> str:
+    """A policy id from a file name: lowercase, other characters as '-' ("" when none)."""
+    return _NOT_IN_ID.sub("-", stem.lower()).strip("-._")
+
+
+def first_heading(text: str) -> str | None:
+    """The text of the first Markdown ``#`` heading, if any."""
+    match = _HEADING.search(text)
+    return match.group(1).strip() if match else None
 
 
 def _unit_float(meta: Mapping[str, object], key: str, where: str) -> float | None:
@@ -159,9 +209,26 @@ def _shadow_pairs(by_id: Mapping[str, Policy], configured: Mapping[str, str]) ->
 def load_policies(
     directory: Path, default: Iterable[str] = (), shadow_pairs: Mapping[str, str] | None = None
 ) -> PolicyRegistry:
-    """Load every ``*.md`` in ``directory`` (README.md excepted)."""
+    """Load every ``*.md`` and ``*.txt`` in ``directory`` (README, LICENSE and kin excepted)."""
     if not directory.is_dir():
         raise PolicyError(f"policy directory {directory} does not exist")
-    files = sorted(p for p in directory.glob("*.md") if p.name.lower() != "readme.md")
-    policies = (parse_policy(f.read_text(encoding="utf-8"), f) for f in files)
-    return PolicyRegistry(policies, default, shadow_pairs)
+    files = sorted(p for p in directory.iterdir() if is_policy_file(p.name) and p.is_file())
+    return PolicyRegistry((_read(f) for f in files), default, shadow_pairs)
+
+
+def is_policy_file(name: str) -> bool:
+    stem, dot, suffix = name.rpartition(".")
+    return (
+        bool(dot)
+        and f".{suffix.lower()}" in POLICY_SUFFIXES
+        and stem.lower() not in NOT_POLICIES
+        and not name.startswith(".")  # editors' swap files, ConfigMap's ..data links
+    )
+
+
+def _read(path: Path) -> Policy:
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return parse_policy(source, path)

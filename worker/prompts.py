@@ -1,9 +1,19 @@
 """Prompt construction for the CoPE-B family, as token ids.
 
-Each policy's prompt is split once, at policy load, into token ids before and after the
-content: ``prefix + content + suffix``. The prefix (template, instruction, policy) is the
-same for every item of a policy, so the engine's prefix cache computes it once; the only
-per-item work is tokenizing the content, which does not grow with the policy's length.
+The model sees one user turn through its own chat template, generation prompt on, holding
+the model card's message (``user_message``). Each policy's prompt is split once, at policy
+load, into token ids before and after the content: ``prefix + content + suffix``. The prefix
+(template, instruction, policy) is the same for every item of a policy, so the engine's
+prefix cache computes it once; the per-item work is tokenizing the content, which does not
+grow with the policy's length.
+
+The ids equal the template's own render of the whole message, because each content is
+tokenized the way the render treats it: together with the fixed text just before it
+(``LEAD_IN``, the end of the CONTENT heading), so that the tokenizer merges newlines across
+that boundary as it does in the render, and with trailing whitespace stripped when the
+template trims the message (Gemma's do). ``check_splice`` proves this per model at start-up.
+Two differences are intended: special-token text in content stays plain text, and content
+lines made only of ``=`` become ``-``, so content can neither end its turn nor its section.
 """
 
 from __future__ import annotations
@@ -26,8 +36,15 @@ INSTRUCTION = (
 )
 ANSWER_NO, ANSWER_YES = "0", "1"
 
+# The message's fixed text right before the content. It is tokenized with each content (a
+# few tokens, whatever the policy), because the content's first characters can merge with
+# its last ones ("\n\n" + "\n" is one "\n\n\n" token in Gemma's vocabulary).
+LEAD_IN = "CONTENT\n=======\n\n"
+
 # A unique string that cannot occur in a policy, used to find where the content goes.
 _SLOT = "\u2063CONTENT-SLOT\u2063"
+# Whitespace a trimming template removes from the end of the message.
+_TRIM_PROBE = " \n\t "
 
 # A line made only of "=" is a section rule in our format; in content it becomes "-" so
 # that content cannot open a section of its own after the CONTENT heading.
@@ -42,7 +59,9 @@ class Tokenizer(Protocol):
     def __call__(self, text: Any, **kwargs: Any) -> Any: ...
 
 
-class PromptError(Exception):
+class PromptError(ValueError):
+    """A prompt that cannot be built; ``kind`` names why (also a dead letter's error type)."""
+
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
         self.kind = kind
@@ -50,7 +69,18 @@ class PromptError(Exception):
 
 
 def user_message(policy_text: str, content: str) -> str:
-    return f"{INSTRUCTION}\n\nPOLICY\n======\n{policy_text}\n\nCONTENT\n=======\n{content}"
+    """The model card's message: two blank lines before each heading, one after each rule."""
+    return f"{INSTRUCTION}\n\n\nPOLICY\n======\n\n{policy_text}\n\n\n{LEAD_IN}{content}"
+
+
+def render(tokenizer: Tokenizer, policy_text: str, content: str) -> str:
+    """The chat template's own render of the card's message, generation prompt on."""
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_message(policy_text, content)}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    return str(rendered)
 
 
 def neutralize_markers(content: str) -> str:
@@ -62,6 +92,7 @@ class PolicyPrompt:
     policy: Policy
     prefix: tuple[int, ...]
     suffix: tuple[int, ...]
+    # Room for the ids of ``tokenize_contents`` (lead-in and content) within max_model_len.
     max_content_tokens: int
 
     @property
@@ -84,31 +115,47 @@ def answer_token_ids(tokenizer: Tokenizer) -> tuple[int, int]:
 
 def build_policy_prompt(tokenizer: Tokenizer, policy: Policy, max_model_len: int) -> PolicyPrompt:
     """Render the chat template around a slot and tokenize both sides once."""
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user_message(policy.text, _SLOT)}],
-        tokenize=False,
-        add_generation_prompt=True,
-    )
-    before, sep, after = rendered.partition(_SLOT)
-    if not sep:
-        raise PromptError("template", "chat template dropped the content; cannot build prompts")
+    before, after = _split_render(tokenizer, policy.text)
     prefix = tokenizer.encode(before, add_special_tokens=False)
     suffix = tokenizer.encode(after, add_special_tokens=False)
+    lead_in = len(tokenizer.encode(LEAD_IN, add_special_tokens=False))
     budget = max_model_len - len(prefix) - len(suffix) - 1  # one position for the answer
-    if budget < 1:
+    if budget < lead_in + 1:
         raise PromptError(
             "policy_too_long",
-            f"policy {policy.id!r} takes {len(prefix) + len(suffix)} tokens with the template; "
-            f"max_model_len is {max_model_len}",
+            f"policy {policy.id!r} takes {len(prefix) + len(suffix) + lead_in} tokens with the "
+            f"template; max_model_len is {max_model_len}",
         )
     return PolicyPrompt(policy, tuple(prefix), tuple(suffix), budget)
 
 
+def _split_render(tokenizer: Tokenizer, policy_text: str) -> tuple[str, str]:
+    """The render's text before the lead-in and after the content."""
+    before, sep, after = render(tokenizer, policy_text, _SLOT).partition(_SLOT)
+    if not sep or not before.endswith(LEAD_IN):
+        what = "changed the CONTENT heading" if sep else "dropped the content"
+        raise PromptError(
+            "template",
+            f"model {model_name(tokenizer)!r}: its chat template {what}; the worker cannot "
+            "build exact prompts for this model's template",
+        )
+    return before[: -len(LEAD_IN)], after
+
+
+def model_name(tokenizer: Tokenizer) -> str:
+    """The tokenizer's model, for messages: the path or hub id it was loaded from."""
+    return str(getattr(tokenizer, "name_or_path", None) or "this model")
+
+
 def tokenize_contents(tokenizer: Tokenizer, contents: Sequence[str]) -> list[list[int]]:
-    """Tokenize content texts in one call; special-token text stays plain text."""
+    """Each content's ids as they stand in the prompt, lead-in first.
+
+    Special-token text stays plain text.
+    """
     if not contents:
         return []
-    texts = [neutralize_markers(c) for c in contents]
+    trims = _template_trims(tokenizer)
+    texts = [_content_text(c, trims) for c in contents]
     backend = _content_backend(tokenizer)
     if backend is None:  # not a fast tokenizer: the general (slower) call
         encoded = tokenizer(
@@ -122,6 +169,31 @@ def tokenize_contents(tokenizer: Tokenizer, contents: Sequence[str]) -> list[lis
     # masks and per-item Python conversion it builds and we never read.
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # tokenizers < 0.20
     return [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
+
+
+def _content_text(content: str, trims: bool) -> str:
+    """The text from the lead-in to the end of the message, as the template renders it."""
+    text = LEAD_IN + neutralize_markers(content)
+    # Jinja's trim is str.strip(); only the end matters, the content ends the message.
+    return text.rstrip() if trims else text
+
+
+# Per tokenizer, whether its chat template trims the message; asked once.
+_trims: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _template_trims(tokenizer: Tokenizer) -> bool:
+    try:
+        return _trims[tokenizer]
+    except (KeyError, TypeError):  # TypeError: not weak-referenceable
+        pass
+    rendered = render(tokenizer, "", _SLOT + _TRIM_PROBE)
+    trims = _SLOT + _TRIM_PROBE not in rendered
+    try:
+        _trims[tokenizer] = trims
+    except TypeError:
+        pass
+    return trims
 
 
 # One private copy of each fast tokenizer's Rust backend, set once to split special-token
@@ -154,13 +226,13 @@ Overlong = Literal["truncate", "dead_letter"]
 
 
 def assemble(prompt: PolicyPrompt, content_ids: Sequence[int], overlong: Overlong) -> list[int]:
-    """The full prompt for one item and one policy."""
+    """The full prompt for one item and one policy; ``content_ids`` from tokenize_contents."""
     if len(content_ids) > prompt.max_content_tokens:
         if overlong == "dead_letter":
             raise PromptError(
                 "content_too_long",
-                f"content is {len(content_ids)} tokens; policy {prompt.policy.id!r} leaves room "
-                f"for {prompt.max_content_tokens}",
+                f"content is {len(content_ids)} tokens with its heading; policy "
+                f"{prompt.policy.id!r} leaves room for {prompt.max_content_tokens}",
             )
         content_ids = content_ids[: prompt.max_content_tokens]
     return [*prompt.prefix, *content_ids, *prompt.suffix]

@@ -62,6 +62,24 @@ class WorkerProcess:
                 pass
         self.process.wait(timeout=30)
 
+    def kill_worker_only(self) -> None:
+        """SIGKILL the worker's own process, as an OOM kill or an impatient operator would."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def engine_pids(self) -> list[int]:
+        """The vLLM engine processes below the worker (``VLLM::EngineCore``, ``VLLM::Worker``)."""
+        assert self.process is not None
+        pids = []
+        for proc in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if proc.name().startswith("VLLM::"):
+                    pids.append(proc.pid)
+            except psutil.Error:
+                continue
+        return pids
+
     def descendant(self, name: str) -> int:
         """The pid of the process below the worker whose name or command line has ``name``."""
         assert self.process is not None

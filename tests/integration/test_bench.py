@@ -123,3 +123,44 @@ async def test_bench_cache_and_shadow_phases(broker, engine, test_model, tmp_pat
     [draft] = [pid for pid, p in result["workload"]["policies"].items() if p["shadow_of"]]
     assert draft in shadow["with"]["cache"] and draft not in cache["unique"].get("cache", {})
     assert shadow["without"] == cache["unique"]
+
+
+async def test_bench_remote_phase_drives_the_worker_through_a_vllm_server(
+    broker, test_model, tokenizer, tmp_path
+):
+    """The remote phase starts its own OpenAI server and measures the worker through it."""
+    config = BenchConfig(
+        model=str(test_model),
+        policy_dir=REPO / "policies",
+        max_model_len=4096,
+        engine_args=CPU_ENGINE_ARGS,
+        policy_tokens=300,
+        content_tokens=(20, 60),
+        events=40,
+        warmup_events=10,
+        levels=(),
+        level_rates=(20.0,),
+        level_seconds=3.0,
+        level_warmup_seconds=1.0,
+        phases=("remote",),
+        wait_timeout_s=300.0,
+        workdir=tmp_path,
+    )
+
+    async def in_process(kind, spec):
+        return await build_system(kind, config, spec)
+
+    result = await run_bench(
+        config, tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
+    )
+    remote = result["phases"]["worker-remote"]
+    assert "error" not in remote, remote
+    sat = remote["saturation"]
+    assert sat["items"] == sat["verdicts"] == 40 and sat["missing"] == 0
+    assert sat["items_per_s"] > 0
+    [level] = remote["levels"]
+    assert level["sent"] == level["verdicts"] > 0 and level["missing"] == 0
+    # Prompts sent alone carry the server's cached-token count; shared requests do not.
+    for row in remote.get("cache", {}).values():
+        assert 0 < row["cached_share_of_policy"] <= 1
+    assert result["ratios"]["remote_over_worker"] is None  # the worker phase did not run

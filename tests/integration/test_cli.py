@@ -81,6 +81,47 @@ def test_policies_check_rejects_a_bad_pack(tmp_path, test_model):
     assert "policy body is empty" in result.stderr.decode()
 
 
+def _published_pack(directory):
+    """Plain Markdown and text, as published packs come: no front matter."""
+    (directory / "Boats.md").write_text(
+        "# Boat gear\n\nFlag content that mentions any of: anchor.\n"
+    )
+    (directory / "orchard.txt").write_text("Flag content that mentions any of: mango.\n")
+    (directory / "nature.md").write_text((TEST_POLICIES / "nature.md").read_text())
+    return directory
+
+
+def test_policies_check_names_the_policies_without_front_matter(tmp_path, test_model):
+    pack = _published_pack(tmp_path)
+    result = _cli("policies", "check", str(pack), "--tokenizer", str(test_model))
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert "Boat gear" in out and "orchard" in out and "Nature mentions" in out
+    [line] = [line for line in out.splitlines() if "no front matter" in line]
+    assert "2 of 3" in line and "boats (Boats.md)" in line and "orchard (orchard.txt)" in line
+    assert "nature" not in line
+
+
+def test_policies_without_front_matter_steer_the_model(tmp_path, test_model):
+    pack = _published_pack(tmp_path)
+    events = [
+        {"id": "boat", "content": "a boat with an anchor"},
+        {"id": "fruit", "content": "a ripe mango"},
+    ]
+    result = _cli(
+        "classify", "-p", "boats", "-p", "orchard", "-p", "nature",
+        "--model", str(test_model), "--policies", str(pack), env=CPU_ENV,
+        stdin=b"\n".join(orjson.dumps(e) for e in events),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    lines = [orjson.loads(line) for line in result.stdout.decode().strip().splitlines()]
+    labels = {v["id"]: {p["policy"]: p["label"] for p in v["verdicts"]} for v in lines}
+    assert labels == {
+        "boat": {"boats": 1, "orchard": 0, "nature": 0},
+        "fruit": {"boats": 0, "orchard": 1, "nature": 0},
+    }
+
+
 def test_bad_config_stops_start_up_naming_the_field(tmp_path):
     result = _cli("run", env={"WORKER_BATCH__MAX_IN_FLIGHT": "-3"})
     assert result.returncode == 2
@@ -89,8 +130,24 @@ def test_bad_config_stops_start_up_naming_the_field(tmp_path):
     assert "Traceback" not in err
 
 
-def test_demo_streams_samples_and_prints_verdicts(test_model, tmp_path):
-    result = _cli("demo", "--model", str(test_model), "--events", "12", env=CPU_ENV, timeout=400)
+def test_demo_shows_decisions_review_and_dead_letters(test_model):
+    """Without --model the demo runs the test model on policies it follows (built beforehand
+    by the fixture into the same .cache directory)."""
+    env = {**CPU_ENV, "COLUMNS": "200"}  # one table row per line
+    result = _cli("demo", "--events", "12", env=env, timeout=400)
     assert result.returncode == 0, (result.stdout + result.stderr).decode()[-3000:]
     out = result.stdout.decode()
-    assert "demo-11" in out and "dead-letter" in out
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 6 and cells[1].startswith("demo-"):
+            rows[cells[1]] = (cells[0], cells[3], cells[4])  # topic, label, route
+    assert len(rows) == 12, out
+    # The samples cycle through: apple (fruit), otter (wildlife: review), none, mango and
+    # falcon (both), none, none.
+    expected = [("1", "auto"), ("1", "review"), ("0", "auto"), ("1", "review")]
+    expected += [("0", "auto"), ("0", "auto")]
+    for n in range(12):
+        assert rows[f"demo-{n}"][1:] == expected[n % 6], (n, out)
+    assert out.count("dead-letter") >= 3
+    assert "answers 1 exactly when the content names a word its policy lists" in out

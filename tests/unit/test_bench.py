@@ -93,13 +93,16 @@ def test_cache_summary_per_policy():
     assert summary["b"]["cached_share_of_policy"] == 0.0
 
 
-def _phases(worker: float, engine: float, naive: float, instant: float, raw: float) -> dict:
+def _phases(
+    worker: float, engine: float, naive: float, instant: float, raw: float, remote: float = 85
+) -> dict:
     def sat(rate: float) -> dict:
         return {"saturation": {"items_per_s": rate}}
 
     return {
         "engine_limit": {"items_per_s": engine},
         "worker": {**sat(worker), "cache": {"a": {"cached_share_of_policy": 0.95}}},
+        "worker-remote": sat(remote),
         "naive": sat(naive),
         "worker-instant": sat(instant),
         "raw-loop": sat(raw),
@@ -111,12 +114,16 @@ def test_ratios_and_targets():
     assert ratios(phases) == {
         "worker_over_engine": pytest.approx(0.9),
         "worker_over_naive": pytest.approx(4.5),
+        "remote_over_worker": pytest.approx(85 / 90),
+        "remote_over_naive": pytest.approx(4.25),
         "instant_worker_over_raw_loop": pytest.approx(0.6),
     }
     met = {name: row["met"] for name, row in targets(phases).items()}
     assert met == {
         "worker_over_engine": True,
         "worker_over_naive": True,
+        "remote_over_worker": True,
+        "remote_over_naive": False,
         "instant_worker_over_raw_loop": False,
         "min_policy_prefix_cached": True,
         "cache_duplicates_over_unique": None,  # the cache phase did not run

@@ -24,3 +24,24 @@ def test_override_that_inverts_the_merged_band_is_refused():
     routing = RoutingSettings.model_validate({"policies": {"fruit": {"review_high": 0.2}}})
     with pytest.raises(ValueError, match="'fruit'"):
         check_routing(PolicyRegistry([FRUIT]), routing)
+
+
+@pytest.mark.parametrize(
+    "kind, hint",
+    [
+        ("local", "raise engine.max_model_len"),
+        ("remote", "serve the model with a larger --max-model-len"),
+    ],
+)
+def test_policy_too_long_for_the_context_names_the_limit_to_raise(tokenizer, tmp_path, kind, hint):
+    from worker.app import load_catalog
+    from worker.config import load_settings
+    from worker.engine.instant import InstantClassifier
+    from worker.prompts import PromptError
+
+    (tmp_path / "fruit.md").write_text("---\nid: fruit\n---\n" + "Flag apple. " * 200)
+    engine = {"kind": kind, "url": "http://vllm:8000"}
+    settings = load_settings(policies={"dir": str(tmp_path)}, engine=engine)
+    classifier = InstantClassifier(tokenizer, max_model_len=128)
+    with pytest.raises(PromptError, match=f"policy 'fruit' takes .* 128: {hint}"):
+        load_catalog(settings, classifier)

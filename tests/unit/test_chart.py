@@ -552,6 +552,7 @@ def test_default_config_matches_worker_defaults_where_the_chart_does_not_choose(
         ("routing.review_high=0.9", ("routing", "review_high"), 0.9),
         ("engine.gpu_memory_utilization=0.92", ("engine", "gpu_memory_utilization"), 0.92),
         ("engine.quantization=fp8", ("engine", "quantization"), "fp8"),
+        ("engine.request_timeout_s=2.5", ("engine", "request_timeout_s"), 2.5),
         ("batch.max_items=128", ("batch", "max_items"), 128),
         ("batch.linger_ms=2.5", ("batch", "linger_ms"), 2.5),
         ("drain_deadline_s=60", ("drain_deadline_s",), 60),
@@ -692,6 +693,15 @@ def test_inline_policies_replace_the_example_pack(chart: helm.Chart, tmp_path: P
     assert data == {"spam.md": SPAM_POLICY}
     assert parse_policy(data["spam.md"]).id == "spam"
     assert rendered.volume("policies")["configMap"]["name"] == f"{FULLNAME}-policies"
+
+
+def test_inline_policies_may_be_plain_text_without_front_matter(chart: helm.Chart) -> None:
+    plain = "# Spam\n\nFlag unsolicited bulk messages.\n"
+    values = {"policyPack": {"inline": {"spam.txt": plain}}, "policies": {"default": ["spam"]}}
+    data = render(chart, values).one("ConfigMap", f"{FULLNAME}-policies")["data"]
+    assert data == {"spam.txt": plain}
+    policy = parse_policy(data["spam.txt"], Path("spam.txt"))
+    assert (policy.id, policy.title, policy.front_matter) == ("spam", "Spam", False)
 
 
 @pytest.mark.parametrize(
@@ -929,7 +939,7 @@ def test_model_cache_pvc(full: Rendered, chart: helm.Chart) -> None:
         ({"drain_deadline_s": 0}, "/drain_deadline_s"),
         ({"replicas": 2}, "replicas"),
         ({"modelCache": {"type": "nfs"}}, "/modelCache/type"),
-        ({"policyPack": {"inline": {"spam.txt": SPAM_POLICY}}}, "spam.txt"),
+        ({"policyPack": {"inline": {"spam.pdf": SPAM_POLICY}}}, "spam.pdf"),
     ],
 )
 def test_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], field: str) -> None:
@@ -999,9 +1009,12 @@ def test_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], fi
             "choose one source of policies",
         ),
         ({"policyPack": {"useExamplePack": False}}, "no policies configured"),
-        (
-            {"policyPack": {"inline": {"spam.md": "no front matter"}}},
-            "must start with YAML front matter",
+        (  # a plain policy's id comes from its file name, as the worker takes it
+            {
+                "policyPack": {"inline": {"Spam.Rules.txt": "Flag spam."}},
+                "policies": {"default": ["spam"]},
+            },
+            'policies.default names "spam", but the policy pack has no such id (ids: spam.rules)',
         ),
         (
             {"serviceMonitor": {"enabled": True}, "service": {"enabled": False}},
@@ -1026,6 +1039,7 @@ def test_templates_refuse_inconsistent_values(
 # Settings fields the chart sets itself instead of taking them from values.
 CHART_MANAGED = {
     "kafka": {"sasl_password"},  # never in a ConfigMap: credentials.kafkaSasl instead
+    "engine": {"api_key"},  # never in a ConfigMap: credentials.engineApiKey instead
     "policies": {"dir"},  # policyPack.mountPath
     "health": {"enabled", "host"},  # always on, on all interfaces (probes need it)
 }
@@ -1157,3 +1171,70 @@ def test_every_values_key_is_documented() -> None:
             stack.append((indent, key))
         previous = stripped
     assert not undocumented, f"undocumented values: {undocumented}"
+
+
+# ---------------------------------------------------------------------------------------
+# The remote engine
+
+REMOTE_VALUES: dict[str, Any] = {
+    "engine": {"kind": "remote", "url": "http://vllm-router.vllm:80"},
+    "credentials": {"engineApiKey": {"existingSecret": "vllm-key", "key": "token"}},
+}
+
+
+def test_remote_engine_pods_request_no_gpu(chart: helm.Chart, tmp_path: Path) -> None:
+    rendered = render(chart, REMOTE_VALUES)
+    validate_manifests(rendered)
+    resources = rendered.container["resources"]
+    assert not any("gpu" in name for part in resources.values() for name in part), resources
+    assert rendered.container["image"].endswith("-cpu")
+    settings = load_rendered_config(rendered, tmp_path)
+    assert settings.engine.kind == "remote"
+    assert settings.engine.urls() == ["http://vllm-router.vllm:80"]
+
+
+def test_remote_engine_ignores_tensor_parallel_gpu_check(chart: helm.Chart) -> None:
+    values = merged(REMOTE_VALUES, {"engine": {"tensor_parallel_size": 4}, "gpu": {"count": 1}})
+    assert "nvidia.com/gpu" not in render(chart, values).container["resources"]["limits"]
+
+
+def test_remote_engine_needs_a_url(chart: helm.Chart) -> None:
+    message = render_error(chart, {"engine": {"kind": "remote"}})
+    assert "engine.kind is remote: set engine.url" in message
+
+
+def test_engine_api_key_from_a_secret_is_a_file_not_config(
+    chart: helm.Chart, tmp_path: Path
+) -> None:
+    rendered = render(chart, REMOTE_VALUES)
+    settings = load_rendered_config(rendered, tmp_path)
+    volume = rendered.volume("engine-api-key")["secret"]
+    assert volume["secretName"] == "vllm-key"
+    assert volume["items"] == [{"key": "token", "path": "api-key"}]
+    assert volume["defaultMode"] == 0o440 and rendered.mount("engine-api-key")["readOnly"]
+    mounted = Path(rendered.mount("engine-api-key")["mountPath"]) / "api-key"
+    assert settings.engine.api_key_file == mounted
+    assert settings.engine.api_key is None and "api_key:" not in rendered.config_text
+
+
+def test_dev_engine_api_key_creates_a_secret_kept_out_of_config(chart: helm.Chart) -> None:
+    values = merged(REMOTE_VALUES, {"credentials": {"engineApiKey": {"existingSecret": ""}}})
+    values["credentials"]["engineApiKey"]["value"] = "s3cret-dev-key"
+    rendered = render(chart, values)
+    validate_manifests(rendered)
+    secret = rendered.one("Secret", f"{FULLNAME}-engine-api-key")
+    assert secret["data"] == {"api-key": "czNjcmV0LWRldi1rZXk="}
+    assert rendered.volume("engine-api-key")["secret"]["items"] == [
+        {"key": "api-key", "path": "api-key"}
+    ]
+    assert "s3cret-dev-key" not in rendered.config_text
+
+
+def test_engine_api_key_twice_is_refused(chart: helm.Chart) -> None:
+    values = merged(REMOTE_VALUES, {"engine": {"api_key_file": "/mnt/key"}})
+    assert "credentials.engineApiKey provides the key too" in render_error(chart, values)
+
+
+def test_local_engine_pods_mount_no_engine_key(default: Rendered) -> None:
+    assert "engine-api-key" not in {v["name"] for v in default.pod["volumes"]}
+    assert default.container["image"].endswith("-gpu")

@@ -69,3 +69,22 @@ def test_inverted_per_policy_band_is_named(monkeypatch):
     )
     with pytest.raises(ConfigError, match="routing.policies.hate-speech"):
         load_settings()
+
+
+def test_remote_engine_needs_a_url(monkeypatch):
+    monkeypatch.setenv("WORKER_ENGINE__KIND", "remote")
+    with pytest.raises(ConfigError, match="engine.*url is required when kind is remote"):
+        load_settings()
+
+
+def test_remote_engine_urls_and_key_file_win(monkeypatch, tmp_path):
+    key = tmp_path / "key"
+    key.write_text("from-file\n")
+    monkeypatch.setenv("WORKER_ENGINE__KIND", "remote")
+    monkeypatch.setenv("WORKER_ENGINE__URL", "http://a:8000/, http://b:8000")
+    monkeypatch.setenv("WORKER_ENGINE__API_KEY", "from-env")
+    monkeypatch.setenv("WORKER_ENGINE__API_KEY_FILE", str(key))
+    engine = load_settings().engine
+    assert engine.urls() == ["http://a:8000", "http://b:8000"]
+    assert engine.key() == "from-file"
+    assert "from-env" not in repr(engine) and "from-env" not in str(engine.model_dump())

@@ -63,8 +63,8 @@ class TableClassifier:
     async def score(self, prompt_token_ids: list[int]) -> Score:
         self.prompts.append(prompt_token_ids)
         text = self.tokenizer.decode(prompt_token_ids)
-        policy = text.split("POLICY\n======\n", 1)[1].split("\n\nCONTENT\n=======\n", 1)[0]
-        content = text.split("\n\nCONTENT\n=======\n", 1)[1].rsplit("<end_of_turn>", 1)[0]
+        policy = text.split("POLICY\n======\n\n", 1)[1].split("\n\n\nCONTENT\n=======\n\n")[0]
+        content = text.split("\n\n\nCONTENT\n=======\n\n", 1)[1].rsplit("<end_of_turn>", 1)[0]
         if content == FAILING:
             raise EngineError("request failed")
         return Score(TABLE[policy][content], len(prompt_token_ids), 0)

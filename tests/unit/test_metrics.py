@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -177,6 +178,25 @@ def test_end_to_end_latency_from_created_at() -> None:
     assert value("moderation_end_to_end_duration_seconds_count") == count + 3
     added = value("moderation_end_to_end_duration_seconds_sum") - total
     assert 3.0 <= added < 4.0
+
+
+def test_end_to_end_starts_at_created_at_else_the_record_timestamp() -> None:
+    created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    record_ms = int(datetime(2026, 1, 2, 3, 4, 9, tzinfo=UTC).timestamp() * 1000)
+    assert metrics.end_to_end_start(created, record_ms) == created  # the event's own word wins
+    assert metrics.end_to_end_start(created.replace(tzinfo=None), -1) == created
+    assert metrics.end_to_end_start(None, record_ms) == datetime(2026, 1, 2, 3, 4, 9, tzinfo=UTC)
+    assert metrics.end_to_end_start(None, record_ms + 250).microsecond == 250_000
+    assert metrics.end_to_end_start(None, -1) is None  # a record without a timestamp
+
+
+def test_end_to_end_latency_from_the_record_timestamp() -> None:
+    count = value("moderation_end_to_end_duration_seconds_count")
+    total = value("moderation_end_to_end_duration_seconds_sum")
+    metrics.record_end_to_end(None, int(time.time() * 1000) - 5_000)
+    metrics.record_end_to_end(None, -1)  # nothing to measure from: not recorded
+    assert value("moderation_end_to_end_duration_seconds_count") == count + 1
+    assert 5.0 <= value("moderation_end_to_end_duration_seconds_sum") - total < 6.0
 
 
 def test_consumed_dead_letters_and_reloads() -> None:

@@ -21,7 +21,7 @@ def test_version_is_sha256_of_the_text_sent():
 @pytest.mark.parametrize(
     ("source", "needle"),
     [
-        ("no front matter", "front matter"),
+        ("---\nid: p\nFlag apples.", "never closed"),
         ("---\nid: p\n---\n   \n", "empty"),
         ("---\nid: Bad Id\n---\nx", "'id'"),
         ("---\nid: p\nthreshold: 2\n---\nx", "threshold"),
@@ -32,6 +32,70 @@ def test_version_is_sha256_of_the_text_sent():
 def test_bad_policy_files_are_clear_errors(source, needle):
     with pytest.raises(PolicyError, match=needle):
         parse_policy(source, Path("x.md"))
+
+
+def test_a_policy_without_front_matter_is_named_by_its_file():
+    source = "\ufeff# Hate Speech Policy\n\nFlag attacks on people for who they are.\n"
+    policy = parse_policy(source, Path("packs/Hate_Speech v2.md"))
+    assert policy.id == "hate_speech-v2"
+    assert policy.title == "Hate Speech Policy"
+    assert policy.text == "# Hate Speech Policy\n\nFlag attacks on people for who they are."
+    assert policy.version == hashlib.sha256(policy.text.encode()).hexdigest()
+    assert not policy.front_matter and policy.threshold is None
+    assert parse_policy("---\nid: p\n---\nx", Path("p.md")).front_matter
+
+
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [
+        ("Flag spam.\n\n## Labels ##\nS1", "Labels"),  # the first heading, wherever it is
+        ("  ### Spam\nFlag spam.", "Spam"),
+        ("#hashtag is not a heading\nFlag spam.", "spam"),  # none: the file name
+        ("Flag spam.", "spam"),
+    ],
+)
+def test_title_is_the_first_heading_else_the_file_name(text, title):
+    assert parse_policy(text, Path("spam.txt")).title == title
+
+
+@pytest.mark.parametrize(
+    ("source", "path", "needle"),
+    [
+        ("Flag spam.", None, "no file name"),
+        ("  \n", Path("spam.md"), "empty"),
+        ("Flag spam.", Path("___.md"), "rename the file"),
+    ],
+)
+def test_plain_policies_that_cannot_load_say_why(source, path, needle):
+    with pytest.raises(PolicyError, match=needle):
+        parse_policy(source, path)
+
+
+def test_a_published_pack_loads_beside_our_own_files(tmp_path):
+    _write(tmp_path, "ours.md", "---\nid: ours\ntitle: Ours\n---\nFlag ours.")
+    _write(tmp_path, "spam.md", "# Spam\nFlag spam.")
+    _write(tmp_path, "Scams.TXT", "Flag scams.")
+    for other in ("README.md", "LICENSE.txt", "CHANGELOG.md", ".spam.md.swp", "notes.pdf"):
+        _write(tmp_path, other, "not a policy")
+    (tmp_path / "sub.md").mkdir()
+    registry = load_policies(tmp_path)
+    assert sorted(p.id for p in registry) == ["ours", "scams", "spam"]
+    assert {p.id: p.front_matter for p in registry} == {
+        "ours": True, "scams": False, "spam": False,
+    }  # fmt: skip
+
+
+def test_a_plain_policy_and_a_front_matter_one_may_not_share_an_id(tmp_path):
+    _write(tmp_path, "a.md", "---\nid: spam\n---\nA")
+    _write(tmp_path, "spam.txt", "B")
+    with pytest.raises(PolicyError, match="duplicate policy id 'spam'"):
+        load_policies(tmp_path)
+
+
+def test_a_policy_file_that_is_not_utf8_is_a_clear_error(tmp_path):
+    (tmp_path / "spam.txt").write_bytes(b"Flag \xff spam.")
+    with pytest.raises(PolicyError, match="spam.txt: not UTF-8"):
+        load_policies(tmp_path)
 
 
 def test_duplicate_ids_name_both_files(tmp_path):

@@ -5,8 +5,9 @@ a token-length range) and run one after another:
 
 1. engine limit: the prompts through vLLM's offline ``LLM.generate`` in one batch;
 2. the worker: events streamed through a broker, saturated rate and open-loop latency;
-3. the naive peer: a consumer sending one HTTP request per event to vLLM's OpenAI server;
-4. overhead: the worker on an instant engine against a raw consume-produce-commit loop.
+3. the worker on the remote engine: its prompts over HTTP to vLLM's OpenAI server;
+4. the naive peer: a consumer sending one HTTP request per event to the same kind of server;
+5. overhead: the worker on an instant engine against a raw consume-produce-commit loop.
 """
 
 from .config import BenchConfig

@@ -15,8 +15,8 @@ import orjson
 
 from ..config import EngineSettings, Settings, load_settings
 
-PHASES = ("engine", "worker", "naive", "overhead", "cache", "shadow")
-DEFAULT_PHASES = ("engine", "worker", "naive", "overhead")
+PHASES = ("engine", "worker", "remote", "naive", "overhead", "cache", "shadow")
+DEFAULT_PHASES = ("engine", "worker", "remote", "naive", "overhead")
 
 # On a CPU engine, eager mode starts fast and runs small models faster; a 32-token block
 # (the CPU attention's smallest) leaves at most 31 policy tokens outside the prefix cache.

@@ -18,12 +18,13 @@ from typing import Any
 import orjson
 
 from ..broker import free_port
+from ..config import EngineSettings
 from ..engine import Classifier
 from ..subprocesses import bound_to_parent
 from .config import BenchConfig
 from .systems import RawLoopSystem, Spec, System, WorkerSystem
 
-SYSTEMS = ("worker", "worker-instant", "naive", "raw-loop")
+SYSTEMS = ("worker", "worker-remote", "worker-instant", "naive", "raw-loop")
 
 
 class OwnedEngine:
@@ -62,6 +63,8 @@ async def build_system(
 
         engine = await VllmClassifier.start(settings.engine)
         return OwnedEngine(WorkerSystem(kind, settings, engine), engine.close)
+    if kind == "worker-remote":
+        return await _remote(config, spec)
     if kind == "naive":
         return await _naive(config, spec)
     raise ValueError(f"unknown system {kind!r}; choose from {SYSTEMS}")
@@ -84,6 +87,29 @@ async def _naive(config: BenchConfig, spec: Spec) -> System:
         server.stop()
         raise
     return OwnedEngine(peer, server.stop)
+
+
+async def _remote(config: BenchConfig, spec: Spec) -> System:
+    """The worker on engine.kind=remote, against its own vLLM OpenAI server."""
+    from ..engine.remote import RemoteClassifier
+    from .naive import OpenAIServer
+
+    server = OpenAIServer(config, free_port(), config.workdir / "logs" / "remote-server.log")
+    await server.start(config.wait_timeout_s)
+    try:
+        settings = config.worker_settings(spec.bootstrap, spec.topics, spec.group)
+        remote = {**settings.engine.model_dump(), "kind": "remote", "url": server.url}
+        settings = settings.model_copy(update={"engine": EngineSettings(**remote)})
+        classifier = await RemoteClassifier.start(settings.engine)
+    except BaseException:
+        server.stop()
+        raise
+
+    def close() -> None:
+        classifier.close()
+        server.stop()
+
+    return OwnedEngine(WorkerSystem("worker-remote", settings, classifier), close)
 
 
 class _TokenizerOnly:

@@ -61,6 +61,8 @@ class RecordingClassifier:
 
     async def score(self, prompt_token_ids: list[int]) -> Score:
         score = await self.inner.score(prompt_token_ids)
+        if score.cached_tokens is None:  # not reported for this prompt
+            return score
         policy = self._fingerprints.policy_of(prompt_token_ids)
         self.usage.append(Usage(policy, score.prompt_tokens, score.cached_tokens, time.time()))
         return score

@@ -14,6 +14,7 @@ from .stats import saturated_rate
 SYSTEMS = {
     "engine_limit": "1 engine limit: LLM.generate, one batch",
     "worker": "2 moderation-worker",
+    "worker-remote": "2r moderation-worker, remote engine: vLLM OpenAI server",
     "naive": "3 naive peer: HTTP request per event",
     "worker-instant": "4 moderation-worker, instant engine",
     "raw-loop": "4 raw aiokafka consume-produce-commit",
@@ -82,7 +83,7 @@ def _latency(phases: dict[str, Any]) -> Table:
     table = Table(title="end-to-end latency under open-loop load (produce -> verdict read)")
     for column in ("system", "offered", "offered/s", "achieved/s", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(column, justify="left" if column == "system" else "right")
-    for key in ("worker", "naive"):
+    for key in ("worker", "worker-remote", "naive"):
         for level in phases.get(key, {}).get("levels", []):
             if "skipped" in level:
                 table.add_row(SYSTEMS[key], "fixed", f"{level['offered_per_s']:.1f}", "skipped")
@@ -105,7 +106,7 @@ def _cache(phases: dict[str, Any]) -> Table:
     columns = ("prefix", "prompt", "cached", "computed", "of prompt", "of prefix")
     for column in ("system", "policy", *columns):
         table.add_column(column, justify="left" if column in ("system", "policy") else "right")
-    for key in ("engine_limit", "worker", "naive"):
+    for key in ("engine_limit", "worker", "worker-remote", "naive"):
         for policy, row in phases.get(key, {}).get("cache", {}).items():
             table.add_row(
                 SYSTEMS[key].split(":")[0],

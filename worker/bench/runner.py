@@ -44,6 +44,9 @@ RAW_LOOP_SCALE = 10
 TARGETS = {
     "worker_over_engine": 0.9,
     "worker_over_naive": 3.0,
+    "remote_over_worker": 0.9,
+    # On a GPU server; a CPU server saturates on compute long before batching pays off.
+    "remote_over_naive": 10.0,
     "instant_worker_over_raw_loop": 0.7,
     "min_policy_prefix_cached": 0.9,
     "cache_duplicates_over_unique": 1.3,
@@ -75,6 +78,11 @@ async def run_bench(
     runs: list[tuple[str, str, Callable[[], Awaitable[dict[str, Any]]]]] = [
         ("engine", "engine_limit", lambda: _engine_limit(config, progress)),
         ("worker", "worker", lambda: bench.measure("worker", config.events, with_levels=True)),
+        (
+            "remote",
+            "worker-remote",
+            lambda: bench.measure("worker-remote", config.events, with_levels=True),
+        ),
         ("naive", "naive", lambda: bench.measure("naive", config.events, with_levels=True)),
         (
             "overhead",
@@ -355,6 +363,8 @@ def ratios(phases: dict[str, Any]) -> dict[str, float | None]:
     return {
         "worker_over_engine": ratio(rate("worker"), rate("engine_limit")),
         "worker_over_naive": ratio(rate("worker"), rate("naive")),
+        "remote_over_worker": ratio(rate("worker-remote"), rate("worker")),
+        "remote_over_naive": ratio(rate("worker-remote"), rate("naive")),
         "instant_worker_over_raw_loop": ratio(rate("worker-instant"), rate("raw-loop")),
     }
 

@@ -14,7 +14,7 @@ class Score:
 
     p_yes: float
     prompt_tokens: int
-    cached_tokens: int
+    cached_tokens: int | None  # None where the engine does not report it per prompt
 
 
 class EngineError(Exception):

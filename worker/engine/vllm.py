@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import itertools
 import math
@@ -10,9 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from ..config import EngineSettings
 from ..prompts import Tokenizer, answer_token_ids
+from ..subprocesses import StarterThread, bind_children
 from . import EngineError, Score
+from .orphans import find_orphans, orphans_line
+
+log = structlog.get_logger("worker.engine")
 
 
 def engine_args(settings: EngineSettings) -> dict[str, Any]:
@@ -90,6 +95,16 @@ def stats_logger(stats: EngineStats) -> Callable[[Any, int], Any]:
     return _Recorder
 
 
+def _orphans_error(exc: Exception) -> EngineError | None:
+    """A failed start while an earlier worker's engine still runs: that is the likeliest
+    cause (its memory), which vLLM's own error does not name. None when there is none."""
+    orphans = find_orphans()
+    if not orphans:
+        return None
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return EngineError(f"the engine could not start ({reason}) while {orphans_line(orphans)}")
+
+
 class VllmClassifier:
     """Scores token-id prompts. Build with ``await VllmClassifier.start(settings)``."""
 
@@ -100,8 +115,10 @@ class VllmClassifier:
         model_name: str,
         max_model_len: int,
         stats: EngineStats | None = None,
+        starter: StarterThread | None = None,
     ):
         self._engine = engine
+        self._starter = starter
         self.stats = stats
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -132,14 +149,30 @@ class VllmClassifier:
             )
             return [engine]  # in a box that is emptied below: see close()
 
+        if orphans := find_orphans():
+            log.warning(orphans_line(orphans))
+        # The engine's processes die with the worker, however it dies (SIGKILL included), so
+        # they cannot hold the memory the next start needs. vLLM starts them from the loading
+        # thread; that thread lives until close(), as the signal fires when it ends.
+        bind_children()
+        starter = StarterThread("engine-starter")
         # Loading takes a minute: off the event loop, so probes and signals are answered.
-        engine = (await asyncio.to_thread(load)).pop()
+        try:
+            engine = (await starter.run(load)).pop()
+        except Exception as exc:
+            starter.release()
+            if (blamed := _orphans_error(exc)) is not None:
+                raise blamed from exc
+            raise
         try:
             tokenizer = engine.get_tokenizer()
             name = settings.served_model_name or settings.model
-            classifier = cls(engine, tokenizer, name, engine.model_config.max_model_len, stats)
+            classifier = cls(
+                engine, tokenizer, name, engine.model_config.max_model_len, stats, starter
+            )
         except Exception:
             engine.shutdown()
+            starter.release()
             raise
         del engine  # see close()
         return classifier
@@ -209,3 +242,5 @@ class VllmClassifier:
             # frame and the loading thread's future, so neither holds the engine at the end.
             del engine
             gc.collect()
+        if self._starter is not None:
+            self._starter.release()

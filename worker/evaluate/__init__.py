@@ -10,4 +10,11 @@ the worker uses, so the figures describe what the worker will do in production.
 * ``evaluation``: scores in, every figure out.
 * ``document``, ``charts``, ``console``, ``report``: showing the result.
 * ``command``: the ``eval`` command's body.
+
+``eval --decisions`` measures automatic decisions against reviewers' instead, no engine:
+
+* ``records``: reading decisions and review records from a file or a topic.
+* ``estimators``: weighted shares and their intervals, pure functions.
+* ``feedback``: the join and every figure, pure; ``feedback_document``: showing it.
+* ``feedback_command``: the command's body.
 """

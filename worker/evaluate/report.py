@@ -29,16 +29,20 @@ pre { background: #f4f6f8; padding: 0.8em; overflow-x: auto; }
 
 def write_report(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     """Write every report file into ``out_dir`` (created if missing); return their paths."""
+    return write_blocks(build(evaluation), to_data(evaluation), out_dir)
+
+
+def write_blocks(blocks: list[Block], data: Any, out_dir: Path) -> list[Path]:
+    """Write a document's renderings and its figures as JSON (``data``) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    blocks = build(evaluation)
     written = []
     for block in blocks:
         if isinstance(block, Chart):
             written.append(_write(out_dir / block.name, block.svg))
     written.append(_write(out_dir / "report.md", to_markdown(blocks)))
     written.append(_write(out_dir / "report.html", to_html(blocks)))
-    data = orjson.dumps(to_data(evaluation), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
-    written.append(_write(out_dir / "report.json", data.decode()))
+    text = orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    written.append(_write(out_dir / "report.json", text.decode()))
     return written
 
 

@@ -48,7 +48,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default (printf "%s-gpu" .Chart.AppVersion) .Values.image.tag | toString) }}
+{{- $flavour := ternary "cpu" "gpu" (eq .Values.engine.kind "remote") }}
+{{- printf "%s:%s" .Values.image.repository (default (printf "%s-%s" .Chart.AppVersion $flavour) .Values.image.tag | toString) }}
 {{- end }}
 {{- end }}
 
@@ -57,14 +58,17 @@ Fixed paths inside the container.
 */}}
 {{- define "moderation-worker.configDir" -}}/etc/moderation-worker{{- end }}
 {{- define "moderation-worker.saslDir" -}}/etc/moderation-worker/secrets/kafka-sasl{{- end }}
+{{- define "moderation-worker.engineKeyDir" -}}/etc/moderation-worker/secrets/engine-api-key{{- end }}
 {{- define "moderation-worker.tlsDir" -}}/etc/moderation-worker/secrets/kafka-tls{{- end }}
 {{- define "moderation-worker.cacheDir" -}}/var/cache/moderation-worker{{- end }}
 
 {{/*
-GPUs per pod: gpu.count, or engine.tensor_parallel_size.
+GPUs per pod: gpu.count, or engine.tensor_parallel_size; none when the engine is remote.
 */}}
 {{- define "moderation-worker.gpuCount" -}}
-{{- if kindIs "invalid" .Values.gpu.count }}
+{{- if eq .Values.engine.kind "remote" }}
+{{- 0 }}
+{{- else if kindIs "invalid" .Values.gpu.count }}
 {{- .Values.engine.tensor_parallel_size | int }}
 {{- else }}
 {{- .Values.gpu.count | int }}
@@ -172,6 +176,22 @@ cert: tls.crt
 key: tls.key
 {{- end }}
 
+{{/* The chart mounts a Secret with the engine servers' API key (existing or created). */}}
+{{- define "moderation-worker.engineKey.secretName" -}}
+{{- $c := .Values.credentials.engineApiKey }}
+{{- if $c.existingSecret }}
+{{- $c.existingSecret }}
+{{- else if $c.value }}
+{{- printf "%s-engine-api-key" (include "moderation-worker.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "moderation-worker.engineKey.secretKey" -}}
+{{- if .Values.credentials.engineApiKey.existingSecret }}
+{{- .Values.credentials.engineApiKey.key }}
+{{- else }}api-key{{- end }}
+{{- end }}
+
 {{- define "moderation-worker.hfToken.secretName" -}}
 {{- $c := .Values.credentials.hfToken }}
 {{- if $c.existingSecret }}
@@ -211,8 +231,14 @@ manages filled in. Only keys of worker/config.py's Settings are emitted.
 {{- $_ := set $batch "linger_ms" (float64 $batch.linger_ms) }}
 {{- $engine := deepCopy .Values.engine }}
 {{- $_ := set $engine "gpu_memory_utilization" (float64 $engine.gpu_memory_utilization) }}
+{{- range $key := list "request_timeout_s" "connect_timeout_s" "connect_retry_s" "backoff_max_s" }}
+{{- $_ := set $engine $key (float64 (get $engine $key)) }}
+{{- end }}
+{{- if include "moderation-worker.engineKey.secretName" . }}
+{{- $_ := set $engine "api_key_file" (printf "%s/api-key" (include "moderation-worker.engineKeyDir" .)) }}
+{{- end }}
 {{- $routing := deepCopy .Values.routing }}
-{{- range $key := list "threshold" "review_low" "review_high" }}
+{{- range $key := list "threshold" "review_low" "review_high" "audit_label_1" "audit_label_0" }}
 {{- $_ := set $routing $key (float64 (get $routing $key)) }}
 {{- end }}
 {{- $bands := dict }}
@@ -268,7 +294,15 @@ install and upgrade runs them; each failure names the values to change.
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if lt (include "moderation-worker.gpuCount" . | int) ($v.engine.tensor_parallel_size | int) }}
+{{- /* Engine */}}
+{{- if eq $v.engine.kind "remote" }}
+{{- if not $v.engine.url }}
+{{- fail "engine.kind is remote: set engine.url to the vLLM servers' base URL(s)" }}
+{{- end }}
+{{- if and (include "moderation-worker.engineKey.secretName" .) $v.engine.api_key_file }}
+{{- fail "engine.api_key_file is set and credentials.engineApiKey provides the key too: use one (the chart sets api_key_file itself for credentials.engineApiKey)" }}
+{{- end }}
+{{- else if lt (include "moderation-worker.gpuCount" . | int) ($v.engine.tensor_parallel_size | int) }}
 {{- fail (printf "gpu.count (%v) is smaller than engine.tensor_parallel_size (%v): each pod needs one GPU per tensor-parallel rank" $v.gpu.count $v.engine.tensor_parallel_size) }}
 {{- end }}
 {{- /* Kafka SASL */}}
@@ -319,11 +353,8 @@ install and upgrade runs them; each failure names the values to change.
 {{- fail "no policies configured: set policyPack.existingConfigMap, policyPack.inline, or policyPack.useExamplePack=true" }}
 {{- end }}
 {{- range $name, $text := $pp.inline }}
-{{- if not (hasSuffix ".md" $name) }}
-{{- fail (printf "policyPack.inline: %q must end in .md (the worker loads only *.md files)" $name) }}
-{{- end }}
-{{- if not (hasPrefix "---" (toString $text)) }}
-{{- fail (printf "policyPack.inline.%s must start with YAML front matter ('---' with id and title)" $name) }}
+{{- if not (or (hasSuffix ".md" $name) (hasSuffix ".txt" $name)) }}
+{{- fail (printf "policyPack.inline: %q must end in .md or .txt (the worker loads only those files)" $name) }}
 {{- end }}
 {{- end }}
 {{- if and (not $pp.existingConfigMap) (not $pp.inline) $pp.useExamplePack }}
@@ -336,7 +367,13 @@ install and upgrade runs them; each failure names the values to change.
 {{- if $files }}
 {{- $ids := list }}
 {{- range $name, $text := $files }}
+{{- if hasPrefix "---" $text }}
 {{- $ids = append $ids (regexFind `(?m)^id:[ \t]*[^\s]+` $text | trimPrefix "id:" | trim | trimAll `"'`) }}
+{{- else }}
+{{- /* No front matter: the worker takes the id from the file name (worker/policies.py). */}}
+{{- $stem := regexReplaceAll `\.[^.]*$` $name "" | lower }}
+{{- $ids = append $ids (regexReplaceAll `[^a-z0-9._-]+` $stem "-" | trimAll "-._") }}
+{{- end }}
 {{- end }}
 {{- range $id := $v.policies.default }}
 {{- if not (has $id $ids) }}

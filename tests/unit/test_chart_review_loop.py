@@ -1,0 +1,97 @@
+"""Chart render tests for the review loop: audit rates, the decisions topic, the Coop adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from worker.config import load_settings
+
+from .test_chart import CHART_DIR, FULLNAME, Rendered, render, render_error, validate_manifests
+
+ADAPTER = f"{FULLNAME}-coop-adapter"
+COOP_VALUES: dict[str, Any] = {
+    "kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+              "sasl_username": "moderation"},
+    "credentials": {"kafkaSasl": {"existingSecret": "kafka-sasl"}},
+    "topics": {"decisions": "review-decisions"},
+    "routing": {"audit_label_1": 0.01, "audit_label_0": "0.005",
+                "policies": {"spam": {"audit_label_1": 0.2}}},
+    "policyPack": {"inline": {"spam.md": "---\nid: spam\ntitle: Spam\n---\nFlag spam.\n"}},
+    "coopAdapter": {
+        "enabled": True, "url": "https://coop.example.org", "existingSecret": "coop-keys",
+        "policies": {"spam": "coop-spam-policy"}, "decisions": {"act-remove": 1, "act-ok": 0},
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    loaded = helm.Chart.load(CHART_DIR)
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="module")
+def rendered(chart: helm.Chart) -> Rendered:
+    return render(chart, COOP_VALUES)
+
+
+def _load(text: str, tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return load_settings(config_file=path)
+
+
+def test_audit_rates_and_the_decisions_topic_reach_the_worker(rendered: Rendered, tmp_path):
+    settings = _load(rendered.config_text, tmp_path)
+    assert settings.routing.audit_label_1 == 0.01 and settings.routing.audit_label_0 == 0.005
+    assert settings.routing.policies["spam"].audit_label_1 == 0.2
+    assert settings.topics.decisions == "review-decisions"
+
+
+def test_the_adapter_renders_valid_manifests_with_its_own_config(rendered: Rendered, tmp_path):
+    validate_manifests(rendered)
+    deployment = rendered.one("Deployment", ADAPTER)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["coop", "--config", "/etc/moderation-worker/config.yaml"]
+    config = rendered.one("ConfigMap", ADAPTER)["data"]["config.yaml"]
+    settings = _load(config, tmp_path)
+    assert settings.coop.url == "https://coop.example.org"
+    assert settings.coop.decisions == {"act-remove": 1, "act-ok": 0}
+    assert settings.coop.coop_policy("spam") == "coop-spam-policy"
+    assert str(settings.coop.public_key_file).startswith("/etc/moderation-worker/secrets/coop")
+    assert settings.kafka.sasl_password_file is not None  # the worker's Kafka credentials
+    mounts = {m["name"] for m in container["volumeMounts"]}
+    assert {"config", "coop", "kafka-sasl"} <= mounts
+    keys = {v["name"]: v for v in pod["volumes"]}["coop"]["secret"]
+    assert keys["secretName"] == "coop-keys"
+    service = rendered.one("Service", ADAPTER)
+    assert service["spec"]["ports"][0]["port"] == 8090
+
+
+def test_the_adapter_pods_are_not_selected_by_the_worker(rendered: Rendered):
+    worker = rendered.one("Deployment", FULLNAME)["spec"]["selector"]["matchLabels"]
+    adapter = rendered.one("Deployment", ADAPTER)["spec"]["template"]["metadata"]["labels"]
+    assert not all(adapter.get(k) == v for k, v in worker.items())
+
+
+def test_the_adapter_is_off_by_default(chart: helm.Chart):
+    assert not [d for d in render(chart).docs if d["metadata"]["name"] == ADAPTER]
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [("url", "coopAdapter.url"), ("existingSecret", "coopAdapter.existingSecret"),
+     ("decisions", "coopAdapter.decisions")],
+)  # fmt: skip
+def test_an_enabled_adapter_names_what_it_lacks(chart: helm.Chart, missing, message):
+    values = yaml.safe_load(yaml.safe_dump(COOP_VALUES))
+    values["coopAdapter"][missing] = {} if missing == "decisions" else ""
+    assert message in render_error(chart, values)

@@ -1,0 +1,93 @@
+"""The Coop adapter's pure parts, and its start-up checks as a user meets them."""
+
+import base64
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from worker.coop.actions import BadCallback, decisions_from_action
+from worker.coop.reports import NotAReviewRecord, Reported, ReportedIndex, reports_for
+from worker.coop.settings import CoopSettings
+from worker.coop.signature import load_public_key, signature_ok
+
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+COOP = CoopSettings(policies={"fruit": "coop-fruit"}, decisions={"remove": 1, "approve": 0})
+
+
+def test_policy_ids_map_both_ways_and_unmapped_ids_pass_through():
+    assert COOP.coop_policy("fruit") == "coop-fruit" and COOP.coop_policy("nature") == "nature"
+    assert COOP.our_policy("coop-fruit") == "fruit" and COOP.our_policy("nature") == "nature"
+    assert COOP.our_policy("fruit") is None  # our id for a mapped policy is not Coop's
+
+
+def test_a_callback_without_policies_decides_what_was_reported():
+    index = ReportedIndex()
+    index.add("a", "fruit", Reported("v1", "review_band"))
+    payload = {"item": {"id": "a", "typeId": "post"}, "action": {"id": "approve"}, "policies": []}
+    (decision,), why = decisions_from_action(payload, COOP, index, NOW)
+    assert why is None
+    assert (decision.policy, decision.decision, decision.reviewer) == ("fruit", 0, "coop")
+    assert (decision.policy_version, decision.origin) == ("v1", "review_band")
+
+
+def test_callbacks_that_carry_no_decision_say_why():
+    index = ReportedIndex()
+    unmapped = {"item": {"id": "a"}, "action": {"id": "ban"}, "policies": [{"id": "coop-fruit"}]}
+    assert "not mapped" in decisions_from_action(unmapped, COOP, index, NOW)[1]
+    unknown = {"item": {"id": "a"}, "action": {"id": "remove"}, "policies": []}
+    assert "no known policy" in decisions_from_action(unknown, COOP, index, NOW)[1]
+    with pytest.raises(BadCallback):
+        decisions_from_action({"item": {}}, COOP, index, NOW)
+
+
+def test_a_record_that_is_not_a_review_record_is_refused():
+    with pytest.raises(NotAReviewRecord):
+        reports_for({"id": "a"}, COOP)
+    with pytest.raises(NotAReviewRecord):
+        reports_for([1, 2], COOP)
+
+
+def test_the_index_forgets_the_oldest_reports_first():
+    index = ReportedIndex(size=2)
+    for item in "abc":
+        index.add(item, "fruit", Reported("v", "review_band"))
+    assert index.get("a", "fruit") is None and index.get("c", "fruit") is not None
+
+
+def test_signatures_verify_only_the_exact_body_under_the_right_key():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    public = load_public_key(pem)
+    body = b'{"item": {"id": "a"}}'
+    good = base64.b64encode(key.sign(body, padding.PKCS1v15(), hashes.SHA256())).decode()
+    assert signature_ok(public, body, good)
+    assert not signature_ok(public, body + b"\n", good)
+    assert not signature_ok(public, body, None) and not signature_ok(public, body, "%%%")
+
+
+def test_missing_settings_stop_the_adapter_with_one_line_naming_them(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    steps = [
+        ({}, "coop.url is required"),
+        ({"WORKER_COOP__URL": "http://coop"}, "coop.api_key or coop.api_key_file"),
+        ({"WORKER_COOP__API_KEY": "k"}, "coop.public_key_file is required"),
+        ({"WORKER_COOP__PUBLIC_KEY_FILE": str(tmp_path / "none.pem")}, "coop.decisions is empty"),
+        ({"WORKER_COOP__DECISIONS": '{"remove": 1}'}, "none.pem"),
+        ({"WORKER_COOP__DECISIONS": '{"remove": 2}'}, "coop.decisions.remove"),
+    ]
+    for extra, message in steps:
+        env |= extra
+        result = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "coop"],
+            capture_output=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+        stderr = result.stderr.decode()
+        assert result.returncode != 0 and message in stderr, stderr
+        assert "Traceback" not in stderr
