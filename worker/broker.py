@@ -12,11 +12,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from .errors import FatalError
 from .subprocesses import bound_to_parent
 
 
-class BrokerError(Exception):
-    pass
+class BrokerError(FatalError):
+    """The embedded broker could not start or stopped; the message says why."""
 
 
 def tansu_binary() -> Path:

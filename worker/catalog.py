@@ -32,8 +32,8 @@ class Catalog:
 def compile_catalog(
     registry: PolicyRegistry, tokenizer: Tokenizer, max_model_len: int, routing: RoutingSettings
 ) -> Catalog:
-    """Raises PolicyError, PromptError (a policy too long for the model, or a model whose
-    chat template the worker's prompts do not match) or ValueError."""
+    """Raises PolicyError, or PromptError (a policy too long for the model, or a model whose
+    chat template the worker's prompts do not match)."""
     check_routing(registry, routing)
     check_splice(tokenizer, registry)
     entries = {
@@ -58,4 +58,10 @@ def check_routing(registry: PolicyRegistry, routing: RoutingSettings) -> None:
             f"routing.policies names policies that are not loaded: {', '.join(unknown)}"
         )
     for policy in registry:
-        thresholds_for(policy, routing)  # raises ValueError naming the policy
+        try:
+            thresholds_for(policy, routing)
+        except ValueError as exc:  # names the policy and the inverted band
+            raise PolicyError(
+                f"{exc}: put review_low below review_high (in the policy front matter, "
+                "routing.policies or routing)"
+            ) from None

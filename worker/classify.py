@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,10 +12,13 @@ from typing import Any
 
 import structlog
 
-from .catalog import Entry
-from .engine import Classifier, EngineError, Score
-from .events import BadEvent, ContentEvent, Latency, PolicyVerdict, Source, Verdict
+from .catalog import Catalog, Entry
+from .engine import Classifier, Score
+from .errors import Rejected, TransientError
+from .events import BadEvent, ContentEvent, Latency, PolicyVerdict, Source, Verdict, decode_event
+from .policies import PolicyError
 from .prompts import Overlong, PromptError, assemble, tokenize_contents
+from .retry import Backoff, retry
 from .routing import confidence, route
 from .verdict_cache import VerdictCache, cache_key
 
@@ -34,13 +38,23 @@ class Job:
         return [*self.entries, *(entry for _, entry in self.shadows)]
 
 
+def make_job(value: bytes | None, catalog: Catalog, policy_ids: list[str] | None = None) -> Job:
+    """One record value decoded and its policies resolved; raises BadEvent saying why not."""
+    event = decode_event(value)
+    try:
+        entries = catalog.resolve(policy_ids or event.policies)
+    except PolicyError as exc:
+        raise BadEvent("unknown_policy", str(exc)) from None
+    return Job(event, entries)
+
+
 @dataclass(frozen=True)
 class Scored:
     """One job's scores per entry (in entry order), or the reason it could not be scored."""
 
     job: Job
     scores: list[Score] | None = None
-    error: BadEvent | None = None
+    error: Rejected | None = None
     started: float = 0.0
     finished: float = 0.0
     shadow_scores: list[Score] = field(default_factory=list)  # in job.shadows order
@@ -68,7 +82,7 @@ async def score_jobs(
     max_retries: int,
     cache: VerdictCache | None = None,
 ) -> list[Scored]:
-    """Score every (job, policy) pair concurrently. Raises EngineError when the engine dies.
+    """Score every (job, policy) pair concurrently. Raises EngineDead when the engine dies.
 
     With a cache, pairs scored before are answered from it and copies within the batch share
     one engine request; without one, every pair is its own request.
@@ -119,7 +133,7 @@ async def _plan(
         try:
             _add_prompts(plan, job, keys_of[job], ids_of.get(job), overlong)
         except PromptError as exc:
-            plan.errors.append(Scored(job, error=BadEvent(exc.kind, exc.reason)))
+            plan.errors.append(Scored(job, error=exc))
     return plan
 
 
@@ -149,8 +163,8 @@ def _collect(
     scores, cached, saved = [], [], 0
     for entry, key in zip(job.scored_entries(), keys, strict=True):
         answer = plan.hits[key] if key in plan.hits else fresh[key]
-        if isinstance(answer, EngineError) and not answer.fatal:
-            error = BadEvent("engine_error", str(answer))
+        if isinstance(answer, TransientError):  # retries spent: this job alone fails
+            error = Rejected("engine_error", str(answer))
             return Scored(job, error=error, started=started, finished=finished)
         if isinstance(answer, BaseException):
             raise answer
@@ -172,15 +186,15 @@ def _collect(
 
 
 async def _score_with_retry(classifier: Classifier, prompt: list[int], retries: int) -> Score:
-    for attempt in range(retries + 1):
-        try:
-            return await classifier.score(prompt)
-        except EngineError as exc:
-            if exc.fatal or attempt == retries:
-                raise
-            log.warning("engine request failed; retrying", attempt=attempt + 1, error=str(exc))
-            await asyncio.sleep(0.1 * 2**attempt)
-    raise AssertionError("unreachable")
+    def on_retry(exc: Exception, delay: float) -> None:
+        log.warning("engine request failed; retrying", retry_in_s=delay, error=str(exc))
+
+    return await retry(
+        lambda: classifier.score(prompt),
+        lambda: Backoff(math.inf, math.inf, first_s=0.1, tries=retries),
+        lambda exc: isinstance(exc, TransientError),
+        on_retry,
+    )
 
 
 def build_verdict(scored: Scored, model: str, source: Source) -> Verdict:

@@ -19,9 +19,10 @@ from pydantic_settings import (
 )
 
 from .coop.settings import CoopSettings
+from .errors import FatalError
 
 
-class ConfigError(Exception):
+class ConfigError(FatalError):
     """Invalid configuration. The message names every offending field."""
 
 

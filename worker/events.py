@@ -8,6 +8,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
+from .errors import Rejected
+
 Header = tuple[str, bytes]
 
 # A verdict carries the event's metadata back out as JSON, and orjson writes about 250
@@ -130,13 +132,8 @@ class ReviewRecord(Verdict):
         return cls.model_construct(**fields, origin=origin, audit_rates=audit_rates)
 
 
-class BadEvent(Exception):
+class BadEvent(Rejected):
     """An event that cannot be classified. ``kind`` becomes the dead letter's error type."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
 
 
 def decode_event(value: bytes | None) -> ContentEvent:

@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
 from .config import HealthSettings
+from .errors import FatalError
 from .metrics import setup_metrics
 
 log = structlog.get_logger("worker.health")
@@ -134,7 +135,7 @@ def build_app(health: Health) -> web.Application:
     return app
 
 
-class HealthServerError(RuntimeError):
+class HealthServerError(FatalError):
     """The health server could not listen; the message names the setting to change."""
 
 

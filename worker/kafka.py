@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -28,12 +27,14 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 
 from .config import KafkaSettings, Settings, TopicSettings
+from .errors import FatalError, Rejected, TransientError, WorkerError
+from .retry import Backoff, retry
 
 log = structlog.get_logger("worker.kafka")
 T = TypeVar("T")
 
 
-class KafkaSetupError(Exception):
+class KafkaSetupError(FatalError):
     """Start-up could not reach or use the brokers; the message says what to change.
 
     ``retriable`` when the brokers could not be reached (they may come back), as opposed to
@@ -321,32 +322,6 @@ def _tls_verdict(host: str, port: int, context: ssl.SSLContext) -> ssl.SSLError 
 # ---- waiting for brokers -------------------------------------------------------------
 
 
-class Backoff:
-    """Delays between attempts to reach the brokers: doubling up to a cap, within a budget.
-
-    The budget starts at the first failure; ``next()`` is None once it is spent.
-    """
-
-    def __init__(self, budget_s: float, cap_s: float, first_s: float = 0.5) -> None:
-        self._budget_s = budget_s
-        self._cap_s = cap_s
-        self._delay = min(first_s, cap_s)
-        self._deadline: float | None = None
-        self.waited = 0
-
-    def next(self, now: float | None = None) -> float | None:
-        now = time.monotonic() if now is None else now
-        if self._deadline is None:
-            self._deadline = now + self._budget_s
-        left = self._deadline - now
-        if left <= 0:
-            return None
-        delay = min(self._delay, left)
-        self._delay = min(self._delay * 2, self._cap_s)
-        self.waited += 1
-        return delay
-
-
 def backoff(kafka: KafkaSettings) -> Backoff:
     return Backoff(kafka.connect_retry_s, kafka.connect_backoff_max_s)
 
@@ -361,19 +336,33 @@ async def retry_unreachable(
     ``waiting`` hears the reason while it waits (for readiness) and None once through.
     Refusals (KafkaSetupError that is not retriable) and a spent budget raise at once.
     """
-    delays = backoff(kafka)
-    while True:
-        try:
-            result = await step()
-        except KafkaSetupError as exc:
-            delay = delays.next() if exc.retriable else None
-            if delay is None:
-                raise
-            log.warning("brokers unreachable; retrying", error=str(exc), retry_in_s=delay)
-            waiting(str(exc))
-            await asyncio.sleep(delay)
-            continue
-        if delays.waited:
-            log.info("brokers reachable again")
-            waiting(None)
-        return result
+    retried = False
+
+    def on_retry(exc: Exception, delay: float) -> None:
+        nonlocal retried
+        retried = True
+        log.warning("brokers unreachable; retrying", error=str(exc), retry_in_s=delay)
+        waiting(str(exc))
+
+    result = await retry(step, lambda: backoff(kafka), _setup_retriable, on_retry)
+    if retried:
+        log.info("brokers reachable again")
+        waiting(None)
+    return result
+
+
+def _setup_retriable(exc: Exception) -> bool:
+    return isinstance(exc, KafkaSetupError) and exc.retriable
+
+
+# ---- errors of a running client, in the worker's vocabulary -------------------------
+
+
+def publish_error(exc: Exception, where: str) -> WorkerError:
+    """What a failed send means: the record is refused for good (Rejected), the brokers may
+    come back (TransientError), or publishing cannot go on (FatalError)."""
+    described = f"{type(exc).__name__}: {exc}"
+    if record_rejected(exc):
+        return Rejected("publish_failed", described)
+    failed = f"publishing for {where} failed: {described}"
+    return TransientError(failed) if unreachable(exc) else FatalError(failed)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import FatalError
+
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n(.*)\Z", re.DOTALL)
 _OPENS_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n")
@@ -25,7 +27,7 @@ POLICY_SUFFIXES = (".md", ".txt")
 NOT_POLICIES = frozenset({"readme", "license", "licence", "changelog", "contributing", "notice"})
 
 
-class PolicyError(Exception):
+class PolicyError(FatalError):
     """A policy file or policy set that cannot be used; the message says which and why."""
 
 

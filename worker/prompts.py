@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 
 import tokenizers
 
+from .errors import Rejected
 from .policies import Policy
 
 INSTRUCTION = (
@@ -59,13 +60,11 @@ class Tokenizer(Protocol):
     def __call__(self, text: Any, **kwargs: Any) -> Any: ...
 
 
-class PromptError(ValueError):
-    """A prompt that cannot be built; ``kind`` names why (also a dead letter's error type)."""
+class PromptError(Rejected, ValueError):
+    """A prompt that cannot be built; ``kind`` names why (also a dead letter's error type).
 
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
+    Content too long is dead-lettered; a policy or tokenizer that cannot make prompts at all
+    stops start-up."""
 
 
 def user_message(policy_text: str, content: str) -> str:
@@ -124,7 +123,8 @@ def build_policy_prompt(tokenizer: Tokenizer, policy: Policy, max_model_len: int
         raise PromptError(
             "policy_too_long",
             f"policy {policy.id!r} takes {len(prefix) + len(suffix) + lead_in} tokens with the "
-            f"template; max_model_len is {max_model_len}",
+            f"template; max_model_len is {max_model_len}. Shorten the policy or raise "
+            "engine.max_model_len (env WORKER_ENGINE__MAX_MODEL_LEN).",
         )
     return PolicyPrompt(policy, tuple(prefix), tuple(suffix), budget)
 

@@ -22,7 +22,7 @@ def test_override_of_a_policy_that_is_not_loaded_is_refused():
 
 def test_override_that_inverts_the_merged_band_is_refused():
     routing = RoutingSettings.model_validate({"policies": {"fruit": {"review_high": 0.2}}})
-    with pytest.raises(ValueError, match="'fruit'"):
+    with pytest.raises(PolicyError, match="'fruit'"):
         check_routing(PolicyRegistry([FRUIT]), routing)
 
 

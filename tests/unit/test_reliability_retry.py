@@ -18,7 +18,8 @@ from aiokafka.errors import (
 )
 
 from worker.config import load_settings
-from worker.kafka import Backoff, KafkaSetupError, record_rejected, retry_unreachable, unreachable
+from worker.kafka import KafkaSetupError, record_rejected, retry_unreachable, unreachable
+from worker.retry import Backoff
 
 
 def test_backoff_doubles_to_the_cap_and_stops_when_the_budget_is_spent():

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..config import Settings
 from ..events import dead_letter_headers
-from ..kafka import Backoff
+from ..retry import Backoff
 from .actions import BadCallback, decisions_from_action
 from .reports import NotAReviewRecord, Report, ReportedIndex, reports_for
 from .signature import signature_ok

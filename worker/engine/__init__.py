@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..errors import FatalError, TransientError
 from ..prompts import Tokenizer
 
 
@@ -17,12 +18,20 @@ class Score:
     cached_tokens: int | None  # None where the engine does not report it per prompt
 
 
-class EngineError(Exception):
-    """A request the engine failed; ``fatal`` when the engine itself is gone."""
+class EngineError(TransientError):
+    """One request the engine failed; the next may succeed."""
 
-    def __init__(self, reason: str, fatal: bool = False) -> None:
-        super().__init__(reason)
-        self.fatal = fatal
+    fatal = False
+
+
+class EngineDead(FatalError):
+    """The engine itself is gone: nothing more can be scored in this process."""
+
+    fatal = True
+
+
+class EngineStartError(FatalError):
+    """The engine could not start; the message names the cause and the setting to change."""
 
 
 class Classifier(Protocol):
@@ -31,7 +40,7 @@ class Classifier(Protocol):
     tokenizer: Tokenizer
 
     async def score(self, prompt_token_ids: list[int]) -> Score:
-        """P("1") for one prompt. Raises EngineError."""
+        """P("1") for one prompt. Raises EngineError, or EngineDead when the engine is gone."""
         ...
 
     def close(self) -> None: ...

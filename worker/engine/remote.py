@@ -26,9 +26,9 @@ import orjson
 import structlog
 
 from ..config import EngineSettings
-from ..kafka import Backoff
 from ..prompts import Tokenizer, answer_token_ids
-from . import EngineError, Score
+from ..retry import Backoff
+from . import EngineDead, EngineError, Score
 from .openai_api import (
     ServerMismatch,
     check_answer_logprobs,
@@ -155,14 +155,14 @@ class RemoteClassifier:
     async def _answer(self, group: list[_Waiting]) -> None:
         try:
             scores = await self._request([w.prompt for w in group])
-        except EngineError as exc:
+        except (EngineError, EngineDead) as exc:
             if len(group) > 1 and not exc.fatal:
                 # One bad prompt fails its whole request: alone, each fails or passes alone.
                 await asyncio.gather(*(self._answer([w]) for w in group))
                 return
             _settle(group, exc)
         except BaseException as exc:  # cancelled on close: the callers must not hang
-            _settle(group, EngineError(f"engine request abandoned: {exc!r}", fatal=True))
+            _settle(group, EngineDead(f"engine request abandoned: {exc!r}"))
             raise
         else:
             for waiting, score in zip(group, scores, strict=True):
@@ -178,7 +178,7 @@ class RemoteClassifier:
         delays = Backoff(float("inf"), self._backoff_max_s)
         while True:
             if self._closed:
-                raise EngineError("engine client closed", fatal=True)
+                raise EngineDead("engine client closed")
             endpoint = self._endpoints.pick()
             try:
                 reply = await _post(self._session, endpoint.url, body)
@@ -216,7 +216,7 @@ class RemoteClassifier:
         self._closing = loop.create_task(self._session.close())
 
 
-def _settle(group: list[_Waiting], error: EngineError) -> None:
+def _settle(group: list[_Waiting], error: EngineError | EngineDead) -> None:
     for waiting in group:
         if not waiting.answer.done():
             waiting.answer.set_exception(error)

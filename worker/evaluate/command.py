@@ -16,6 +16,7 @@ from rich.console import Console
 from ..catalog import Entry, compile_catalog
 from ..config import Settings
 from ..engine import Classifier
+from ..errors import FatalError
 from ..policies import PolicyError, PolicyRegistry
 from ..prompts import PromptError
 from .console import print_document, progress_bar
@@ -28,7 +29,7 @@ from .selection import Selection, select_policies
 ClassifierFactory = Callable[[Settings], Awaitable[Classifier]]
 
 
-class EvalError(Exception):
+class EvalError(FatalError):
     """The evaluation cannot run; the message says why."""
 
 
@@ -126,7 +127,7 @@ def _plan(
             registry, classifier.tokenizer, classifier.max_model_len, settings.routing
         )
         other = _compile_one(settings, classifier, selection) if selection.other else None
-    except (PromptError, ValueError) as exc:
+    except (PromptError, PolicyError) as exc:
         raise EvalError(str(exc)) from None
     return Plan(catalog, sample, targets, selection.primary, other)
 

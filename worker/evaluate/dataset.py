@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from ..errors import WorkerError
+
 
 @dataclass(frozen=True)
 class Row:
@@ -46,7 +48,7 @@ class BadRow:
         return f"{self.source}:{self.line}: {self.reason}"
 
 
-class DatasetError(Exception):
+class DatasetError(WorkerError):
     """A sample file that cannot be read at all."""
 
 
