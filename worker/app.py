@@ -11,9 +11,10 @@ from pathlib import Path
 import structlog
 
 from . import metrics, tracing
-from .catalog import Catalog, check_routing, compile_catalog
+from .catalog import Catalog
 from .config import Settings
 from .engine import Classifier
+from .errors import WorkerError
 from .health import Check, Health, engine_check, joined_check, serve_health
 from .kafka import (
     check_credentials,
@@ -22,9 +23,8 @@ from .kafka import (
     start_consumer,
     start_producer,
 )
-from .pipeline import Worker
-from .policies import PolicyError, load_policies
-from .prompts import PromptError
+from .pipeline import Rebalance, Worker
+from .preflight import compile_for, compile_policies
 
 log = structlog.get_logger("worker.app")
 
@@ -44,36 +44,15 @@ async def start_classifier(settings: Settings) -> Classifier:
 def load_catalog(settings: Settings, classifier: Classifier) -> Catalog:
     """Raises PolicyError, or PromptError (one that names the limit to raise for a policy
     the model's context cannot hold)."""
-    registry = load_policies(
-        settings.policies.dir, settings.policies.default, settings.shadow.pairs
-    )
-    try:
-        return compile_catalog(
-            registry, classifier.tokenizer, classifier.max_model_len, settings.routing
-        )
-    except PromptError as exc:
-        if exc.kind != "policy_too_long":
-            raise
-        raise PromptError(exc.kind, f"{exc.reason}: {_context_hint(settings)}") from None
-
-
-def _context_hint(settings: Settings) -> str:
-    if settings.engine.kind == "remote":
-        return (
-            "serve the model with a larger --max-model-len (the smallest of the engine.url "
-            "servers' counts), or shorten the policy"
-        )
-    return "raise engine.max_model_len (within the model's context), or shorten the policy"
+    return compile_for(settings, classifier.tokenizer, classifier.max_model_len)
 
 
 async def run_worker(
     settings: Settings, classifier_factory: ClassifierFactory = start_classifier
 ) -> int:
     """The whole process: engine, policies, Kafka clients, worker loop. Returns exit code."""
-    # Policies are checked before the engine loads so a bad pack fails in a second, not a minute.
-    policies = settings.policies
-    registry = load_policies(policies.dir, policies.default, settings.shadow.pairs)
-    check_routing(registry, settings.routing)
+    # Policies are compiled before the engine loads so a bad pack fails in a second, not a minute.
+    compile_policies(settings)
     # So are credentials and certificates the brokers refuse (brokers merely down are waited for).
     await check_credentials(settings.kafka)
     tracing.configure_tracing()
@@ -115,22 +94,21 @@ async def open_worker(
         lambda: start_producer(settings.kafka), settings.kafka, brokers
     )
     try:
-        worker = Worker(
-            settings,
-            classifier,
-            catalog,
-            lambda listener: retry_unreachable(
-                lambda: start_consumer(settings, listener), settings.kafka, brokers
-            ),
-            producer,
+        rebalance = Rebalance()
+        consumer = await retry_unreachable(
+            lambda: start_consumer(settings, rebalance), settings.kafka, brokers
         )
-        health.set_check("consumer", brokers.check(worker))
-        watcher = _watch_policies(settings, classifier, worker)
         try:
-            yield worker
+            worker = rebalance.worker = Worker(settings, classifier, catalog, consumer, producer)
+            health.set_check("consumer", brokers.check(worker))
+            watcher = _watch_policies(settings, classifier, worker)
+            try:
+                yield worker
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            await consumer.stop()  # already stopped when the worker ran
     finally:
         await producer.stop()
 
@@ -181,7 +159,7 @@ async def _reload_on_change(settings: Settings, classifier: Classifier, worker: 
     async for _ in awatch(directory, recursive=True, force_polling=True, poll_delay_ms=500):
         try:
             catalog = load_catalog(settings, classifier)
-        except (PolicyError, ValueError) as exc:
+        except WorkerError as exc:
             log.error("policy reload rejected; keeping the previous policies", error=str(exc))
             metrics.record_policy_reload(ok=False)
             continue

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-TP = tuple[str, int]
+from aiokafka import TopicPartition
+
+# aiokafka's own (a NamedTuple): partitions pass between the consumer and here unconverted.
+TP = TopicPartition
 
 
 @dataclass(eq=False)
@@ -82,6 +85,3 @@ class OffsetTracker:
 
     def in_flight(self, tps: set[TP] | None = None) -> int:
         return sum(p.in_flight for tp, p in self._parts.items() if tps is None or tp in tps)
-
-    def held(self) -> set[TP]:
-        return set(self._parts)

@@ -123,8 +123,7 @@ def build_policy_prompt(tokenizer: Tokenizer, policy: Policy, max_model_len: int
         raise PromptError(
             "policy_too_long",
             f"policy {policy.id!r} takes {len(prefix) + len(suffix) + lead_in} tokens with the "
-            f"template; max_model_len is {max_model_len}. Shorten the policy or raise "
-            "engine.max_model_len (env WORKER_ENGINE__MAX_MODEL_LEN).",
+            f"template; max_model_len is {max_model_len}",
         )
     return PolicyPrompt(policy, tuple(prefix), tuple(suffix), budget)
 

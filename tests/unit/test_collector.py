@@ -1,18 +1,18 @@
-"""The pipeline's process-wide settings: the garbage collector while workers run."""
+"""The process-wide collector settings while workers run."""
 
 from __future__ import annotations
 
 import gc
 
-from worker.pipeline import YOUNG_GC_THRESHOLD, _collector_tuned
+from worker.collector import YOUNG_GC_THRESHOLD, collector_tuned
 
 
 def test_collector_is_tuned_while_any_worker_runs_and_restored_after() -> None:
     before = gc.get_threshold()
-    with _collector_tuned():
+    with collector_tuned():
         assert gc.get_threshold()[0] == YOUNG_GC_THRESHOLD
         assert gc.get_freeze_count() > 0
-        with _collector_tuned():  # a second worker in the same process
+        with collector_tuned():  # a second worker in the same process
             pass
         assert gc.get_threshold()[0] == YOUNG_GC_THRESHOLD  # the first still runs
     assert gc.get_threshold() == before

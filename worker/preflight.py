@@ -1,0 +1,87 @@
+"""Start-up checks that need no engine: the policies compiled with the model's tokenizer.
+
+The tokenizer loads in a second and the engine in a minute or more, so a policy pack that
+cannot serve (bad file, unknown id in routing, a policy longer than the model takes) stops
+start-up before the model loads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .catalog import Catalog, compile_catalog
+from .config import Settings
+from .engine import EngineStartError
+from .policies import load_policies
+from .prompts import PromptError
+
+DEFAULT_MAX_MODEL_LEN = 8192  # when neither the settings nor the model say
+
+
+def load_tokenizer(name: str) -> Any:
+    """The model's tokenizer; EngineStartError naming engine.model when it cannot load."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as exc:  # transformers raises many kinds for a missing model
+        cause = " ".join(str(exc).split())[:300]
+        raise EngineStartError(
+            f"cannot load the tokenizer of model {name!r} ({type(exc).__name__}: {cause}). "
+            "Set engine.model (env WORKER_ENGINE__MODEL) to a model directory or a hub id, "
+            "or engine.tokenizer to where its tokenizer is."
+        ) from None
+
+
+def model_max_len(configured: int | None, model: str | None, tokenizer: Any) -> int:
+    """engine.max_model_len, or what the model's config allows (as vLLM takes it), or the
+    tokenizer's own limit."""
+    if configured:
+        return configured
+    limit = _position_limit(model) if model else None
+    if not isinstance(limit, int):
+        limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and limit < 10**7 else DEFAULT_MAX_MODEL_LEN
+
+
+def _position_limit(model: str) -> Any:
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model)
+    except Exception:  # no config to read: the caller falls back on the tokenizer
+        return None
+    config = getattr(config, "text_config", None) or config
+    return getattr(config, "max_position_embeddings", None)
+
+
+def compile_policies(settings: Settings) -> Catalog:
+    """The policy pack compiled as the worker will serve it; raises PolicyError, PromptError
+    or EngineStartError (the model's tokenizer cannot load)."""
+    engine = settings.engine
+    tokenizer = load_tokenizer(engine.tokenizer or engine.model)
+    return compile_for(
+        settings, tokenizer, model_max_len(engine.max_model_len, engine.model, tokenizer)
+    )
+
+
+def compile_for(settings: Settings, tokenizer: Any, max_model_len: int) -> Catalog:
+    """The configured policies (shadows too) compiled for this tokenizer and context; a
+    policy too long for the context names the limit to raise."""
+    policies = settings.policies
+    registry = load_policies(policies.dir, policies.default, settings.shadow.pairs)
+    try:
+        return compile_catalog(registry, tokenizer, max_model_len, settings.routing)
+    except PromptError as exc:
+        if exc.kind != "policy_too_long":
+            raise
+        raise PromptError(exc.kind, f"{exc.reason}: {_context_hint(settings)}") from None
+
+
+def _context_hint(settings: Settings) -> str:
+    if settings.engine.kind == "remote":
+        return (
+            "serve the model with a larger --max-model-len (the smallest of the engine.url "
+            "servers' counts), or shorten the policy"
+        )
+    return "raise engine.max_model_len (within the model's context), or shorten the policy"
