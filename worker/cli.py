@@ -13,7 +13,9 @@ import orjson
 import typer
 
 from .config import ConfigError, Settings, load_settings
-from .policies import PolicyError, load_policies
+from .errors import WorkerError
+from .events import Source
+from .policies import load_policies
 
 app = typer.Typer(
     help="Streaming content moderation: Kafka in, a policy-steered classifier, verdicts out.",
@@ -68,16 +70,13 @@ def _die(message: str, code: int = 2) -> None:
 def run(config: ConfigOpt = None, model: ModelOpt = None, policies: PoliciesOpt = None) -> None:
     """Run the worker: consume, classify, publish, commit. Stops cleanly on SIGTERM."""
     from .app import run_worker
-    from .engine import EngineError
-    from .health import HealthServerError
-    from .kafka import KafkaSetupError
     from .telemetry import configure_logging
 
     settings = _settings(config, model, policies)
     configure_logging(settings.log)
     try:
         code = asyncio.run(run_worker(settings))
-    except (KafkaSetupError, PolicyError, EngineError, HealthServerError, ValueError) as exc:
+    except WorkerError as exc:
         _die(str(exc), code=1)
     raise typer.Exit(code)
 
@@ -103,7 +102,7 @@ def classify(
         lines, origin = sys.stdin, "stdin"
     try:
         code = asyncio.run(_classify_lines(settings, lines, origin, policy or None))
-    except PolicyError as exc:
+    except WorkerError as exc:
         _die(str(exc), code=1)
     raise typer.Exit(code)
 
@@ -112,38 +111,56 @@ async def _classify_lines(
     settings: Settings, lines: Any, origin: str, policy_ids: list[str] | None
 ) -> int:
     from .app import load_catalog, start_classifier
-    from .classify import Job, build_verdict, score_jobs
-    from .events import BadEvent, Source, decode_event
+    from .preflight import compile_policies
 
-    load_policies(settings.policies.dir, settings.policies.default, settings.shadow.pairs)
+    compile_policies(settings)
     classifier = await start_classifier(settings)
     failures = 0
     try:
         catalog = load_catalog(settings, classifier)
         for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            raw = line if isinstance(line, bytes) else line.encode()
-            try:
-                event = decode_event(raw)
-                job = Job(event, catalog.resolve(policy_ids or event.policies))
-            except (BadEvent, PolicyError) as exc:
-                failures += 1
-                typer.echo(f"line {number}: {exc}", err=True)
-                continue
-            engine = settings.engine
-            [scored] = await score_jobs(classifier, [job], engine.overlong, engine.max_retries)
-            if scored.error is not None:
-                failures += 1
-                typer.echo(f"line {number}: {scored.error.kind}: {scored.error.reason}", err=True)
-                continue
-            source = Source(topic=origin, partition=0, offset=number - 1)
-            verdict = build_verdict(scored, classifier.model_name, source)
-            sys.stdout.buffer.write(verdict.to_json() + b"\n")
-            sys.stdout.flush()
+            if line.strip():
+                raw = line if isinstance(line, bytes) else line.encode()
+                failures += not await _classify_line(
+                    settings,
+                    classifier,
+                    catalog,
+                    raw,
+                    Source(topic=origin, partition=0, offset=number - 1),
+                    policy_ids,
+                )
     finally:
         classifier.close()
     return 1 if failures else 0
+
+
+async def _classify_line(
+    settings: Settings,
+    classifier: Any,
+    catalog: Any,
+    raw: bytes,
+    source: Any,
+    policy_ids: list[str] | None,
+) -> bool:
+    """Print one line's verdict, or say on stderr why it has none; whether it had one."""
+    from .classify import build_verdict, make_job, score_jobs
+    from .errors import Rejected
+
+    try:
+        job = make_job(raw, catalog, policy_ids)
+    except Rejected as exc:
+        typer.echo(f"line {source.offset + 1}: {exc}", err=True)
+        return False
+    engine = settings.engine
+    [scored] = await score_jobs(classifier, [job], engine.overlong, engine.max_retries)
+    if scored.error is not None:
+        error = scored.error
+        typer.echo(f"line {source.offset + 1}: {error.kind}: {error.reason}", err=True)
+        return False
+    verdict = build_verdict(scored, classifier.model_name, source)
+    sys.stdout.buffer.write(verdict.to_json() + b"\n")
+    sys.stdout.flush()
+    return True
 
 
 @policies_app.command("check")
@@ -158,18 +175,15 @@ def policies_check(
 ) -> None:
     """Validate a policy directory and print each policy's prompt length in tokens."""
     from .catalog import compile_catalog
-    from .prompts import PromptError
+    from .preflight import load_tokenizer, model_max_len
 
     settings = _settings(config, model, directory)
     try:
         registry = load_policies(directory, settings.policies.default, settings.shadow.pairs)
-    except PolicyError as exc:
-        _die(str(exc), code=1)
-    tok = _load_tokenizer(tokenizer or settings.engine.tokenizer or settings.engine.model)
-    max_len = settings.engine.max_model_len or _model_max_len(tok)
-    try:
+        tok = load_tokenizer(tokenizer or settings.engine.tokenizer or settings.engine.model)
+        max_len = model_max_len(settings.engine.max_model_len, None, tok)
         catalog = compile_catalog(registry, tok, max_len, settings.routing)
-    except (PromptError, ValueError) as exc:
+    except WorkerError as exc:
         _die(str(exc), code=1)
     _print_policy_table(catalog, max_len)
     plain = [policy for policy in registry if not policy.front_matter]
@@ -191,31 +205,19 @@ def prompt(
     policies: PoliciesOpt = None,
 ) -> None:
     """Print exactly what the engine receives for TEXT and one policy (needs only the tokenizer)."""
+    from .preflight import load_tokenizer, model_max_len
     from .prompt_view import format_prompt, prompt_ids
 
     settings = _settings(config, model, policies)
-    tok = _load_tokenizer(settings.engine.tokenizer or settings.engine.model)
-    max_len = settings.engine.max_model_len or _model_max_len(tok)
+    engine = settings.engine
     try:
+        tok = load_tokenizer(engine.tokenizer or engine.model)
+        max_len = model_max_len(engine.max_model_len, None, tok)
         registry = load_policies(settings.policies.dir, settings.policies.default)
-        built = prompt_ids(tok, registry, policy, text, max_len, settings.engine.overlong)
-    except (PolicyError, ValueError) as exc:
+        built = prompt_ids(tok, registry, policy, text, max_len, engine.overlong)
+    except (WorkerError, ValueError) as exc:
         _die(str(exc), code=1)
     sys.stdout.write(format_prompt(tok, built, ids))
-
-
-def _load_tokenizer(name: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except Exception as exc:  # transformers raises many kinds for a missing model
-        _die(f"cannot load tokenizer {name!r}: {exc}", code=1)
-
-
-def _model_max_len(tokenizer: Any) -> int:
-    limit = getattr(tokenizer, "model_max_length", None)
-    return int(limit) if isinstance(limit, int) and limit < 10**7 else 8192
 
 
 def _print_policy_table(catalog: Any, max_len: int) -> None:
@@ -375,7 +377,6 @@ def eval_command(
     if shadow is not None:
         _compare_shadow(_settings(config, model, policies), shadow, out)
     from .app import start_classifier
-    from .engine import EngineError
     from .evaluate.command import EvalError, EvalRequest, run_eval
     from .evaluate.console import consoles
     from .evaluate.evaluation import Targets
@@ -396,7 +397,7 @@ def eval_command(
             code = asyncio.run(run_eval(settings, request, start_classifier, *consoles()))
     except EvalError as exc:
         _die(str(exc))
-    except EngineError as exc:
+    except WorkerError as exc:
         _die(str(exc), code=1)
     raise typer.Exit(code)
 

@@ -14,7 +14,8 @@ import structlog
 from ..config import EngineSettings
 from ..prompts import Tokenizer, answer_token_ids
 from ..subprocesses import StarterThread, bind_children
-from . import EngineError, Score
+from . import EngineDead, EngineError, EngineStartError, Score
+from .failures import failure_notes, start_error
 from .orphans import find_orphans, orphans_line
 
 log = structlog.get_logger("worker.engine")
@@ -95,14 +96,14 @@ def stats_logger(stats: EngineStats) -> Callable[[Any, int], Any]:
     return _Recorder
 
 
-def _orphans_error(exc: Exception) -> EngineError | None:
+def _orphans_error(exc: Exception) -> EngineStartError | None:
     """A failed start while an earlier worker's engine still runs: that is the likeliest
     cause (its memory), which vLLM's own error does not name. None when there is none."""
     orphans = find_orphans()
     if not orphans:
         return None
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return EngineError(f"the engine could not start ({reason}) while {orphans_line(orphans)}")
+    return EngineStartError(f"the engine could not start ({reason}) while {orphans_line(orphans)}")
 
 
 class VllmClassifier:
@@ -157,13 +158,14 @@ class VllmClassifier:
         bind_children()
         starter = StarterThread("engine-starter")
         # Loading takes a minute: off the event loop, so probes and signals are answered.
-        try:
-            engine = (await starter.run(load)).pop()
-        except Exception as exc:
-            starter.release()
-            if (blamed := _orphans_error(exc)) is not None:
-                raise blamed from exc
-            raise
+        with failure_notes() as notes:
+            try:
+                engine = (await starter.run(load)).pop()
+            except Exception as exc:
+                starter.release()
+                if (blamed := _orphans_error(exc)) is not None:
+                    raise blamed from exc
+                raise start_error(exc, notes.read_text(errors="replace"), settings.model) from exc
         try:
             tokenizer = engine.get_tokenizer()
             name = settings.served_model_name or settings.model
@@ -189,10 +191,10 @@ class VllmClassifier:
             ):
                 final = output
         except EngineDeadError as exc:
-            raise EngineError(f"engine died: {exc}", fatal=True) from exc
+            raise EngineDead(f"engine died: {exc}") from exc
         except Exception as exc:
             if self._engine.errored:
-                raise EngineError(f"engine died: {exc}", fatal=True) from exc
+                raise EngineDead(f"engine died: {exc}") from exc
             raise EngineError(f"engine request failed: {type(exc).__name__}: {exc}") from exc
         if final is None or not final.outputs or not final.outputs[0].logprobs:
             raise EngineError("engine returned no logprobs")
