@@ -10,7 +10,6 @@ partition (commits.py, offsets.py), so a crash at any point redelivers rather th
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -28,6 +27,7 @@ from .engine import Classifier
 from .errors import Rejected
 from .intake import Intake, Item
 from .offsets import TP, OffsetTracker, PartitionOffsets
+from .progress import Progress
 from .publish import Outputs, Sender, debug_enabled
 from .verdict_cache import make_cache
 
@@ -50,7 +50,7 @@ class Worker:
         self._tracker = OffsetTracker()
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
-        self._progress = asyncio.Event()  # set whenever an offset completes
+        self._progress = Progress(self._tracker)
         self._tasks = _Tasks(self._fail)
         self._committer = Committer(consumer, self._tracker)
         self._sender = Sender(producer, settings, self._completed)
@@ -78,8 +78,11 @@ class Worker:
             }
             try:
                 await self._intake.run(self._stopping)
-                if self._fatal is None:
-                    await self._drain(self.settings.drain_deadline_s)
+                left = await self._progress.wait_idle(None, self.settings.drain_deadline_s)
+                if left and self._fatal is None:
+                    log.warning(
+                        "drain deadline passed; in-flight work will be redelivered", items=left
+                    )
             finally:
                 await _cancel(loops)
                 await self._committer.commit()
@@ -91,35 +94,12 @@ class Worker:
         log.info("worker stopped cleanly")
         return 0
 
-    def _loops(self) -> list[Awaitable[None]]:
-        return [self._batch_loop(), self._committer.run()]
-
     def _fail(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
             log.error("fatal error; stopping without committing unpublished work", error=str(exc))
         self._stopping.set()
-        self._progress.set()
-
-    async def _drain(self, deadline_s: float) -> None:
-        """Let in-flight work finish, bounded by the drain deadline."""
-        left = await self._wait_idle(None, deadline_s)
-        if left:
-            log.warning("drain deadline passed; in-flight work will be redelivered", items=left)
-
-    async def _wait_idle(self, tps: set[TP] | None, timeout_s: float) -> int:
-        """Wait until nothing is in flight for ``tps`` (all when None); return what is left."""
-        deadline = time.monotonic() + timeout_s
-        while (left := self._tracker.in_flight(tps)) and self._fatal is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return left
-            self._progress.clear()
-            try:
-                await asyncio.wait_for(self._progress.wait(), remaining)
-            except TimeoutError:
-                pass
-        return self._tracker.in_flight(tps)
+        self._progress.halt()
 
     # ---- batch → classify → outputs --------------------------------------------------
 
@@ -165,13 +145,13 @@ class Worker:
 
     def _completed(self) -> None:
         self._committer.want()
-        self._progress.set()
+        self._progress.moved()
 
     # ---- rebalance and readiness -----------------------------------------------------
 
     async def on_revoked(self, revoked: set[TP]) -> None:
         """Give in-flight work of revoked partitions a short time, commit, let go."""
-        await self._wait_idle(revoked, min(self.settings.drain_deadline_s, 10.0))
+        await self._progress.wait_idle(revoked, min(self.settings.drain_deadline_s, 10.0))
         await self._committer.commit(revoked)
         self._tracker.revoke(revoked)
         log.info("partitions revoked", partitions=sorted(f"{t}[{p}]" for t, p in revoked))
