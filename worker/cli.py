@@ -53,12 +53,14 @@ def _settings(
         _die(str(exc))
 
 
-def _logs_to_stderr(settings: Settings) -> None:
-    """For commands whose stdout is their result: every log line, vLLM's too, to stderr."""
+def _tool_settings(config: Path | None, model: str | None, policies: Path | None) -> Settings:
+    """Settings for commands whose stdout is their result: their logs, vLLM's too, to stderr."""
     from .telemetry import configure_logging
 
+    settings = _settings(config, model, policies)
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     configure_logging(settings.log, stream=sys.stderr)
+    return settings
 
 
 def _die(message: str, code: int = 2) -> None:
@@ -94,8 +96,7 @@ def classify(
     policies: PoliciesOpt = None,
 ) -> None:
     """Classify one text, or content events as JSON lines on stdin; print verdicts as JSONL."""
-    settings = _settings(config, model, policies)
-    _logs_to_stderr(settings)
+    settings = _tool_settings(config, model, policies)
     if text is not None:
         lines, origin = [orjson.dumps({"id": "cli", "content": text})], "argv"
     else:
@@ -375,14 +376,13 @@ def eval_command(
     With --shadow: how many decisions a shadow policy would change.
     """
     if shadow is not None:
-        _compare_shadow(_settings(config, model, policies), shadow, out)
+        _compare_shadow(_tool_settings(config, model, policies), shadow, out)
     from .app import start_classifier
     from .evaluate.command import EvalError, EvalRequest, run_eval
     from .evaluate.console import consoles
     from .evaluate.evaluation import Targets
 
-    settings = _settings(config, model, policies)
-    _logs_to_stderr(settings)
+    settings = _tool_settings(config, model, policies)
     targets = Targets(target_precision, target_recall, review_budget)
     if decisions is not None and (dataset or contrastive):
         _die("pass either --decisions or --dataset/--contrastive, not both")
@@ -406,7 +406,6 @@ def _compare_shadow(settings: Settings, source: str, out: Path) -> None:
     """How many decisions each shadow policy would change, with examples of each flip."""
     from .evaluate.shadow import ShadowReadError, compare, read_source, render
 
-    _logs_to_stderr(settings)
     try:
         reports = compare(asyncio.run(read_source(settings.kafka, source)))
     except ShadowReadError as exc:

@@ -175,109 +175,119 @@ def _observe_engine_requests(_: CallbackOptions) -> Iterable[Observation]:
 
 _meter = metrics.get_meter(METER_NAME)
 
-events_consumed = _meter.create_counter(
-    "moderation.events.consumed", unit="{event}", description="Records read from the content topic."
+
+def _counter(name: str, unit: str, description: str) -> metrics.Counter:
+    return _meter.create_counter(name, unit=unit, description=description)
+
+
+def _histogram(
+    name: str, unit: str, buckets: Sequence[float], description: str
+) -> metrics.Histogram:
+    return _meter.create_histogram(
+        name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets
+    )
+
+
+def _gauge(name: str, observe: metrics.CallbackT, unit: str, description: str) -> None:
+    _meter.create_observable_gauge(name, callbacks=[observe], unit=unit, description=description)
+
+
+events_consumed = _counter(
+    "moderation.events.consumed", "{event}", "Records read from the content topic."
 )
-verdicts = _meter.create_counter(
+verdicts = _counter(
     "moderation.verdicts",
-    unit="{verdict}",
-    description="Per-policy verdicts published, by policy, label and the item's route.",
+    "{verdict}",
+    "Per-policy verdicts published, by policy, label and the item's route.",
 )
-dead_letters = _meter.create_counter(
-    "moderation.dead_letters", unit="{event}", description="Records dead-lettered, by reason."
-)
-batch_size = _meter.create_histogram(
+dead_letters = _counter("moderation.dead_letters", "{event}", "Records dead-lettered, by reason.")
+batch_size = _histogram(
     "moderation.batch.size",
-    unit="{event}",
-    description="Events per micro-batch handed to the engine.",
-    explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
+    "{event}",
+    BATCH_BUCKETS,
+    "Events per micro-batch handed to the engine.",
 )
-inference_duration = _meter.create_histogram(
+inference_duration = _histogram(
     "moderation.inference.duration",
-    unit="s",
-    description="Engine time of one micro-batch (all its prompts, concurrently).",
-    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+    "s",
+    LATENCY_BUCKETS_S,
+    "Engine time of one micro-batch (all its prompts, concurrently).",
 )
-queue_duration = _meter.create_histogram(
+queue_duration = _histogram(
     "moderation.queue.duration",
-    unit="s",
-    description="Per event: consumed until its batch went to the engine.",
-    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+    "s",
+    LATENCY_BUCKETS_S,
+    "Per event: consumed until its batch went to the engine.",
 )
-end_to_end_duration = _meter.create_histogram(
+end_to_end_duration = _histogram(
     "moderation.end_to_end.duration",
-    unit="s",
-    description="Per event: created_at (else its Kafka record's timestamp) until its verdict "
-    "was acknowledged.",
-    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+    "s",
+    LATENCY_BUCKETS_S,
+    "Per event: created_at (else its Kafka record's timestamp) until its verdict was acknowledged.",
 )
-prompt_tokens = _meter.create_counter(
-    "moderation.engine.prompt_tokens", unit="{token}", description="Prompt tokens scored."
-)
-cached_tokens = _meter.create_counter(
+prompt_tokens = _counter("moderation.engine.prompt_tokens", "{token}", "Prompt tokens scored.")
+cached_tokens = _counter(
     "moderation.engine.cached_tokens",
-    unit="{token}",
-    description="Prompt tokens served from the engine's prefix cache.",
+    "{token}",
+    "Prompt tokens served from the engine's prefix cache.",
 )
-verdict_cache_lookups = _meter.create_counter(
+verdict_cache_lookups = _counter(
     "moderation.verdict_cache.lookups",
-    unit="{lookup}",
-    description="Scored (event, policy) pairs by whether the verdict cache answered them.",
+    "{lookup}",
+    "Scored (event, policy) pairs by whether the verdict cache answered them.",
 )
-verdict_cache_saved_tokens = _meter.create_counter(
+verdict_cache_saved_tokens = _counter(
     "moderation.verdict_cache.saved_prefill_tokens",
-    unit="{token}",
-    description="Prompt tokens past the policy prefix that cache hits kept from the engine.",
+    "{token}",
+    "Prompt tokens past the policy prefix that cache hits kept from the engine.",
 )
-shadow_decisions = _meter.create_counter(
+shadow_decisions = _counter(
     "moderation.shadow.decisions",
-    unit="{decision}",
-    description="Shadow records published, by production and shadow policy and outcome.",
+    "{decision}",
+    "Shadow records published, by production and shadow policy and outcome.",
 )
-shadow_score = _meter.create_histogram(
+shadow_score = _histogram(
     "moderation.shadow.score",
-    unit="1",
-    description="Shadow policies' scores, by production and shadow policy.",
-    explicit_bucket_boundaries_advisory=SCORE_BUCKETS,
+    "1",
+    SCORE_BUCKETS,
+    "Shadow policies' scores, by production and shadow policy.",
 )
-policy_reloads = _meter.create_counter(
-    "moderation.policy.reloads", unit="{reload}", description="Policy reloads, by result."
-)
-_meter.create_observable_gauge(
+policy_reloads = _counter("moderation.policy.reloads", "{reload}", "Policy reloads, by result.")
+_gauge(
     "moderation.in_flight",
-    callbacks=[_observe_in_flight],
-    unit="{event}",
-    description="Events consumed and not yet finished (published or dead-lettered).",
+    _observe_in_flight,
+    "{event}",
+    "Events consumed and not yet finished (published or dead-lettered).",
 )
-_meter.create_observable_gauge(
+_gauge(
     "moderation.consumer.lag",
-    callbacks=[_observe_lag],
-    unit="{event}",
-    description="Per assigned partition: end of the partition minus the fetch position.",
+    _observe_lag,
+    "{event}",
+    "Per assigned partition: end of the partition minus the fetch position.",
 )
-_meter.create_observable_gauge(
+_gauge(
     "moderation.engine.prefix_cache.hit_ratio",
-    callbacks=[_observe_prefix_ratio],
-    unit="1",
-    description=f"Cached / prompt tokens over the last {PREFIX_WINDOW} prompts.",
+    _observe_prefix_ratio,
+    "1",
+    f"Cached / prompt tokens over the last {PREFIX_WINDOW} prompts.",
 )
-_meter.create_observable_gauge(
+_gauge(
     "moderation.verdict_cache.hit_ratio",
-    callbacks=[_observe_verdict_cache_ratio],
-    unit="1",
-    description=f"Verdict-cache hits / lookups over the last {PREFIX_WINDOW} scored pairs.",
+    _observe_verdict_cache_ratio,
+    "1",
+    f"Verdict-cache hits / lookups over the last {PREFIX_WINDOW} scored pairs.",
 )
-_meter.create_observable_gauge(
+_gauge(
     "moderation.engine.kv_cache.usage",
-    callbacks=[_observe_kv_cache],
-    unit="1",
-    description="Fraction of the engine's KV cache blocks in use, as the engine last reported.",
+    _observe_kv_cache,
+    "1",
+    "Fraction of the engine's KV cache blocks in use, as the engine last reported.",
 )
-_meter.create_observable_gauge(
+_gauge(
     "moderation.engine.requests",
-    callbacks=[_observe_engine_requests],
-    unit="{request}",
-    description="Engine requests running and waiting, as the engine last reported.",
+    _observe_engine_requests,
+    "{request}",
+    "Engine requests running and waiting, as the engine last reported.",
 )
 
 
