@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -21,6 +22,8 @@ from . import metrics, tracing
 from .classify import Scored
 from .config import Settings
 from .errors import FatalError, Rejected, TransientError, WorkerError
+from .events import Verdict
+from .intake import Item
 from .kafka import backoff, publish_error
 from .offsets import PartitionOffsets
 from .outcomes import (
@@ -55,7 +58,9 @@ def on_publish_error(error: WorkerError) -> PublishAction:
 class Sender:
     """Hands output records to the producer and completes their source offset once acked."""
 
-    def __init__(self, producer: AIOKafkaProducer, settings: Settings, on_done: Any) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, settings: Settings, on_done: Callable[[], None]
+    ) -> None:
         self._producer = producer
         self._kafka = settings.kafka
         self._on_done = on_done  # called after each completed offset
@@ -123,7 +128,7 @@ class Outputs:
         self._settings = settings
         self._model = model
 
-    async def verdict(self, item: Any, scored: Scored, debug: bool) -> Any:
+    async def verdict(self, item: Item, scored: Scored, debug: bool) -> Verdict | None:
         """Publish one item's outcome; its verdict once acknowledged, None if dead-lettered."""
         result = outcome(scored, self._model, item.record, self._settings)
         if isinstance(result, DeadLetterOutcome):
@@ -182,7 +187,7 @@ class Outputs:
             self._sender.complete(offsets, through)
         metrics.record_dead_letter(kind)
 
-    def _log_published(self, item: Any, verdict: Any) -> None:
+    def _log_published(self, item: Item, verdict: Verdict) -> None:
         with tracing.activate(item.trace):
             log.debug(
                 "verdict published",
