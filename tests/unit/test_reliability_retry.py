@@ -110,3 +110,34 @@ async def test_retry_gives_up_when_the_budget_is_spent():
     with pytest.raises(KafkaSetupError, match="cannot reach"):
         await retry_unreachable(step, kafka)
     assert 3 <= len(attempts) <= 6
+
+
+async def test_retry_stops_after_its_tries_and_raises_the_last_failure(monkeypatch):
+    from worker.retry import retry
+
+    slept: list[float] = []
+
+    async def no_sleep(delay: float) -> None:
+        slept.append(delay)
+
+    monkeypatch.setattr("worker.retry.asyncio.sleep", no_sleep)
+    calls = 0
+
+    async def step() -> None:
+        nonlocal calls
+        calls += 1
+        raise TimeoutError(f"attempt {calls}")
+
+    with pytest.raises(TimeoutError, match="attempt 3"):
+        await retry(step, lambda: Backoff(100, 100, first_s=0.1, tries=2), lambda exc: True)
+    assert calls == 3 and slept == [0.1, 0.2]
+
+
+async def test_retry_raises_what_is_not_retriable_at_once():
+    from worker.retry import retry
+
+    async def step() -> None:
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        await retry(step, lambda: Backoff(100, 100), lambda exc: isinstance(exc, TimeoutError))
