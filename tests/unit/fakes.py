@@ -143,3 +143,43 @@ class FakeConsumer:
     @property
     def drained(self) -> bool:
         return not self._fetches
+
+
+class LogConsumer(FakeConsumer):
+    """One partition's log with a fetch position; fetching at an offset in ``bad`` raises
+    UnicodeDecodeError there, as aiokafka does for a header key that is not UTF-8."""
+
+    def __init__(self, records: list[ConsumerRecord], bad: set[int]) -> None:
+        super().__init__([])
+        self._log = {r.offset: r for r in records}
+        self._end = max(self._log) + 1
+        self._bad = bad
+        self._position = 0
+
+    async def getmany(self, *tps: TopicPartition, timeout_ms: int = 0, max_records: int = 0):
+        await asyncio.sleep(0)
+        if self._position in self._bad:
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+        taken = []
+        while len(taken) < max_records and self._position < self._end:
+            if self._position in self._bad:
+                break
+            taken.append(self._log[self._position])
+            self._position += 1
+        return {TP0: taken} if taken else {}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self._position
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._position = offset
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return None
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
+    @property
+    def drained(self) -> bool:
+        return self._position >= self._end

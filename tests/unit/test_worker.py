@@ -127,3 +127,18 @@ async def test_a_dead_engine_stops_the_worker(tokenizer) -> None:
     worker = _worker(tokenizer, consumer, producer, _Failing(tokenizer, EngineDead("gone")))
     assert await asyncio.wait_for(worker.run(), 10) == 1
     assert not producer.sent and not consumer.commits
+
+
+async def test_records_the_client_cannot_decode_are_stepped_over_by_coordinates(tokenizer) -> None:
+    from .fakes import LogConsumer
+
+    records = [record(event(f"i{n}", f"item {n}"), offset=n) for n in range(6)]
+    consumer, producer = LogConsumer(records, bad={2, 3}), FakeProducer()
+    assert await _run(_worker(tokenizer, consumer, producer), consumer) == 0
+    ids = sorted(orjson.loads(v)["id"] for _, _, v, _ in producer.on("results"))
+    assert ids == ["i0", "i1", "i4", "i5"]
+    letters = producer.on("dlq")
+    assert [dict(h)["x-dead-letter-source-offset"] for *_, h in letters] == [b"2", b"3"]
+    assert _error_types(producer) == [b"undecodable_record"] * 2
+    assert all(value == b"" for _, _, value, _ in letters)
+    assert consumer.commits[-1] == {TP0: 6}
