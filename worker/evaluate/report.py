@@ -8,6 +8,7 @@ figure and per-item score for scripts and CI gates.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -52,19 +53,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def to_markdown(blocks: list[Block]) -> str:
-    parts = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"{'#' * block.level} {block.text}")
-        elif isinstance(block, Para):
-            parts.append(block.text)
-        elif isinstance(block, Table):
-            parts.append(_markdown_table(block))
-        elif isinstance(block, Chart):
-            parts.append(f"![{block.title}]({block.name})")
-        elif isinstance(block, Code):
-            parts.append(f"```{block.language}\n{block.text.rstrip()}\n```")
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(_MARKDOWN[type(block)](block) for block in blocks) + "\n"
 
 
 def _markdown_table(table: Table) -> str:
@@ -81,22 +70,11 @@ def _md_cell(value: str) -> str:
 
 
 def to_html(blocks: list[Block]) -> str:
-    body = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            body.append(f"<h{block.level}>{escape(block.text)}</h{block.level}>")
-        elif isinstance(block, Para):
-            body.append(f"<p>{escape(block.text)}</p>")
-        elif isinstance(block, Table):
-            body.append(_html_table(block))
-        elif isinstance(block, Chart):
-            body.append(f"<figure>{block.svg}</figure>")
-        elif isinstance(block, Code):
-            body.append(f"<pre><code>{escape(block.text)}</code></pre>")
+    body = "\n".join(_HTML[type(block)](block) for block in blocks)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>Policy evaluation</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
+        + body
         + "\n</body>\n</html>\n"
     )
 
@@ -107,6 +85,23 @@ def _html_table(table: Table) -> str:
         "<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in table.rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+# How each kind of block is written, per format.
+_MARKDOWN: dict[type, Callable[[Any], str]] = {
+    Heading: lambda block: f"{'#' * block.level} {block.text}",
+    Para: lambda block: block.text,
+    Table: lambda block: _markdown_table(block),
+    Chart: lambda block: f"![{block.title}]({block.name})",
+    Code: lambda block: f"```{block.language}\n{block.text.rstrip()}\n```",
+}
+_HTML: dict[type, Callable[[Any], str]] = {
+    Heading: lambda block: f"<h{block.level}>{escape(block.text)}</h{block.level}>",
+    Para: lambda block: f"<p>{escape(block.text)}</p>",
+    Table: lambda block: _html_table(block),
+    Chart: lambda block: f"<figure>{block.svg}</figure>",
+    Code: lambda block: f"<pre><code>{escape(block.text)}</code></pre>",
+}
 
 
 def to_data(value: Any) -> Any:
