@@ -421,15 +421,14 @@ def _compare_shadow(settings: Settings, source: str, out: Path) -> None:
 @app.command()
 def coop(config: ConfigOpt = None) -> None:
     """Connect the review topic to ROOST's Coop: reports out, decision webhooks in."""
-    from .coop.command import AdapterError, CoopFatal, run_adapter
-    from .kafka import KafkaSetupError
+    from .coop.command import run_adapter
     from .telemetry import configure_logging
 
     settings = _settings(config)
     configure_logging(settings.log)
     try:
         code = asyncio.run(run_adapter(settings))
-    except (AdapterError, CoopFatal, KafkaSetupError) as exc:
+    except WorkerError as exc:
         _die(str(exc), code=1)
     raise typer.Exit(code)
 

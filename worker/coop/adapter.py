@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..config import Settings
+from ..errors import FatalError, WorkerError
 from ..events import dead_letter_headers
 from ..retry import Backoff
 from .actions import BadCallback, decisions_from_action
@@ -34,11 +35,11 @@ log = structlog.get_logger("worker.coop")
 REPORT_PATH = "/api/v1/report"
 
 
-class CoopRefused(Exception):
+class CoopRefused(WorkerError):
     """Coop will never take this report (a 4xx other than auth and rate limits)."""
 
 
-class CoopFatal(Exception):
+class CoopFatal(FatalError):
     """Coop refuses our credentials, or stays out of reach past the retry budget."""
 
 

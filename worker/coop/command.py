@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from ..config import Settings
+from ..errors import FatalError
 from ..kafka import client_options, start_producer
 from .adapter import CoopFatal, forward, webhook_app
 from .reports import ReportedIndex
@@ -26,7 +27,7 @@ from .signature import PublicKeyError, load_public_key
 log = structlog.get_logger("worker.coop")
 
 
-class AdapterError(Exception):
+class AdapterError(FatalError):
     """The adapter cannot start; the message names the setting to change."""
 
 

@@ -13,8 +13,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ..errors import FatalError
 
-class PublicKeyError(Exception):
+
+class PublicKeyError(FatalError):
     """The configured public key cannot be used."""
 
 

@@ -17,12 +17,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from ..config import Settings
+from ..errors import WorkerError
 from ..events import BadEvent, dead_letter_headers
 from ..kafka import client_options, start_producer
 from .dataset import DatasetError, read_lines
 
 
-class SourceError(Exception):
+class SourceError(WorkerError):
     """A source that cannot be read at all; the message says which and why."""
 
 
