@@ -15,7 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
-from .events import BadEvent
+from .events import BadEvent, decode_object, first_errors
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "decision.schema.json"
 
@@ -56,18 +56,11 @@ class Decision(BaseModel):
 
 def decode_decision(value: bytes | None) -> Decision:
     """Parse one decision record, raising BadEvent with a readable reason."""
-    if value is None:
-        raise BadEvent("empty_value", "record has no value")
-    try:
-        data = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise BadEvent("invalid_json", f"value is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadEvent("not_an_object", f"value is JSON {type(data).__name__}, not an object")
+    data = decode_object(value)
     try:
         return Decision.model_validate(_with_datetime(data))
     except ValidationError as exc:
-        raise BadEvent("invalid_decision", _first_errors(exc)) from None
+        raise BadEvent("invalid_decision", first_errors(exc, "decision")) from None
 
 
 def _with_datetime(data: dict[str, Any]) -> dict[str, Any]:
@@ -79,14 +72,6 @@ def _with_datetime(data: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             raise BadEvent("invalid_decision", f"decided_at: not RFC 3339: {value!r}") from None
     return data
-
-
-def _first_errors(exc: ValidationError, limit: int = 3) -> str:
-    parts = []
-    for err in exc.errors()[:limit]:
-        field = ".".join(str(p) for p in err["loc"]) or "decision"
-        parts.append(f"{field}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def json_schema() -> dict[str, Any]:

@@ -138,6 +138,17 @@ class BadEvent(Rejected):
 
 def decode_event(value: bytes | None) -> ContentEvent:
     """Parse one record value, raising BadEvent with a readable reason."""
+    data = decode_object(value)
+    try:
+        return ContentEvent.model_validate(data)
+    except ValidationError as exc:
+        raise BadEvent("invalid_event", first_errors(exc, "event")) from None
+    except ValueError as exc:  # created_at that fromisoformat refuses
+        raise BadEvent("invalid_event", f"created_at: {exc}") from None
+
+
+def decode_object(value: bytes | None) -> dict[str, Any]:
+    """A record value that must be one JSON object; BadEvent saying why it is not."""
     if value is None:
         raise BadEvent("empty_value", "record has no value")
     try:
@@ -146,18 +157,14 @@ def decode_event(value: bytes | None) -> ContentEvent:
         raise BadEvent("invalid_json", f"value is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadEvent("not_an_object", f"value is JSON {type(data).__name__}, not an object")
-    try:
-        return ContentEvent.model_validate(data)
-    except ValidationError as exc:
-        raise BadEvent("invalid_event", _first_errors(exc)) from None
-    except ValueError as exc:  # created_at that fromisoformat refuses
-        raise BadEvent("invalid_event", f"created_at: {exc}") from None
+    return data
 
 
-def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+def first_errors(exc: ValidationError, whole: str, limit: int = 3) -> str:
+    """The first few validation errors, each as ``field: message`` (``whole`` for the root)."""
     parts = []
     for err in exc.errors()[:limit]:
-        field = ".".join(str(p) for p in err["loc"]) or "event"
+        field = ".".join(str(p) for p in err["loc"]) or whole
         parts.append(f"{field}: {err['msg']}")
     return "; ".join(parts)
 
