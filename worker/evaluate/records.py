@@ -16,9 +16,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from .. import outcomes
 from ..config import Settings
 from ..errors import WorkerError
-from ..events import BadEvent, dead_letter_headers
+from ..events import BadEvent
 from ..kafka import client_options, start_producer
 from .dataset import DatasetError, read_lines
 
@@ -109,19 +110,9 @@ async def dead_letter(settings: Settings, bad: Sequence[tuple[Raw, BadEvent]]) -
     try:
         futures = []
         for record, error in from_topics:
-            headers = dead_letter_headers(
-                list(record.headers),
-                error.kind,
-                error.reason,
-                record.topic,
-                record.partition,
-                record.offset,
-            )
-            futures.append(
-                await producer.send(
-                    settings.topics.dead_letter, value=record.value, key=record.key, headers=headers
-                )
-            )
+            letter = outcomes.dead_letter(record, error, settings.topics.dead_letter)
+            for topic, key, value, headers in letter.records:
+                futures.append(await producer.send(topic, value=value, key=key, headers=headers))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
