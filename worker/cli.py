@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,6 @@ import typer
 
 from .config import ConfigError, Settings, load_settings
 from .errors import WorkerError
-from .events import Source
 from .policies import load_policies
 
 app = typer.Typer(
@@ -72,12 +72,17 @@ def _die(message: str, code: int = 2) -> None:
 def run(config: ConfigOpt = None, model: ModelOpt = None, policies: PoliciesOpt = None) -> None:
     """Run the worker: consume, classify, publish, commit. Stops cleanly on SIGTERM."""
     from .app import run_worker
+
+    _serve(_settings(config, model, policies), run_worker)
+
+
+def _serve(settings: Settings, command: Callable[[Settings], Awaitable[int]]) -> None:
+    """Run a long-lived command with its logs on stdout; a WorkerError ends it in one line."""
     from .telemetry import configure_logging
 
-    settings = _settings(config, model, policies)
     configure_logging(settings.log)
     try:
-        code = asyncio.run(run_worker(settings))
+        code = asyncio.run(command(settings))
     except WorkerError as exc:
         _die(str(exc), code=1)
     raise typer.Exit(code)
@@ -96,72 +101,18 @@ def classify(
     policies: PoliciesOpt = None,
 ) -> None:
     """Classify one text, or content events as JSON lines on stdin; print verdicts as JSONL."""
+    from .classify_lines import classify_lines
+
     settings = _tool_settings(config, model, policies)
     if text is not None:
         lines, origin = [orjson.dumps({"id": "cli", "content": text})], "argv"
     else:
         lines, origin = sys.stdin, "stdin"
     try:
-        code = asyncio.run(_classify_lines(settings, lines, origin, policy or None))
+        code = asyncio.run(classify_lines(settings, lines, origin, policy or None))
     except WorkerError as exc:
         _die(str(exc), code=1)
     raise typer.Exit(code)
-
-
-async def _classify_lines(
-    settings: Settings, lines: Any, origin: str, policy_ids: list[str] | None
-) -> int:
-    from .app import load_catalog, start_classifier
-    from .preflight import compile_policies
-
-    compile_policies(settings)
-    classifier = await start_classifier(settings)
-    failures = 0
-    try:
-        catalog = load_catalog(settings, classifier)
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                raw = line if isinstance(line, bytes) else line.encode()
-                failures += not await _classify_line(
-                    settings,
-                    classifier,
-                    catalog,
-                    raw,
-                    Source(topic=origin, partition=0, offset=number - 1),
-                    policy_ids,
-                )
-    finally:
-        classifier.close()
-    return 1 if failures else 0
-
-
-async def _classify_line(
-    settings: Settings,
-    classifier: Any,
-    catalog: Any,
-    raw: bytes,
-    source: Any,
-    policy_ids: list[str] | None,
-) -> bool:
-    """Print one line's verdict, or say on stderr why it has none; whether it had one."""
-    from .classify import build_verdict, make_job, score_jobs
-    from .errors import Rejected
-
-    try:
-        job = make_job(raw, catalog, policy_ids)
-    except Rejected as exc:
-        typer.echo(f"line {source.offset + 1}: {exc}", err=True)
-        return False
-    engine = settings.engine
-    [scored] = await score_jobs(classifier, [job], engine.overlong, engine.max_retries)
-    if scored.error is not None:
-        error = scored.error
-        typer.echo(f"line {source.offset + 1}: {error.kind}: {error.reason}", err=True)
-        return False
-    verdict = build_verdict(scored, classifier.model_name, source)
-    sys.stdout.buffer.write(verdict.to_json() + b"\n")
-    sys.stdout.flush()
-    return True
 
 
 @policies_app.command("check")
@@ -386,15 +337,16 @@ def eval_command(
     targets = Targets(target_precision, target_recall, review_budget)
     if decisions is not None and (dataset or contrastive):
         _die("pass either --decisions or --dataset/--contrastive, not both")
-    request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
-    try:
-        if decisions is not None:  # no engine: the review records hold the scores
-            from .evaluate.feedback_command import FeedbackRequest, run_feedback
+    if decisions is not None:  # no engine: the review records hold the scores
+        from .evaluate.feedback_command import FeedbackRequest, run_feedback
 
-            feedback = FeedbackRequest(decisions, verdicts, out, targets)
-            code = asyncio.run(run_feedback(settings, feedback, consoles()[0]))
-        else:
-            code = asyncio.run(run_eval(settings, request, start_classifier, *consoles()))
+        feedback = FeedbackRequest(decisions, verdicts, out, targets)
+        work = run_feedback(settings, feedback, consoles()[0])
+    else:
+        request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
+        work = run_eval(settings, request, start_classifier, *consoles())
+    try:
+        code = asyncio.run(work)
     except EvalError as exc:
         _die(str(exc))
     except WorkerError as exc:
@@ -422,15 +374,8 @@ def _compare_shadow(settings: Settings, source: str, out: Path) -> None:
 def coop(config: ConfigOpt = None) -> None:
     """Connect the review topic to ROOST's Coop: reports out, decision webhooks in."""
     from .coop.command import run_adapter
-    from .telemetry import configure_logging
 
-    settings = _settings(config)
-    configure_logging(settings.log)
-    try:
-        code = asyncio.run(run_adapter(settings))
-    except WorkerError as exc:
-        _die(str(exc), code=1)
-    raise typer.Exit(code)
+    _serve(_settings(config), run_adapter)
 
 
 def main() -> None:
