@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import FatalError
 from . import EngineError, Score
 
 _TOKEN_ID = "token_id:"
@@ -19,7 +20,7 @@ _TOKEN_ID = "token_id:"
 _SUM_TOLERANCE = 0.01
 
 
-class ServerMismatch(Exception):
+class ServerMismatch(FatalError):
     """A server that cannot serve this worker; the message says which setting to change."""
 
 

@@ -26,6 +26,7 @@ import orjson
 import structlog
 
 from ..config import EngineSettings
+from ..errors import TransientError
 from ..prompts import Tokenizer, answer_token_ids
 from ..retry import Backoff
 from . import EngineDead, EngineError, Score
@@ -41,7 +42,7 @@ from .openai_api import (
 log = structlog.get_logger("worker.engine.remote")
 
 
-class Unavailable(Exception):
+class Unavailable(TransientError):
     """The server cannot be reached or will not serve anyone now; worth waiting for."""
 
 

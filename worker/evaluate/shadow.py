@@ -16,13 +16,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from ..config import KafkaSettings
+from ..errors import WorkerError
 from ..kafka import client_options
 from ..shadow import ShadowRecord
 
 TOPIC_PREFIX = "kafka:"
 
 
-class ShadowReadError(Exception):
+class ShadowReadError(WorkerError):
     """Shadow records that cannot be read; the message says where and why."""
 
 
