@@ -77,13 +77,12 @@ class Sender:
         message: tracing.MessageTrace,
     ) -> None:
         """Raises Rejected (a record the broker will never take) or FatalError."""
-        where = f"{source.topic}[{source.partition}]@{source.offset}"
         try:
             await retry(
-                lambda: self._produce(records, message, where),
+                lambda: self._produce(records, message, source),
                 lambda: backoff(self._kafka),
                 lambda exc: on_publish_error(exc) is PublishAction.RETRY,
-                lambda exc, _: self._troubled(exc, where),
+                lambda exc, _: self._troubled(exc, source),
             )
         except WorkerError as error:
             if on_publish_error(error) is PublishAction.REJECT:
@@ -100,13 +99,13 @@ class Sender:
         offsets.complete(offset)
         self._on_done()
 
-    def _troubled(self, error: Exception, where: str) -> None:
+    def _troubled(self, error: Exception, source: ConsumerRecord) -> None:
         if self.trouble is None:  # once per outage, not once per record
-            log.warning("publishing is failing; retrying", source=where, error=str(error))
+            log.warning("publishing is failing; retrying", source=_where(source), error=str(error))
         self.trouble = f"publishing is failing ({type(error.__cause__).__name__}); retrying"
 
     async def _produce(
-        self, records: list[OutputRecord], message: tracing.MessageTrace, where: str
+        self, records: list[OutputRecord], message: tracing.MessageTrace, source: ConsumerRecord
     ) -> None:
         try:
             with tracing.sending(message, records) as traced:
@@ -117,7 +116,7 @@ class Sender:
                     ]
                 await _all_acked(futures)
         except KafkaError as exc:
-            raise publish_error(exc, where) from exc
+            raise publish_error(exc, _where(source)) from exc
 
 
 class Outputs:
@@ -199,6 +198,10 @@ class Outputs:
                 offset=item.record.offset,
                 **content_field(self._settings.log, item.job.event.content),
             )
+
+
+def _where(source: ConsumerRecord) -> str:
+    return f"{source.topic}[{source.partition}]@{source.offset}"
 
 
 def debug_enabled() -> bool:
