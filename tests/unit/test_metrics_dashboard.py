@@ -15,6 +15,7 @@ from worker import metrics
 from worker.classify import Job, Scored
 from worker.engine import Score
 from worker.events import ContentEvent, Latency, PolicyVerdict, Source, Verdict
+from worker.shadow import ShadowRecord
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "moderation-worker.json"
@@ -40,7 +41,9 @@ def exposed() -> set[str]:
     """Family names of every worker metric, each made to report at least once."""
     metrics.setup_metrics()
     job = Job(ContentEvent(id="d", content="x"), [], received=0.0)
-    metrics.record_batch([Scored(job, scores=[Score(0.5, 10, 5)], started=1.0, finished=2.0)])
+    metrics.record_batch(
+        [Scored(job, scores=[Score(0.5, 10, 5)], started=1.0, finished=2.0)], verdict_cache=True
+    )
     verdict = Verdict(
         id="d",
         label=0,
@@ -55,6 +58,7 @@ def exposed() -> set[str]:
         classified_at=datetime.now(UTC),
     )
     metrics.record_verdicts([verdict])
+    metrics.record_shadow([_shadow_record()])
     metrics.record_end_to_end(datetime.now(UTC))
     metrics.record_consumed("dash")
     metrics.record_dead_letter("dash")
@@ -75,6 +79,25 @@ def exposed() -> set[str]:
     }
 
 
+def _shadow_record() -> ShadowRecord:
+    return ShadowRecord(
+        id="d",
+        production_policy="dash",
+        production_version="h",
+        production_score=0.1,
+        production_label=0,
+        shadow_policy="dash-draft",
+        shadow_version="h2",
+        shadow_score=0.9,
+        shadow_label=1,
+        disagree=True,
+        flip="0->1",
+        model="m",
+        source=Source(topic="t", partition=0, offset=0),
+        classified_at=datetime.now(UTC),
+    )
+
+
 def _dashboard_metrics(dashboard: dict) -> set[str]:
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     return {_base(m) for expr in exprs for m in re.findall(r"\bmoderation_[a-z_]+", expr)}
@@ -82,7 +105,7 @@ def _dashboard_metrics(dashboard: dict) -> set[str]:
 
 def test_every_exposed_metric_is_on_the_dashboard_and_nothing_else(exposed) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
-    assert len(exposed) == 15
+    assert len(exposed) == 20
     assert _dashboard_metrics(dashboard) == {_base(n) for n in exposed}
 
 
