@@ -154,7 +154,10 @@ async def test_broker_frozen_longer_than_the_session_timeout(engine, test_model)
                     async with _running(worker):
                         await asyncio.wait_for(worker.assigned.wait(), 60)
                         await read_topic(bootstrap, topics["results"], at_least=50, settle=0)
-                        # A backlog is in flight: publishes and commits stall mid-way.
+                        # Freeze with work in flight, so that publishes and commits stall
+                        # mid-way: on an idle machine the worker can publish its whole
+                        # in-flight window between two fetches.
+                        await _until_in_flight(worker)
                         os.kill(pid, signal.SIGSTOP)
                         frozen_for, reason, cores = await _watch_while_frozen(health.port, 15)
                         os.kill(pid, signal.SIGCONT)
@@ -180,6 +183,13 @@ async def test_broker_frozen_longer_than_the_session_timeout(engine, test_model)
         positions = await committed(bootstrap, settings.kafka.group_id, topics["content"])
         assert sum(p or 0 for p in positions.values()) == total
     print(f"frozen broker: {len(results)} verdicts for {total} events, {duplicates} duplicates")
+
+
+async def _until_in_flight(worker, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while worker.in_flight() == 0:
+        assert time.monotonic() < deadline, "the worker never had work in flight"
+        await asyncio.sleep(0.002)
 
 
 async def _watch_while_frozen(port: int, seconds: float) -> tuple[float, str | None, float]:
