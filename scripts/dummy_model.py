@@ -82,7 +82,7 @@ def write_dummy_model(out: Path, tokenizer_dir: Path) -> Path:
 
 
 def _test_model_tokenizer() -> Path:
-    from worker.devmodel import DEFAULT_DIR, build_test_model
+    from worker.testing.devmodel import DEFAULT_DIR, build_test_model
 
     return build_test_model(DEFAULT_DIR)
 

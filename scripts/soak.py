@@ -120,7 +120,7 @@ async def count_verdicts(bootstrap: str, topic: str, stop: float, count: list[in
 
 
 async def soak(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[Sample]:
-    from worker.devmodel import build_test_model
+    from worker.testing.devmodel import build_test_model
 
     model = Path(args.model) if args.model else build_test_model(REPO / ".cache" / "test-model")
     tag = f"{int(time.time())}"
@@ -223,7 +223,7 @@ def main() -> None:
         if args.bootstrap:
             samples = asyncio.run(soak(args, args.bootstrap, Path(tmp)))
         else:
-            from worker.broker import EmbeddedBroker
+            from worker.tools.broker import EmbeddedBroker
 
             with EmbeddedBroker() as broker:
                 samples = asyncio.run(soak(args, broker.bootstrap_servers, Path(tmp)))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.broker import EmbeddedBroker
 from worker.config import EngineSettings
+from worker.tools.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO / ".cache" / "test-model"
@@ -25,7 +25,7 @@ def broker():
 
 @pytest.fixture(scope="session")
 def test_model() -> Path:
-    from worker.devmodel import build_test_model
+    from worker.testing.devmodel import build_test_model
 
     return build_test_model(MODEL_DIR)
 

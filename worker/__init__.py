@@ -1,23 +1,35 @@
 """moderation-worker: classifies a stream of content events against written policies.
 
-The serving path, in the order data flows through it:
+``pipeline/``: the serving path, in the order data flows through it:
 
-- ``intake``: fetch within the in-flight bound, decode, hand on items (``undecodable`` for
-  records the Kafka client cannot read); ``events``: the wire models.
-- ``batching``: micro-batches. ``classify``: a batch scored against its policies
-  (``catalog``, ``policies``, ``prompts``, ``engine``), thresholds and routes (``routing``).
-- ``outcomes``: what each item produces, a verdict with its review or audit copy
-  (``audit``) or a dead letter (pure); ``publish``: sending it and deciding what a send
-  error means.
-- ``commits`` and ``offsets``: committing the contiguous prefix of finished offsets.
-- ``pipeline``: the ``Worker`` wiring these parts; ``app``: start-up order and shutdown,
-  with ``preflight`` checks before the model loads; ``kafka``: client factories and the
-  translation of broker errors; ``errors`` and ``retry``: the shared vocabulary and loop.
+- ``intake``: fetch within the in-flight bound, decode, hand on items (``undecodable`` at
+  the top level: records the Kafka client cannot read).
+- ``batching``: micro-batches. ``classify``: a batch scored against its policies,
+  thresholds and routes.
+- ``outcomes``: what each item produces, a verdict with its review or audit copy or a dead
+  letter (pure); ``publish``: sending it and deciding what a send error means.
+- ``commits``, ``offsets`` and ``progress``: committing the contiguous prefix of finished
+  offsets.
+- ``worker``: the ``Worker`` wiring these parts (``from worker.pipeline import Worker``).
 
-Observability: ``telemetry`` (logs), ``tracing``, ``metrics``, ``health``, ``collector``.
-Operator tools: ``cli``, ``bench``, ``evaluate``, ``demo``, ``broker`` (embedded),
-``prompt_view``; the review loop: ``decisions``, ``coop``.
-Test support: ``devmodel`` builds the trigger-word test model.
+Shared by the pipeline and the tools, at the top level: ``events`` (the wire models),
+``config``, ``catalog``, ``policies``, ``prompts``, ``prompt_check``, ``routing``,
+``audit``, ``shadow``, ``verdict_cache``, ``engine/`` (the ``Classifier`` protocol and its
+engines); ``app``: start-up order and shutdown, with ``preflight`` checks before the model
+loads; ``kafka``: client factories and the translation of broker errors; ``errors`` and
+``retry``: the shared vocabulary and loop; ``subprocesses``: child processes bound to the
+worker; ``cli``: the commands.
+
+The review loop: ``decisions`` (the reviewers' decision records) and ``coop/`` (the
+review-tool adapter, a long-running service of its own).
+
+``observability/``: ``telemetry`` (logs), ``tracing``, ``metrics``, ``health``,
+``collector`` (garbage-collector tuning).
+
+``tools/``: the operator tools: ``bench/``, ``evaluate/``, ``demo``, ``broker`` (an
+embedded broker), ``prompt_view``, ``classify_lines`` (the classify command's work).
+
+``testing/``: ``devmodel`` builds the trigger-word test model the tests and the demo use.
 """
 
 from .subprocesses import bind_if_spawned_child

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import structlog
 
-from . import metrics, tracing
 from .catalog import Catalog
 from .config import Settings
 from .engine import Classifier
 from .errors import WorkerError
-from .health import Check, Health, engine_check, joined_check, serve_health
 from .kafka import (
     check_credentials,
     ensure_topics,
@@ -23,7 +21,9 @@ from .kafka import (
     start_consumer,
     start_producer,
 )
-from .pipeline import Rebalance, Worker
+from .observability import metrics, tracing
+from .observability.health import Check, Health, engine_check, joined_check, serve_health
+from .pipeline.worker import Rebalance, Worker
 from .preflight import compile_for, compile_policies
 
 log = structlog.get_logger("worker.app")

@@ -55,7 +55,7 @@ def _settings(
 
 def _tool_settings(config: Path | None, model: str | None, policies: Path | None) -> Settings:
     """Settings for commands whose stdout is their result: their logs, vLLM's too, to stderr."""
-    from .telemetry import configure_logging
+    from .observability.telemetry import configure_logging
 
     settings = _settings(config, model, policies)
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
@@ -78,7 +78,7 @@ def run(config: ConfigOpt = None, model: ModelOpt = None, policies: PoliciesOpt 
 
 def _serve(settings: Settings, command: Callable[[Settings], Awaitable[int]]) -> None:
     """Run a long-lived command with its logs on stdout; a WorkerError ends it in one line."""
-    from .telemetry import configure_logging
+    from .observability.telemetry import configure_logging
 
     configure_logging(settings.log)
     try:
@@ -101,7 +101,7 @@ def classify(
     policies: PoliciesOpt = None,
 ) -> None:
     """Classify one text, or content events as JSON lines on stdin; print verdicts as JSONL."""
-    from .classify_lines import classify_lines
+    from .tools.classify_lines import classify_lines
 
     settings = _tool_settings(config, model, policies)
     if text is not None:
@@ -158,7 +158,7 @@ def prompt(
 ) -> None:
     """Print exactly what the engine receives for TEXT and one policy (needs only the tokenizer)."""
     from .preflight import load_tokenizer, model_max_len
-    from .prompt_view import format_prompt, prompt_ids
+    from .tools.prompt_view import format_prompt, prompt_ids
 
     settings = _settings(config, model, policies)
     engine = settings.engine
@@ -196,7 +196,7 @@ def broker(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
     """Start the embedded Kafka-compatible broker (in memory; for local use and tests)."""
-    from .broker import BrokerError, EmbeddedBroker
+    from .tools.broker import BrokerError, EmbeddedBroker
 
     try:
         with EmbeddedBroker(port=port, host=host) as running:
@@ -215,7 +215,7 @@ def demo(
     events: Annotated[int, typer.Option(help="Sample events to stream.")] = 20,
 ) -> None:
     """Embedded broker + worker on the CPU engine: stream sample events, print verdicts."""
-    from .demo import run_demo
+    from .tools.demo import run_demo
 
     raise typer.Exit(run_demo(model, events))
 
@@ -265,7 +265,7 @@ def bench(
 ) -> None:
     """Measure the worker against its engine's limit, a naive peer and a raw Kafka loop."""
     options = dict(locals())
-    from .bench.command import run_command
+    from .tools.bench.command import run_command
 
     options["policy_dir"] = options.pop("policies")
     options["warmup_events"] = options.pop("warmup")
@@ -329,16 +329,16 @@ def eval_command(
     if shadow is not None:
         _compare_shadow(_tool_settings(config, model, policies), shadow, out)
     from .app import start_classifier
-    from .evaluate.command import EvalError, EvalRequest, run_eval
-    from .evaluate.console import consoles
-    from .evaluate.evaluation import Targets
+    from .tools.evaluate.command import EvalError, EvalRequest, run_eval
+    from .tools.evaluate.console import consoles
+    from .tools.evaluate.evaluation import Targets
 
     settings = _tool_settings(config, model, policies)
     targets = Targets(target_precision, target_recall, review_budget)
     if decisions is not None and (dataset or contrastive):
         _die("pass either --decisions or --dataset/--contrastive, not both")
     if decisions is not None:  # no engine: the review records hold the scores
-        from .evaluate.feedback_command import FeedbackRequest, run_feedback
+        from .tools.evaluate.feedback_command import FeedbackRequest, run_feedback
 
         feedback = FeedbackRequest(decisions, verdicts, out, targets)
         work = run_feedback(settings, feedback, consoles()[0])
@@ -356,7 +356,7 @@ def eval_command(
 
 def _compare_shadow(settings: Settings, source: str, out: Path) -> None:
     """How many decisions each shadow policy would change, with examples of each flip."""
-    from .evaluate.shadow import ShadowReadError, compare, read_source, render
+    from .tools.evaluate.shadow import ShadowReadError, compare, read_source, render
 
     try:
         reports = compare(asyncio.run(read_source(settings.kafka, source)))

@@ -16,8 +16,8 @@ import orjson
 from pydantic import BaseModel
 
 from .catalog import Catalog, Entry
-from .classify import Scored
 from .events import Source
+from .pipeline.classify import Scored
 
 Flip = Literal["none", "0->1", "1->0"]
 

@@ -23,7 +23,7 @@ from aiokafka.record.memory_records import MemoryRecords
 
 from .config import KafkaSettings, Settings
 from .kafka import client_options
-from .offsets import OffsetTracker
+from .pipeline.offsets import OffsetTracker
 
 # Errors a fetch raises for stored data that will never decode: retrying cannot help.
 BATCH_ERRORS = (CorruptRecordException, UnsupportedCodecError)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from worker.bench.config import CPU_ENGINE_ARGS, BenchConfig
-from worker.bench.launch import build_system
-from worker.bench.report import write_json
-from worker.bench.runner import RAW_LOOP_SCALE, run_bench
+from worker.tools.bench.config import CPU_ENGINE_ARGS, BenchConfig
+from worker.tools.bench.launch import build_system
+from worker.tools.bench.report import write_json
+from worker.tools.bench.runner import RAW_LOOP_SCALE, run_bench
 
 from ..conftest import REPO
 

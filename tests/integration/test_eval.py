@@ -21,10 +21,10 @@ import pytest
 from rich.console import Console
 
 from worker.config import Settings
-from worker.devmodel import FILLER_WORDS, TRIGGER_WORDS
-from worker.evaluate.command import EvalRequest, evaluate_sample, prepare
-from worker.evaluate.evaluation import Targets
-from worker.evaluate.report import write_report
+from worker.testing.devmodel import FILLER_WORDS, TRIGGER_WORDS
+from worker.tools.evaluate.command import EvalRequest, evaluate_sample, prepare
+from worker.tools.evaluate.evaluation import Targets
+from worker.tools.evaluate.report import write_report
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from ..conftest import REPO
 pytestmark = pytest.mark.integration
 
 START_BROKER = """
-from worker.broker import EmbeddedBroker
+from worker.tools.broker import EmbeddedBroker
 broker = EmbeddedBroker().start()
 print(broker.process.pid, flush=True)
 input()

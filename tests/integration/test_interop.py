@@ -20,7 +20,7 @@ from confluent_kafka import Producer
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker import metrics
+from worker.observability import metrics
 
 from .harness import (
     RunningWorker,

@@ -31,10 +31,10 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker import metrics, tracing
 from worker.app import run_worker
 from worker.config import LogSettings
-from worker.telemetry import CHATTY_LIBRARIES, configure_logging
+from worker.observability import metrics, tracing
+from worker.observability.telemetry import CHATTY_LIBRARIES, configure_logging
 
 from .harness import (
     TEST_POLICIES,

@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 
 from worker.app import open_worker
-from worker.broker import EmbeddedBroker, free_port
-from worker.health import serve_health
+from worker.observability.health import serve_health
+from worker.tools.broker import EmbeddedBroker, free_port
 
 from .harness import committed, event, produce, read_topic, topic_names, verdicts, worker_settings
 

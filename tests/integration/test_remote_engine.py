@@ -19,7 +19,7 @@ import pytest
 from worker.app import open_worker
 from worker.engine import EngineError
 from worker.engine.remote import RemoteClassifier
-from worker.health import serve_health
+from worker.observability.health import serve_health
 
 from .harness import (
     TEST_POLICIES,
@@ -273,7 +273,7 @@ def _one_error_line(result: subprocess.CompletedProcess[bytes]) -> str:
 
 
 def test_wrong_url_stops_start_up_with_a_clear_message(broker, test_model):
-    from worker.broker import free_port
+    from worker.tools.broker import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     result = _run_cli(

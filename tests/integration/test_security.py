@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from worker.app import open_worker
-from worker.broker import EmbeddedBroker
 from worker.kafka import KafkaSetupError
+from worker.tools.broker import EmbeddedBroker
 
 from .harness import (
     TEST_POLICIES,

@@ -16,10 +16,10 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker import metrics
-from worker.evaluate.shadow import compare
-from worker.evaluate.shadow import read_topic as read_shadow_topic
+from worker.observability import metrics
 from worker.policies import policy_version
+from worker.tools.evaluate.shadow import compare
+from worker.tools.evaluate.shadow import read_topic as read_shadow_topic
 
 from .harness import (
     RunningWorker,

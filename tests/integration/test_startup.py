@@ -43,7 +43,7 @@ async def test_missing_topics_are_named_unless_creation_is_on(broker):
 
 
 async def test_unreachable_broker_is_a_clear_error():
-    from worker.broker import free_port
+    from worker.tools.broker import free_port
 
     settings = load_settings(
         kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}", "request_timeout_ms": 2000}
@@ -56,7 +56,7 @@ async def test_unreachable_broker_is_a_clear_error():
 
 
 def _run_cli(env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
-    from worker.broker import free_port
+    from worker.tools.broker import free_port
 
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     env = {
@@ -137,9 +137,9 @@ async def test_an_unreachable_broker_stops_run_worker_once_its_budget_is_spent(
     test_model, tokenizer
 ):
     from worker.app import run_worker
-    from worker.broker import free_port
     from worker.engine.instant import InstantClassifier
     from worker.errors import FatalError
+    from worker.tools.broker import free_port
 
     async def instant(settings):
         return InstantClassifier(tokenizer, 4096)

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from worker.broker import EmbeddedBroker, free_port
+from worker.tools.broker import EmbeddedBroker, free_port
 
 
 @dataclass(frozen=True)

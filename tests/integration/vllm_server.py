@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from worker.broker import free_port
+from worker.tools.broker import free_port
 
 SERVED_NAME = "test-model"
 

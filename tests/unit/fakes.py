@@ -17,8 +17,8 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from worker.catalog import Catalog, compile_catalog
 from worker.config import Settings, load_settings
+from worker.observability.tracing import MessageTrace, start_process
 from worker.policies import load_policies
-from worker.tracing import MessageTrace, start_process
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 TP0 = TopicPartition("content", 0)

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from worker.catalog import compile_catalog
-from worker.classify import Job, Scored, build_verdict
 from worker.config import RoutingSettings
 from worker.engine import Score
 from worker.events import ContentEvent, Source
+from worker.pipeline.classify import Job, Scored, build_verdict
 from worker.policies import PolicyError, PolicyRegistry, parse_policy
 from worker.shadow import ShadowRecord, flip, sampled, shadow_records, shadows_for
 

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from worker.catalog import compile_catalog
-from worker.classify import Job, score_jobs
 from worker.config import CacheSettings, RoutingSettings
 from worker.engine import Score
 from worker.events import ContentEvent
+from worker.pipeline.classify import Job, score_jobs
 from worker.policies import PolicyRegistry, parse_policy
 from worker.verdict_cache import ENTRY_BYTES, VerdictCache, cache_key, make_cache
 

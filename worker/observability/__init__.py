@@ -1,0 +1,1 @@
+"""Observability: logs (telemetry), traces, metrics, health and the garbage-collector tuning."""

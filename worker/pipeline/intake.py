@@ -1,0 +1,147 @@
+"""Records in: fetch within the in-flight bound, decode, and hand on work items.
+
+Each record taken is tracked at once, so its offset completes only through its verdict or
+its dead letter. Records that cannot become work (bad JSON, unknown policy, bytes the
+client cannot decode) go straight to the dead-letter path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from .. import shadow
+from ..catalog import Catalog
+from ..config import Settings
+from ..errors import Rejected
+from ..events import BadEvent
+from ..observability import metrics, tracing
+from ..undecodable import UNDECODABLE_ERRORS, StepOver, Undecodable
+from .classify import Job, make_job
+from .offsets import OffsetTracker, PartitionOffsets
+
+log = structlog.get_logger("worker.pipeline")
+
+
+@dataclass(eq=False)
+class Item:
+    """One consumed event on its way: its record, its offset tracker, its job and trace."""
+
+    record: ConsumerRecord
+    offsets: PartitionOffsets
+    job: Job
+    trace: tracing.MessageTrace
+
+
+# A record refused on arrival: the dead-letter path takes it from here. The last argument,
+# when not None, is the last offset the dead letter stands for (a whole undecodable batch).
+Refuse = Callable[
+    [ConsumerRecord, PartitionOffsets, Rejected, tracing.MessageTrace, int | None], None
+]
+
+
+class Flow(Enum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    KEEP = "keep"
+
+
+def flow(room: int, paused: bool, max_in_flight: int) -> Flow:
+    """Pause at the in-flight bound; resume once half of it is free again (not at once, so
+    partitions do not flap around the bound)."""
+    if room <= 0:
+        return Flow.PAUSE  # again each time: partitions assigned meanwhile too
+    if paused and room >= max_in_flight // 2:
+        return Flow.RESUME
+    return Flow.KEEP
+
+
+class Intake:
+    """Takes records from the consumer while there is room, and turns them into items."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        tracker: OffsetTracker,
+        settings: Settings,
+        catalog: Callable[[], Catalog],
+        refuse: Refuse,
+    ) -> None:
+        self._consumer = consumer
+        self._tracker = tracker
+        self._settings = settings
+        self._catalog = catalog
+        self._refuse = refuse
+        self._paused = False
+        self.items: asyncio.Queue[Item] = asyncio.Queue()
+        self._undecodable = StepOver(consumer, tracker, settings, self.take, self._letter)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Fetch until ``stopping`` is set."""
+        max_in_flight = self._settings.batch.max_in_flight
+        gauges = metrics.WorkerGauges()
+        try:
+            while not stopping.is_set():
+                room = max_in_flight - self._tracker.in_flight()
+                self._apply(flow(room, self._paused, max_in_flight))
+                try:
+                    # Still polled while paused: aiokafka counts max_poll_interval from getmany.
+                    batches = await self._consumer.getmany(timeout_ms=100, max_records=max(room, 1))
+                except UNDECODABLE_ERRORS:  # before KafkaError: retrying these never helps
+                    await self._undecodable.skip()
+                    continue
+                except KafkaError as exc:
+                    log.warning("fetch failed; retrying", error=str(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+                self.take(batches)
+                await gauges.sample(self._consumer, self._tracker.in_flight())
+        finally:
+            gauges.close()
+
+    def _apply(self, decision: Flow) -> None:
+        consumer = self._consumer
+        if decision is Flow.PAUSE:
+            consumer.pause(*consumer.assignment())
+            self._paused = True
+        elif decision is Flow.RESUME:
+            consumer.resume(*consumer.paused())
+            self._paused = False
+
+    def take(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        for tp, records in batches.items():
+            metrics.record_consumed(tp.topic, len(records))  # one add a fetch, not a record
+            offsets = self._tracker.partition(tp)
+            for record in records:
+                self._intake(record, offsets)
+
+    def _intake(self, record: ConsumerRecord, offsets: PartitionOffsets) -> None:
+        offsets.track(record.offset)
+        message = tracing.start_process(record, self._settings.kafka.group_id)
+        catalog = self._catalog()
+        try:
+            job = make_job(record.value, catalog)
+        except Rejected as exc:
+            self._refuse(record, offsets, exc, message, None)
+            return
+        tracing.annotate(message, item_id=job.event.id)
+        # Shadow policies of this event's production policies (a sampled share of events).
+        sample = self._settings.shadow.sample
+        job.shadows = shadow.shadows_for(catalog, job.entries, job.event.id, sample)
+        self.items.put_nowait(Item(record, offsets, job, message))
+
+    def _letter(self, record: ConsumerRecord, bad: Undecodable) -> None:
+        offsets = self._tracker.partition(TopicPartition(record.topic, record.partition))
+        offsets.track(bad.first)
+        through = None
+        if bad.last > bad.first:  # the commit steps past the whole batch once it is out
+            offsets.track(bad.last)
+            through = bad.last
+        message = tracing.start_process(record, self._settings.kafka.group_id)
+        self._refuse(record, offsets, BadEvent(bad.kind, bad.reason), message, through)

@@ -1,0 +1,218 @@
+"""consume → batch → classify → route → publish → commit.
+
+The ``Worker`` wires the parts and owns the lifecycle: ``Intake`` turns records into work
+items (intake.py), ``next_batch`` groups them (batching.py), ``score_jobs`` scores a batch
+(classify.py), ``Outputs`` publishes each outcome, a verdict or a dead letter (outcomes.py,
+publish.py), and the ``Committer`` commits the contiguous prefix of finished offsets per
+partition (commits.py, offsets.py), so a crash at any point redelivers rather than loses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.abc import ConsumerRebalanceListener
+
+from ..catalog import Catalog
+from ..config import Settings
+from ..engine import Classifier
+from ..errors import Rejected
+from ..observability import metrics, tracing
+from ..observability.collector import collector_tuned
+from ..verdict_cache import make_cache
+from .batching import next_batch
+from .classify import score_jobs
+from .commits import Committer
+from .intake import Intake, Item
+from .offsets import TP, OffsetTracker, PartitionOffsets
+from .progress import Progress
+from .publish import Outputs, Sender, debug_enabled
+
+log = structlog.get_logger("worker.pipeline")
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: Classifier,
+        catalog: Catalog,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+    ) -> None:
+        self.settings = settings
+        self.classifier = classifier
+        self.catalog = catalog
+        self._consumer = consumer
+        self._tracker = OffsetTracker()
+        self._stopping = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._progress = Progress(self._tracker)
+        self._tasks = _Tasks(self._fail)
+        self._committer = Committer(consumer, self._tracker)
+        self._sender = Sender(producer, settings, self._completed)
+        self._outputs = Outputs(self._sender, settings, classifier.model_name)
+        self._intake = Intake(consumer, self._tracker, settings, lambda: self.catalog, self._refuse)
+        self.assigned = asyncio.Event()
+        self._cache = make_cache(settings.cache)  # None when cache.enabled is false
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Begin a graceful drain (SIGTERM)."""
+        self._stopping.set()
+
+    def swap_catalog(self, catalog: Catalog) -> None:
+        """New policies apply to events consumed from now on."""
+        self.catalog = catalog
+
+    async def run(self) -> int:
+        """Run until stopped; return the process exit code."""
+        with collector_tuned():
+            loops = {
+                asyncio.ensure_future(self._batch_loop()),
+                asyncio.ensure_future(self._committer.run()),
+            }
+            try:
+                await self._intake.run(self._stopping)
+                left = await self._progress.wait_idle(None, self.settings.drain_deadline_s)
+                if left and self._fatal is None:
+                    log.warning(
+                        "drain deadline passed; in-flight work will be redelivered", items=left
+                    )
+            finally:
+                await _cancel(loops)
+                await self._committer.commit()
+                await _cancel(self._tasks.pending)
+                await self._consumer.stop()
+        if self._fatal is not None:
+            log.error("worker stopped on a fatal error", error=str(self._fatal))
+            return 1
+        log.info("worker stopped cleanly")
+        return 0
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+            log.error("fatal error; stopping without committing unpublished work", error=str(exc))
+        self._stopping.set()
+        self._progress.halt()
+
+    # ---- batch → classify → outputs --------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        batch_settings = self.settings.batch
+        while True:
+            batch = await next_batch(
+                self._intake.items, batch_settings.max_items, batch_settings.linger_ms / 1000
+            )
+            # Work for a partition we no longer own is abandoned: its new owner redoes it.
+            live = [item for item in batch if not item.offsets.revoked]
+            tracing.abandon([item.trace for item in batch if item.offsets.revoked])
+            if live:
+                self._tasks.spawn(self._process(live))
+
+    async def _process(self, batch: list[Item]) -> None:
+        engine = self.settings.engine
+        by_job = {item.job: item for item in batch}
+        with tracing.inference([i.trace for i in batch], self.classifier.model_name):
+            jobs = [item.job for item in batch]
+            results = await score_jobs(
+                self.classifier, jobs, engine.overlong, engine.max_retries, self._cache
+            )
+        metrics.record_batch(results, verdict_cache=self._cache is not None)
+        debug = debug_enabled()
+        outputs = self._outputs
+        published = await asyncio.gather(
+            *(outputs.verdict(by_job[r.job], r, debug) for r in results)
+        )
+        # Counted once the batch is out: one add per label set instead of one per verdict.
+        metrics.record_verdicts([verdict for verdict in published if verdict is not None])
+
+    def _refuse(
+        self,
+        record: ConsumerRecord,
+        offsets: PartitionOffsets,
+        error: Rejected,
+        message: tracing.MessageTrace,
+        through: int | None,
+    ) -> None:
+        letter = self._outputs.rejected(record, error)
+        self._tasks.spawn(self._outputs.dead_letter(record, offsets, letter, message, through))
+
+    def _completed(self) -> None:
+        self._committer.want()
+        self._progress.moved()
+
+    # ---- rebalance and readiness -----------------------------------------------------
+
+    async def on_revoked(self, revoked: set[TP]) -> None:
+        """Give in-flight work of revoked partitions a short time, commit, let go."""
+        await self._progress.wait_idle(revoked, min(self.settings.drain_deadline_s, 10.0))
+        await self._committer.commit(revoked)
+        self._tracker.revoke(revoked)
+        log.info("partitions revoked", partitions=sorted(f"{t}[{p}]" for t, p in revoked))
+
+    def on_assigned(self, assigned: set[TP]) -> None:
+        log.info("partitions assigned", partitions=sorted(f"{t}[{p}]" for t, p in assigned))
+        self.assigned.set()
+
+    def in_flight(self) -> int:
+        """Events taken from Kafka and not yet finished: at most batch.max_in_flight."""
+        return self._tracker.in_flight()
+
+    @property
+    def broker_trouble(self) -> str | None:
+        """Why publishes are waiting for the brokers now (readiness reports it), else None."""
+        return self._sender.trouble
+
+    @property
+    def stopping(self) -> bool:
+        """A drain (SIGTERM) or a fatal error has begun: no new work is taken."""
+        return self._stopping.is_set()
+
+    def held_partitions(self) -> set[TP]:
+        """Partitions assigned to this worker now."""
+        return set(self._consumer.assignment())
+
+
+class Rebalance(ConsumerRebalanceListener):
+    """The consumer's rebalance callbacks, passed on to the worker once it exists."""
+
+    def __init__(self) -> None:
+        self.worker: Worker | None = None
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        if self.worker is not None:
+            await self.worker.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP]) -> None:
+        if self.worker is not None:
+            self.worker.on_assigned(assigned)
+
+
+class _Tasks:
+    """The worker's background coroutines; any that fails stops the worker."""
+
+    def __init__(self, fail: Callable[[BaseException], None]) -> None:
+        self._fail = fail
+        self.pending: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.pending.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._fail(task.exception())
+
+
+async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Test support: the trigger-word test model the tests and the demo build."""

@@ -1,0 +1,1 @@
+"""Operator tools: benchmark, evaluation, demo, embedded broker, prompt view, classify."""

@@ -1,0 +1,78 @@
+"""``python -m worker.tools.bench.child KIND CONFIG SPEC STATS READY``: one phase, own process.
+
+``engine-limit`` measures and writes its result to STATS. The systems start, touch READY
+once they consume, run until SIGTERM, then write what they measured to STATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import orjson
+
+from ...config import LogSettings
+from ...observability.telemetry import configure_logging
+from .config import BenchConfig
+from .launch import build_system, child_files
+from .systems import Spec
+
+
+def main(argv: list[str]) -> int:
+    kind, files = argv[0], child_files(argv[1:])
+    config = BenchConfig.from_json(files["config.json"].read_bytes())
+    configure_logging(LogSettings(level="WARNING"))
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    if kind == "engine-limit":
+        from .engine_limit import run_engine_limit
+
+        # Exit through Python on SIGTERM, so that vLLM shuts its engine processes down
+        # instead of leaving them behind.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+        files["stats.json"].write_bytes(orjson.dumps(run_engine_limit(config)))
+        return 0
+    spec = Spec(**orjson.loads(files["spec.json"].read_bytes()))
+    stats = asyncio.run(_serve(kind, config, spec, files["ready"]))
+    files["stats.json"].write_bytes(orjson.dumps(stats))
+    return 0
+
+
+async def _serve(kind: str, config: BenchConfig, spec: Spec, ready) -> dict:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    system = await build_system(kind, config, spec)
+    await system.start()
+    ready.touch()
+    started = tree_cpu_seconds()
+    await stop.wait()
+    used = tree_cpu_seconds()
+    stats = await system.stop()
+    if started is not None and used is not None:
+        stats["cpu_s"] = used - started
+    return stats
+
+
+def tree_cpu_seconds() -> float | None:
+    """CPU time of this process and its children (engine processes, a server): the cost of
+    a system, whatever else the machine is doing at the time."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    me = psutil.Process()
+    total = 0.0
+    for process in (me, *me.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,463 @@
+"""The benchmark from start to finish: phases one after another, then ratios and targets."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from ...kafka import create_topics
+from ...prompts import Tokenizer
+from ..broker import EmbeddedBroker
+from .config import BenchConfig
+from .kafkaio import ResultCollector, produce_backlog, produce_open_loop, topic_names
+from .launch import ChildSystem
+from .stats import (
+    cache_summary,
+    latency_summary,
+    open_loop_schedule,
+    ratio,
+    saturated_rate,
+    steady_rate,
+)
+from .systems import Spec, System
+from .workload import (
+    Workload,
+    cache_hit_cost,
+    load_workload,
+    tokenizer_cost,
+    write_policies,
+)
+
+Launcher = Callable[[str, Spec], Awaitable[System]]
+
+# The raw loop is some twenty times faster than the instant-engine worker: with the same
+# backlog it finishes in a fraction of a second and its fitted rate swings several-fold.
+# A larger backlog gives it a steady window of comparable length.
+RAW_LOOP_SCALE = 10
+
+TARGETS = {
+    "worker_over_engine": 0.9,
+    "worker_over_naive": 3.0,
+    "remote_over_worker": 0.9,
+    # On a GPU server; a CPU server saturates on compute long before batching pays off.
+    "remote_over_naive": 10.0,
+    "instant_worker_over_raw_loop": 0.7,
+    "min_policy_prefix_cached": 0.9,
+    "cache_duplicates_over_unique": 1.3,
+}
+
+
+def child_launcher(config: BenchConfig) -> Launcher:
+    async def launch(kind: str, spec: Spec) -> System:
+        return ChildSystem(kind, config, spec)
+
+    return launch
+
+
+async def run_bench(
+    config: BenchConfig,
+    tokenizer: Tokenizer,
+    *,
+    bootstrap: str | None = None,
+    launcher: Launcher | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Run the configured phases; ``launcher`` starts systems (default: one subprocess each)."""
+    write_policies(config, tokenizer)
+    launch = launcher or child_launcher(config)
+    broker = None if bootstrap else EmbeddedBroker().start()
+    servers = bootstrap or broker.bootstrap_servers  # type: ignore[union-attr]
+    phases: dict[str, Any] = {}
+    bench = _SystemBench(config, tokenizer, servers, launch, progress)
+    runs: list[tuple[str, str, Callable[[], Awaitable[dict[str, Any]]]]] = [
+        ("engine", "engine_limit", lambda: _engine_limit(config, progress)),
+        ("worker", "worker", lambda: bench.measure("worker", config.events, with_levels=True)),
+        (
+            "remote",
+            "worker-remote",
+            lambda: bench.measure("worker-remote", config.events, with_levels=True),
+        ),
+        ("naive", "naive", lambda: bench.measure("naive", config.events, with_levels=True)),
+        (
+            "overhead",
+            "worker-instant",
+            lambda: bench.measure("worker-instant", config.overhead_events),
+        ),
+        (
+            "overhead",
+            "raw-loop",
+            lambda: bench.measure("raw-loop", config.overhead_events * RAW_LOOP_SCALE),
+        ),
+        ("overhead", "tokenizer", lambda: _tokenizer(config, tokenizer)),
+        ("cache", "cache", lambda: _cache_phase(bench, config, tokenizer)),
+        ("shadow", "shadow", lambda: _shadow_phase(bench, config, phases)),
+    ]
+    try:
+        for phase, name, run in runs:
+            if phase in config.phases:
+                phases[name] = await _guarded(name, run, progress)
+    finally:
+        if broker is not None:
+            broker.stop()
+    return {
+        "date": datetime.now(UTC).date().isoformat(),
+        "machine": machine(),
+        "config": _jsonable(config),
+        "workload": _describe_workload(config, tokenizer),
+        "phases": phases,
+        "ratios": ratios(phases),
+        "targets": targets(phases),
+    }
+
+
+async def _guarded(
+    name: str, run: Callable[[], Awaitable[dict[str, Any]]], progress: Callable[[str], None]
+) -> dict[str, Any]:
+    """A phase's result, or its error: one failed phase leaves the others' figures."""
+    try:
+        return await run()
+    except Exception as exc:  # the run goes on; the report and JSON show the error
+        progress(f"{name} failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+async def _engine_limit(config: BenchConfig, progress: Callable[[str], None]) -> dict[str, Any]:
+    progress("engine limit: offline LLM.generate, one batch")
+    load = os.getloadavg()[0]
+    result = await ChildSystem("engine-limit", config, None).run_to_end()
+    result["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+    return result
+
+
+async def _tokenizer(config: BenchConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+    return tokenizer_cost(config, tokenizer, min(config.overhead_events, 2000))
+
+
+async def _cache_phase(
+    bench: _SystemBench, config: BenchConfig, tokenizer: Tokenizer
+) -> dict[str, Any]:
+    """The worker on unique content, then on content with copies with and without the cache.
+
+    The run without the cache tells the cache's own part from the engine's: vLLM's prefix
+    cache already spares most of a copy's prefill when the copy's blocks are still cached.
+    """
+    share = config.duplicate_share
+    unique = await bench.measure("worker", config.events, name="cache-unique")
+    copies = await bench.measure(
+        "worker", config.events, name="cache-duplicates", duplicate_share=share
+    )
+    uncached = await bench.measure(
+        "worker",
+        config.events,
+        name="cache-duplicates-off",
+        duplicate_share=share,
+        settings={"cache": {"enabled": False}},
+    )
+    return {
+        "duplicate_share": share,
+        "unique": unique,
+        "duplicates": copies,
+        "duplicates_without_cache": uncached,
+        "duplicates_over_unique": ratio(saturated_rate(copies), saturated_rate(unique)),
+        "cache_on_over_off": ratio(saturated_rate(copies), saturated_rate(uncached)),
+        "hit_cost": await cache_hit_cost(config, tokenizer),
+    }
+
+
+async def _shadow_phase(
+    bench: _SystemBench, config: BenchConfig, phases: dict[str, Any]
+) -> dict[str, Any]:
+    """The worker on unique content with every event shadowed, against it without."""
+    base = phases.get("cache", {}).get("unique") or await bench.measure(
+        "worker", config.events, name="shadow-off", settings={"shadow": {"sample": 0.0}}
+    )
+    shadowed = await bench.measure(
+        "worker", config.events, name="shadow-on", settings={"shadow": {"sample": 1.0}}
+    )
+    cpu = [p.get("cpu_ms_per_item") for p in (base, shadowed)]
+    return {
+        "without": base,
+        "with": shadowed,
+        "with_over_without": ratio(saturated_rate(shadowed), saturated_rate(base)),
+        "cpu_ms_per_shadowed_event": (round(cpu[1] - cpu[0], 3) if None not in cpu else None),
+    }
+
+
+class _SystemBench:
+    """Drives one system: a backlog for its saturated rate, then open-loop load levels."""
+
+    def __init__(
+        self,
+        config: BenchConfig,
+        tokenizer: Tokenizer,
+        bootstrap: str,
+        launch: Launcher,
+        progress: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.bootstrap = bootstrap
+        self.launch = launch
+        self.progress = progress
+
+    async def measure(
+        self,
+        kind: str,
+        count: int,
+        with_levels: bool = False,
+        *,
+        name: str | None = None,
+        duplicate_share: float = 0.0,
+        settings: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``name`` tells runs of one system apart; ``settings`` change its worker sections."""
+        config = self.config
+        load = os.getloadavg()[0]
+        name = name or kind
+        topics = topic_names(name)
+        await create_topics(self.bootstrap, list(topics.values()), config.partitions)
+        workload = load_workload(
+            config, self.tokenizer, count, f"{name}-sat", duplicate_share=duplicate_share
+        )
+        self.progress(f"{name}: {count} events queued, starting the system")
+        await produce_backlog(self.bootstrap, topics["content"], workload.events)
+        collector = await ResultCollector(
+            self.bootstrap, topics["results"], topics["dead_letter"]
+        ).start()
+        group = f"bench-{topics['content']}"
+        spec = Spec(self.bootstrap, topics, group, self.config.fetch_max_wait_ms, settings or {})
+        system = await self.launch(kind, spec)
+        levels: list[dict[str, Any]] = []
+        try:
+            await system.start()
+            self.progress(f"{name}: consuming; measuring the saturated rate")
+            skip = config.warmup_events if with_levels else count // 10
+            saturation = await self._saturation(collector, workload, skip)
+            if with_levels:
+                levels = await self._levels(collector, topics, kind, saturation["items_per_s"])
+        finally:
+            own = await system.stop()
+            await collector.stop()
+        return self._result(own, collector, workload, saturation, levels, load, with_levels)
+
+    def _result(
+        self,
+        own: dict[str, Any],
+        collector: ResultCollector,
+        workload: Workload,
+        saturation: dict[str, Any],
+        levels: list[dict[str, Any]],
+        load: float,
+        with_levels: bool,
+    ) -> dict[str, Any]:
+        """One system's figures; ``own`` is what the system measured about itself."""
+        result: dict[str, Any] = {
+            "saturation": saturation,
+            "duplicates": collector.duplicates,
+            # Other work on the machine skews every figure; this says how busy it was.
+            "load_average": [round(load, 2), round(os.getloadavg()[0], 2)],
+        }
+        if with_levels:
+            result["levels"] = levels
+        usage = [
+            (u["policy"], u["prompt_tokens"], u["cached_tokens"])
+            for u in own.get("usage", [])
+            if u["done_at"] >= saturation["steady_from"]
+        ]
+        if usage:
+            result["cache"] = cache_summary(usage, workload.prefix_tokens())
+        if "exit_code" in own:
+            result["exit_code"] = own["exit_code"]
+        if "cpu_s" in own:
+            handled = saturation["items"] + sum(level["sent"] for level in levels)
+            result["cpu_ms_per_item"] = round(own["cpu_s"] * 1000 / handled, 3)
+        return result
+
+    async def _levels(
+        self, collector: ResultCollector, topics: dict[str, str], kind: str, most: float
+    ) -> list[dict[str, Any]]:
+        offered = [(f, f * most) for f in self.config.levels]
+        offered += [(None, rate) for rate in self.config.level_rates]
+        levels = []
+        for index, (fraction, rate) in enumerate(offered):
+            if fraction is None and rate > most:
+                # Its queue would only grow: minutes of backlog and no latency figure.
+                levels.append(_skipped(rate, most))
+                continue
+            self.progress(f"{kind}: open loop at {rate:.1f}/s")
+            levels.append(await self._level(collector, topics, kind, index, fraction, rate))
+        return levels
+
+    async def _saturation(
+        self, collector: ResultCollector, workload: Workload, skip: int
+    ) -> dict[str, Any]:
+        ids = [e.id for e in workload.events]
+        missing = await collector.wait_for(ids, self.config.wait_timeout_s)
+        produced = sorted(collector.produced[i] for i in ids if i in collector.arrivals)
+        return {
+            "items": len(ids),
+            "verdicts": len(produced),
+            "dead_letters": sum(1 for i in ids if i in collector.dead),
+            "missing": missing,
+            "warmup_items": skip,
+            "items_per_s": steady_rate(produced, skip),
+            "steady_from": produced[min(skip, len(produced) - 1)],
+        }
+
+    async def _level(
+        self,
+        collector: ResultCollector,
+        topics: dict[str, str],
+        kind: str,
+        index: int,
+        fraction: float | None,
+        rate: float,
+    ) -> dict[str, Any]:
+        config = self.config
+        offsets = open_loop_schedule(rate, config.level_warmup_seconds + config.level_seconds)
+        workload = load_workload(
+            config, self.tokenizer, len(offsets), f"{kind}-l{index}", stream=index + 1
+        )
+        due = await produce_open_loop(self.bootstrap, topics["content"], workload.events, offsets)
+        ids = [e.id for e in workload.events]
+        missing = await collector.wait_for(ids, config.wait_timeout_s)
+        start = min(due.values())
+        measured = [i for i in ids if due[i] - start >= config.level_warmup_seconds]
+        done = [i for i in measured if i in collector.arrivals]
+        latencies = [collector.arrivals[i] - due[i] for i in done]
+        span = max((collector.arrivals[i] for i in done), default=0) - min(due[i] for i in measured)
+        return {
+            "offered_fraction": fraction,
+            "offered_per_s": round(rate, 2),
+            "sent": len(ids),
+            "measured": len(measured),
+            "verdicts": sum(1 for i in ids if i in collector.arrivals),
+            "dead_letters": sum(1 for i in ids if i in collector.dead),
+            "missing": missing,
+            "achieved_per_s": round(len(done) / span, 2) if span > 0 else None,
+            "latency_ms": latency_summary(latencies),
+        }
+
+
+def _skipped(rate: float, most: float) -> dict[str, Any]:
+    return {
+        "offered_fraction": None,
+        "offered_per_s": rate,
+        "skipped": f"above this system's saturated rate ({most:.1f}/s)",
+        "sent": 0,
+        "latency_ms": {},
+    }
+
+
+def ratios(phases: dict[str, Any]) -> dict[str, float | None]:
+    def rate(name: str) -> float | None:
+        phase = phases.get(name)
+        return saturated_rate(phase) if phase and "error" not in phase else None
+
+    return {
+        "worker_over_engine": ratio(rate("worker"), rate("engine_limit")),
+        "worker_over_naive": ratio(rate("worker"), rate("naive")),
+        "remote_over_worker": ratio(rate("worker-remote"), rate("worker")),
+        "remote_over_naive": ratio(rate("worker-remote"), rate("naive")),
+        "instant_worker_over_raw_loop": ratio(rate("worker-instant"), rate("raw-loop")),
+    }
+
+
+def targets(phases: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    measured: dict[str, float | None] = dict(ratios(phases))
+    measured["cache_duplicates_over_unique"] = phases.get("cache", {}).get("duplicates_over_unique")
+    cache = phases.get("worker", {}).get("cache")  # absent when the phase failed
+    measured["min_policy_prefix_cached"] = (
+        min(p["cached_share_of_policy"] for p in cache.values()) if cache else None
+    )
+    return {
+        name: {
+            "target": goal,
+            "measured": measured[name],
+            "met": None if measured[name] is None else measured[name] >= goal,
+        }
+        for name, goal in TARGETS.items()
+    }
+
+
+def _describe_workload(config: BenchConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+    workload = load_workload(config, tokenizer, min(config.events, 500), "info")
+    lengths = [len(tokenizer.encode(c, add_special_tokens=False)) for c in workload.contents]
+    return {
+        "policies": {
+            pid: {
+                "policy_tokens": len(tokenizer.encode(e.policy.text, add_special_tokens=False)),
+                "prefix_tokens": len(e.prompt.prefix),
+                "suffix_tokens": len(e.prompt.suffix),
+                "shadow_of": e.policy.shadow_of,
+            }
+            for pid, e in sorted(workload.catalog.entries.items())
+        },
+        "content_tokens": {
+            "min": min(lengths),
+            "mean": round(sum(lengths) / len(lengths), 1),
+            "max": max(lengths),
+        },
+        "policies_per_event": config.policies_per_event,
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "gpu": _gpus(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in open("/proc/meminfo", encoding="utf-8"):
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _gpus() -> list[str]:
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _jsonable(config: BenchConfig) -> dict[str, Any]:
+    import orjson
+
+    return orjson.loads(config.to_json())

@@ -1,0 +1,72 @@
+"""The classify command's work: content events as lines in, verdicts as JSON lines out.
+
+Each line is decoded, resolved and scored as the worker does it; a line that has no verdict
+is named on stderr and makes the exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from ..app import load_catalog, start_classifier
+from ..catalog import Catalog
+from ..config import Settings
+from ..engine import Classifier
+from ..errors import Rejected
+from ..events import Source
+from ..pipeline.classify import build_verdict, make_job, score_jobs
+from ..preflight import compile_policies
+
+
+async def classify_lines(
+    settings: Settings, lines: Any, origin: str, policy_ids: list[str] | None
+) -> int:
+    """Classify every non-blank line with one engine; the exit code."""
+    compile_policies(settings)
+    classifier = await start_classifier(settings)
+    failures = 0
+    try:
+        catalog = load_catalog(settings, classifier)
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                raw = line if isinstance(line, bytes) else line.encode()
+                failures += not await _classify_line(
+                    settings,
+                    classifier,
+                    catalog,
+                    raw,
+                    Source(topic=origin, partition=0, offset=number - 1),
+                    policy_ids,
+                )
+    finally:
+        classifier.close()
+    return 1 if failures else 0
+
+
+async def _classify_line(
+    settings: Settings,
+    classifier: Classifier,
+    catalog: Catalog,
+    raw: bytes,
+    source: Source,
+    policy_ids: list[str] | None,
+) -> bool:
+    """Print one line's verdict, or say on stderr why it has none; whether it had one."""
+    try:
+        job = make_job(raw, catalog, policy_ids)
+    except Rejected as exc:
+        typer.echo(f"line {source.offset + 1}: {exc}", err=True)
+        return False
+    engine = settings.engine
+    [scored] = await score_jobs(classifier, [job], engine.overlong, engine.max_retries)
+    if scored.error is not None:
+        error = scored.error
+        typer.echo(f"line {source.offset + 1}: {error.kind}: {error.reason}", err=True)
+        return False
+    verdict = build_verdict(scored, classifier.model_name, source)
+    sys.stdout.buffer.write(verdict.to_json() + b"\n")
+    sys.stdout.flush()
+    return True

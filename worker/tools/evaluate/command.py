@@ -1,0 +1,150 @@
+"""``moderation-worker eval``: read the sample, start the engine, score, print, write the report.
+
+Everything that can be checked without the engine (policies, sample files) is checked first,
+so a typo fails in a second rather than after the model has loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from ...catalog import Entry, compile_catalog
+from ...config import Settings
+from ...engine import Classifier
+from ...errors import FatalError
+from ...policies import PolicyError, PolicyRegistry
+from ...prompts import PromptError
+from .console import print_document, progress_bar
+from .dataset import DatasetError, parse_pairs, parse_rows, read_lines
+from .document import build
+from .evaluation import Evaluation, Plan, Sample, Targets, evaluate, plan_tasks
+from .report import write_report
+from .selection import Selection, select_policies
+
+ClassifierFactory = Callable[[Settings], Awaitable[Classifier]]
+
+
+class EvalError(FatalError):
+    """The evaluation cannot run; the message says why."""
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    dataset: Path | None
+    policy: str | None
+    pairs: Path | None
+    compare: str | None
+    out: Path
+    targets: Targets
+
+
+async def run_eval(
+    settings: Settings,
+    request: EvalRequest,
+    classifier_factory: ClassifierFactory,
+    out: Console,
+    err: Console,
+) -> int:
+    """Exit code: 0, or 1 when some rows could not be used (they are listed). Raises EvalError."""
+    selection, sample = prepare(settings, request)
+    # vLLM logs to stdout unless told otherwise; here stdout carries the results.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    classifier = await classifier_factory(settings)
+    try:
+        evaluation = await evaluate_sample(settings, request, classifier, selection, sample, err)
+    finally:
+        classifier.close()
+    print_document(out, build(evaluation))
+    _write(evaluation, request.out, out)
+    return 1 if evaluation.bad_rows else 0
+
+
+async def evaluate_sample(
+    settings: Settings,
+    request: EvalRequest,
+    classifier: Classifier,
+    selection: Selection,
+    sample: Sample,
+    err: Console,
+) -> Evaluation:
+    """Score a prepared sample on a started classifier, with a progress bar on ``err``."""
+    plan = _plan(settings, classifier, selection, sample, request.targets)
+    engine = settings.engine
+    with progress_bar(err, total=len(plan_tasks(plan))) as advance:
+        return await evaluate(classifier, plan, engine.overlong, engine.max_retries, advance)
+
+
+def prepare(settings: Settings, request: EvalRequest) -> tuple[Selection, Sample]:
+    if request.dataset is None and request.pairs is None:
+        raise EvalError("nothing to evaluate: pass --dataset and/or --contrastive")
+    try:
+        selection = select_policies(settings.policies.dir, request.policy, request.compare)
+    except PolicyError as exc:
+        raise EvalError(str(exc)) from None
+    sample = read_sample(request, {p.id for p in selection.registry}, selection.primary)
+    if not sample.rows and not sample.pairs:
+        reasons = "; ".join(str(b) for b in sample.bad_rows[:5]) or "the files hold no rows"
+        raise EvalError(f"no usable rows: {reasons}")
+    return selection, sample
+
+
+def read_sample(request: EvalRequest, known: set[str], default_policy: str | None) -> Sample:
+    rows, pairs, bad = [], [], []
+    rows_source = str(request.dataset or "dataset")
+    pairs_source = str(request.pairs or "pairs")
+    try:
+        if request.dataset is not None:
+            lines = read_lines(request.dataset)
+            rows, bad_rows = parse_rows(lines, known, default_policy, rows_source)
+            bad += bad_rows
+        if request.pairs is not None:
+            pairs, bad_pairs = parse_pairs(read_lines(request.pairs), known, pairs_source)
+            bad += bad_pairs
+    except DatasetError as exc:
+        raise EvalError(str(exc)) from None
+    return Sample(rows, pairs, bad, rows_source, pairs_source)
+
+
+def _plan(
+    settings: Settings,
+    classifier: Classifier,
+    selection: Selection,
+    sample: Sample,
+    targets: Targets,
+) -> Plan:
+    # Only the policies the sample names: an unrelated policy too long for this model's
+    # context must not stop the evaluation of the others.
+    used = {r.policy for r in sample.rows} | {selection.primary or ""}
+    used |= {p for pair in sample.pairs for p in (pair.policy_pos, pair.policy_neg)}
+    registry = PolicyRegistry(p for p in selection.registry if p.id in used)
+    try:
+        catalog = compile_catalog(
+            registry, classifier.tokenizer, classifier.max_model_len, settings.routing
+        )
+        other = _compile_one(settings, classifier, selection) if selection.other else None
+    except (PromptError, PolicyError) as exc:
+        raise EvalError(str(exc)) from None
+    return Plan(catalog, sample, targets, selection.primary, other)
+
+
+def _compile_one(settings: Settings, classifier: Classifier, selection: Selection) -> Entry:
+    assert selection.other is not None
+    registry = PolicyRegistry([selection.other])
+    catalog = compile_catalog(
+        registry, classifier.tokenizer, classifier.max_model_len, settings.routing
+    )
+    return catalog.entries[selection.other.id]
+
+
+def _write(evaluation: Evaluation, directory: Path, out: Console) -> None:
+    try:
+        paths = write_report(evaluation, directory)
+    except OSError as exc:
+        raise EvalError(f"cannot write the report to {directory}: {exc}") from None
+    out.print()
+    out.print(f"Report written to {directory}: " + ", ".join(p.name for p in paths), markup=False)
