@@ -6,9 +6,9 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -16,6 +16,9 @@ import typer
 from .config import ConfigError, Settings, load_settings
 from .errors import WorkerError
 from .policies import load_policies
+
+if TYPE_CHECKING:
+    from .tools.evaluate.command import EvalRequest
 
 app = typer.Typer(
     help="Streaming content moderation: Kafka in, a policy-steered classifier, verdicts out.",
@@ -275,48 +278,59 @@ def bench(
         _die(str(exc))
 
 
+DatasetOpt = Annotated[
+    Path | None, typer.Option("--dataset", "-d", help="Golden JSONL: id, content, label.")
+]
+PolicyOpt = Annotated[
+    str | None, typer.Option("--policy", "-p", help="Policy id or file for rows naming none.")
+]
+ContrastiveOpt = Annotated[
+    Path | None, typer.Option(help="JSONL pairs: content, policy_pos, policy_neg.")
+]
+CompareOpt = Annotated[
+    str | None, typer.Option(help="Another version of --policy (file or id), side by side.")
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Report directory.")]
+PrecisionOpt = Annotated[
+    float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this precision.")
+]
+RecallOpt = Annotated[
+    float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this recall.")
+]
+BudgetOpt = Annotated[
+    float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this review share.")
+]
+ShadowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shadow",
+        help="Compare a shadow policy with production instead: a JSONL file of shadow "
+        "records, or kafka:TOPIC to read the shadow topic (kafka.* settings).",
+    ),
+]
+DecisionsOpt = Annotated[
+    str | None,
+    typer.Option(help="Reviewers' decisions (JSONL file or topic): measure against them."),
+]
+VerdictsOpt = Annotated[
+    str | None,
+    typer.Option(help="Review records the decisions answer (file or topic; default: review)."),
+]
+
+
 @app.command("eval")
 def eval_command(
-    dataset: Annotated[
-        Path | None, typer.Option("--dataset", "-d", help="Golden JSONL: id, content, label.")
-    ] = None,
-    policy: Annotated[
-        str | None, typer.Option("--policy", "-p", help="Policy id or file for rows naming none.")
-    ] = None,
-    contrastive: Annotated[
-        Path | None, typer.Option(help="JSONL pairs: content, policy_pos, policy_neg.")
-    ] = None,
-    compare: Annotated[
-        str | None, typer.Option(help="Another version of --policy (file or id), side by side.")
-    ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
-        "eval-report"
-    ),
-    target_precision: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this precision.")
-    ] = None,
-    target_recall: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this recall.")
-    ] = None,
-    review_budget: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this review share.")
-    ] = None,
-    shadow: Annotated[
-        str | None,
-        typer.Option(
-            "--shadow",
-            help="Compare a shadow policy with production instead: a JSONL file of shadow "
-            "records, or kafka:TOPIC to read the shadow topic (kafka.* settings).",
-        ),
-    ] = None,
-    decisions: Annotated[
-        str | None,
-        typer.Option(help="Reviewers' decisions (JSONL file or topic): measure against them."),
-    ] = None,
-    verdicts: Annotated[
-        str | None,
-        typer.Option(help="Review records the decisions answer (file or topic; default: review)."),
-    ] = None,
+    dataset: DatasetOpt = None,
+    policy: PolicyOpt = None,
+    contrastive: ContrastiveOpt = None,
+    compare: CompareOpt = None,
+    out: OutOpt = Path("eval-report"),
+    target_precision: PrecisionOpt = None,
+    target_recall: RecallOpt = None,
+    review_budget: BudgetOpt = None,
+    shadow: ShadowOpt = None,
+    decisions: DecisionsOpt = None,
+    verdicts: VerdictsOpt = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
     policies: PoliciesOpt = None,
@@ -326,32 +340,39 @@ def eval_command(
     With --decisions: measure the automatic decisions against what reviewers decided.
     With --shadow: how many decisions a shadow policy would change.
     """
-    if shadow is not None:
-        _compare_shadow(_tool_settings(config, model, policies), shadow, out)
-    from .app import start_classifier
-    from .tools.evaluate.command import EvalError, EvalRequest, run_eval
-    from .tools.evaluate.console import consoles
+    from .tools.evaluate.command import EvalError, EvalRequest
     from .tools.evaluate.evaluation import Targets
 
     settings = _tool_settings(config, model, policies)
-    targets = Targets(target_precision, target_recall, review_budget)
+    if shadow is not None:
+        _compare_shadow(settings, shadow, out)
     if decisions is not None and (dataset or contrastive):
         _die("pass either --decisions or --dataset/--contrastive, not both")
-    if decisions is not None:  # no engine: the review records hold the scores
-        from .tools.evaluate.feedback_command import FeedbackRequest, run_feedback
-
-        feedback = FeedbackRequest(decisions, verdicts, out, targets)
-        work = run_feedback(settings, feedback, consoles()[0])
-    else:
-        request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
-        work = run_eval(settings, request, start_classifier, *consoles())
+    targets = Targets(target_precision, target_recall, review_budget)
+    request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
     try:
-        code = asyncio.run(work)
+        code = asyncio.run(_eval_work(settings, request, decisions, verdicts))
     except EvalError as exc:
         _die(str(exc))
     except WorkerError as exc:
         _die(str(exc), code=1)
     raise typer.Exit(code)
+
+
+def _eval_work(
+    settings: Settings, request: EvalRequest, decisions: str | None, verdicts: str | None
+) -> Coroutine[Any, Any, int]:
+    """The evaluation to run: against reviewers' decisions (no engine), or a labelled sample."""
+    from .app import start_classifier
+    from .tools.evaluate.command import run_eval
+    from .tools.evaluate.console import consoles
+
+    if decisions is None:
+        return run_eval(settings, request, start_classifier, *consoles())
+    from .tools.evaluate.feedback_command import FeedbackRequest, run_feedback
+
+    feedback = FeedbackRequest(decisions, verdicts, request.out, request.targets)
+    return run_feedback(settings, feedback, consoles()[0])
 
 
 def _compare_shadow(settings: Settings, source: str, out: Path) -> None:

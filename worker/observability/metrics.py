@@ -15,21 +15,30 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-import weakref
-from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import IllegalStateError
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
 
 from ..events import Verdict
 from ..pipeline.classify import Scored
 from ..shadow import ShadowRecord
+from .gauges import (
+    PREFIX_WINDOW,
+    WorkerGauges,
+    observe_engine_requests,
+    observe_in_flight,
+    observe_kv_cache,
+    observe_lag,
+    observe_prefix_ratio,
+    observe_verdict_cache_ratio,
+    prefix_window,
+    verdict_cache_window,
+    watch_engine,
+)
+
+__all__ = ["WorkerGauges", "watch_engine"]  # the pipeline's and the app's hooks into gauges
 
 METER_NAME = "moderation-worker"
 LATENCY_BUCKETS_S = [
@@ -37,138 +46,6 @@ LATENCY_BUCKETS_S = [
 ]  # fmt: skip
 SCORE_BUCKETS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
-PREFIX_WINDOW = 1000  # prompts the prefix-cache hit ratio is taken over
-LAG_SAMPLE_INTERVAL_S = 1.0
-
-
-# ---- state read at scrape time -------------------------------------------------------
-
-
-class EngineStats(Protocol):
-    """What an engine last reported about itself (``VllmClassifier.stats``)."""
-
-    kv_cache_usage: float | None  # None until the engine has reported
-    running: int
-    waiting: int
-
-
-class PrefixCacheWindow:
-    """Cached / prompt tokens over the most recent ``size`` prompts."""
-
-    def __init__(self, size: int = PREFIX_WINDOW) -> None:
-        self._items: deque[tuple[int, int]] = deque()
-        self._size = size
-        self._prompt = 0
-        self._cached = 0
-        self._lock = threading.Lock()
-
-    def add(self, prompt_tokens: int, cached_tokens: int) -> None:
-        with self._lock:
-            self._items.append((prompt_tokens, cached_tokens))
-            self._prompt += prompt_tokens
-            self._cached += cached_tokens
-            while len(self._items) > self._size:
-                old_prompt, old_cached = self._items.popleft()
-                self._prompt -= old_prompt
-                self._cached -= old_cached
-
-    def ratio(self) -> float | None:
-        with self._lock:
-            return self._cached / self._prompt if self._prompt else None
-
-
-class WorkerGauges:
-    """One worker's in-flight count and per-partition lag, refreshed from its event loop."""
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.lag: dict[tuple[str, int], int] = {}
-        self._next_sample = 0.0
-        _workers.add(self)
-
-    async def sample(self, consumer: AIOKafkaConsumer, in_flight: int) -> None:
-        """Refresh at most once a second; cheap enough for every poll of the consume loop."""
-        self.in_flight = in_flight
-        now = time.monotonic()
-        if now < self._next_sample:
-            return
-        self._next_sample = now + LAG_SAMPLE_INTERVAL_S
-        self.lag = await consumer_lag(consumer)  # replaced whole: scrapes read it unlocked
-
-    def close(self) -> None:
-        _workers.discard(self)
-
-
-async def consumer_lag(consumer: AIOKafkaConsumer) -> dict[tuple[str, int], int]:
-    """Records between our fetch position and the end of each assigned partition."""
-    lags = {}
-    for tp in list(consumer.assignment()):
-        try:
-            end = _partition_end(consumer, tp)
-            if end is None:  # no fetch response yet: the end is unknown
-                continue
-            position = await consumer.position(tp)
-        except (IllegalStateError, AssertionError, KeyError):  # revoked while we looked
-            continue
-        lags[(tp.topic, tp.partition)] = max(0, end - position)
-    return lags
-
-
-def _partition_end(consumer: AIOKafkaConsumer, tp: object) -> int | None:
-    # read_committed consumers cannot read past the last stable offset.
-    stable = consumer.last_stable_offset(tp)
-    if stable is not None and stable >= 0:
-        return stable
-    return consumer.highwater(tp)
-
-
-_workers: weakref.WeakSet[WorkerGauges] = weakref.WeakSet()
-_engines: weakref.WeakSet[EngineStats] = weakref.WeakSet()
-_prefix_window = PrefixCacheWindow()
-_verdict_cache_window = PrefixCacheWindow()  # (1 lookup, 1 if a hit) per scored pair
-
-
-def watch_engine(stats: EngineStats | None) -> None:
-    """Report this engine's stats on /metrics (engines without stats report nothing)."""
-    if stats is not None:
-        _engines.add(stats)
-
-
-def _observe_in_flight(_: CallbackOptions) -> Iterable[Observation]:
-    workers = list(_workers)
-    if workers:
-        yield Observation(sum(w.in_flight for w in workers))
-
-
-def _observe_lag(_: CallbackOptions) -> Iterable[Observation]:
-    for worker in list(_workers):
-        for (topic, partition), lag in worker.lag.items():
-            yield Observation(lag, {"topic": topic, "partition": str(partition)})
-
-
-def _observe_prefix_ratio(_: CallbackOptions) -> Iterable[Observation]:
-    ratio = _prefix_window.ratio()
-    if ratio is not None:
-        yield Observation(ratio)
-
-
-def _observe_verdict_cache_ratio(_: CallbackOptions) -> Iterable[Observation]:
-    ratio = _verdict_cache_window.ratio()
-    if ratio is not None:
-        yield Observation(ratio)
-
-
-def _observe_kv_cache(_: CallbackOptions) -> Iterable[Observation]:
-    for engine in list(_engines):
-        if engine.kv_cache_usage is not None:
-            yield Observation(engine.kv_cache_usage)
-
-
-def _observe_engine_requests(_: CallbackOptions) -> Iterable[Observation]:
-    for engine in list(_engines):
-        if engine.kv_cache_usage is not None:  # the engine has reported at least once
-            yield Observation(engine.running, {"state": "running"})
-            yield Observation(engine.waiting, {"state": "waiting"})
 
 
 # ---- instruments -------------------------------------------------------------------
@@ -255,37 +132,37 @@ shadow_score = _histogram(
 policy_reloads = _counter("moderation.policy.reloads", "{reload}", "Policy reloads, by result.")
 _gauge(
     "moderation.in_flight",
-    _observe_in_flight,
+    observe_in_flight,
     "{event}",
     "Events consumed and not yet finished (published or dead-lettered).",
 )
 _gauge(
     "moderation.consumer.lag",
-    _observe_lag,
+    observe_lag,
     "{event}",
     "Per assigned partition: end of the partition minus the fetch position.",
 )
 _gauge(
     "moderation.engine.prefix_cache.hit_ratio",
-    _observe_prefix_ratio,
+    observe_prefix_ratio,
     "1",
     f"Cached / prompt tokens over the last {PREFIX_WINDOW} prompts.",
 )
 _gauge(
     "moderation.verdict_cache.hit_ratio",
-    _observe_verdict_cache_ratio,
+    observe_verdict_cache_ratio,
     "1",
     f"Verdict-cache hits / lookups over the last {PREFIX_WINDOW} scored pairs.",
 )
 _gauge(
     "moderation.engine.kv_cache.usage",
-    _observe_kv_cache,
+    observe_kv_cache,
     "1",
     "Fraction of the engine's KV cache blocks in use, as the engine last reported.",
 )
 _gauge(
     "moderation.engine.requests",
-    _observe_engine_requests,
+    observe_engine_requests,
     "{request}",
     "Engine requests running and waiting, as the engine last reported.",
 )
@@ -318,7 +195,7 @@ def record_batch(results: Sequence[Scored], verdict_cache: bool = False) -> None
         for score, hit in zip([*(result.scores or ()), *result.shadow_scores], spared, strict=True):
             lookups += 1
             if verdict_cache:
-                _verdict_cache_window.add(1, int(hit))
+                verdict_cache_window.add(1, int(hit))
             if hit:
                 hits += 1
                 continue
@@ -326,7 +203,7 @@ def record_batch(results: Sequence[Scored], verdict_cache: bool = False) -> None
                 continue
             prompt += score.prompt_tokens
             cached += score.cached_tokens
-            _prefix_window.add(score.prompt_tokens, score.cached_tokens)
+            prefix_window.add(score.prompt_tokens, score.cached_tokens)
         saved += result.saved_tokens
     if scored:  # one add a batch: the totals of one a prompt, for a fraction of the cost
         prompt_tokens.add(prompt)

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from worker.engine import Score
 from worker.events import BadEvent, ContentEvent, Latency, PolicyVerdict, Source, Verdict
-from worker.observability import metrics
+from worker.observability import gauges, metrics
 from worker.pipeline.classify import Job, Scored
 
 
@@ -34,7 +34,7 @@ def value(name: str, **labels: str) -> float:
 
 
 def test_prefix_cache_window_is_a_ratio_over_recent_prompts() -> None:
-    window = metrics.PrefixCacheWindow(size=2)
+    window = gauges.PrefixCacheWindow(size=2)
     assert window.ratio() is None
     window.add(100, 0)
     window.add(100, 50)
@@ -74,19 +74,21 @@ async def test_consumer_lag_per_partition() -> None:
             9: (5, 5, 0),
         }
     )
-    assert await metrics.consumer_lag(consumer) == {("t", 0): 20, ("t", 1): 5, ("t", 3): 0}
+    assert await gauges.consumer_lag(consumer) == {("t", 0): 20, ("t", 1): 5, ("t", 3): 0}
 
 
 async def test_worker_gauges_sample_at_most_once_a_second() -> None:
     consumer = FakeConsumer({0: (10, 10, 4)})
-    gauges = metrics.WorkerGauges()
+    worker_gauges = metrics.WorkerGauges()
     try:
-        await gauges.sample(consumer, in_flight=3)
+        await worker_gauges.sample(consumer, in_flight=3)
         consumer.parts[0] = (10, 10, 10)
-        await gauges.sample(consumer, in_flight=1)
-        assert gauges.in_flight == 1 and gauges.lag == {("t", 0): 6}  # lag not resampled yet
+        await worker_gauges.sample(consumer, in_flight=1)
+        assert worker_gauges.in_flight == 1 and worker_gauges.lag == {
+            ("t", 0): 6
+        }  # lag not resampled yet
     finally:
-        gauges.close()
+        worker_gauges.close()
 
 
 # ---- on /metrics -------------------------------------------------------------------
@@ -224,13 +226,13 @@ class Stats:
 
 
 def test_gauges_read_live_workers_and_engines() -> None:
-    gauges = metrics.WorkerGauges()
-    gauges.in_flight = 7
-    gauges.lag = {("unit-lag", 4): 12}
+    worker_gauges = metrics.WorkerGauges()
+    worker_gauges.in_flight = 7
+    worker_gauges.lag = {("unit-lag", 4): 12}
     # One engine per process in production; an earlier test's engine would share the
     # attribute-less series and hide this one's value.
-    earlier = list(metrics._engines)
-    metrics._engines.clear()
+    earlier = list(gauges._engines)
+    gauges._engines.clear()
     stats = Stats(0.375)
     metrics.watch_engine(stats)
     metrics.watch_engine(None)  # an engine that reports nothing is skipped
@@ -245,9 +247,9 @@ def test_gauges_read_live_workers_and_engines() -> None:
         }
         assert scrape[("moderation_engine_requests", (("state", "running"),))] >= 3
     finally:
-        gauges.close()
-        metrics._engines.discard(stats)
-        metrics._engines.update(earlier)
+        worker_gauges.close()
+        gauges._engines.discard(stats)
+        gauges._engines.update(earlier)
     assert ("moderation_consumer_lag", (("partition", "4"), ("topic", "unit-lag"))) not in (
         exposition()
     )

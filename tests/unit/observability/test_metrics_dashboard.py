@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from worker.engine import Score
 from worker.events import ContentEvent, Latency, PolicyVerdict, Source, Verdict
-from worker.observability import metrics
+from worker.observability import gauges, metrics
 from worker.pipeline.classify import Job, Scored
 from worker.shadow import ShadowRecord
 
@@ -63,15 +63,15 @@ def exposed() -> set[str]:
     metrics.record_consumed("dash")
     metrics.record_dead_letter("dash")
     metrics.record_policy_reload(ok=True)
-    gauges = metrics.WorkerGauges()
-    gauges.lag = {("dash", 0): 1}
+    worker_gauges = metrics.WorkerGauges()
+    worker_gauges.lag = {("dash", 0): 1}
     stats = _Stats()
     metrics.watch_engine(stats)
     try:
         text = generate_latest(REGISTRY).decode()
     finally:
-        gauges.close()
-        metrics._engines.discard(stats)
+        worker_gauges.close()
+        gauges._engines.discard(stats)
     return {
         family.name
         for family in text_string_to_metric_families(text)

@@ -10,7 +10,6 @@ import pytest
 from worker.tools.bench.command import parse_engine_args, parse_levels, parse_range
 from worker.tools.bench.config import BenchConfig
 from worker.tools.bench.naive import cli_flags
-from worker.tools.bench.runner import ratios, targets
 from worker.tools.bench.stats import (
     cache_summary,
     latency_summary,
@@ -19,6 +18,7 @@ from worker.tools.bench.stats import (
     ratio,
     steady_rate,
 )
+from worker.tools.bench.summary import ratios, targets
 from worker.tools.bench.workload import copy_sources, fit_policy_text, make_events
 
 

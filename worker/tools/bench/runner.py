@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
-import shutil
-import subprocess
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +21,7 @@ from .stats import (
     saturated_rate,
     steady_rate,
 )
+from .summary import machine, ratios, targets
 from .systems import Spec, System
 from .workload import (
     Workload,
@@ -40,17 +37,6 @@ Launcher = Callable[[str, Spec], Awaitable[System]]
 # backlog it finishes in a fraction of a second and its fitted rate swings several-fold.
 # A larger backlog gives it a steady window of comparable length.
 RAW_LOOP_SCALE = 10
-
-TARGETS = {
-    "worker_over_engine": 0.9,
-    "worker_over_naive": 3.0,
-    "remote_over_worker": 0.9,
-    # On a GPU server; a CPU server saturates on compute long before batching pays off.
-    "remote_over_naive": 10.0,
-    "instant_worker_over_raw_loop": 0.7,
-    "min_policy_prefix_cached": 0.9,
-    "cache_duplicates_over_unique": 1.3,
-}
 
 
 def child_launcher(config: BenchConfig) -> Launcher:
@@ -75,7 +61,35 @@ async def run_bench(
     servers = bootstrap or broker.bootstrap_servers  # type: ignore[union-attr]
     phases: dict[str, Any] = {}
     bench = _SystemBench(config, tokenizer, servers, launch, progress)
-    runs: list[tuple[str, str, Callable[[], Awaitable[dict[str, Any]]]]] = [
+    runs = _phase_runs(bench, config, tokenizer, phases, progress)
+    try:
+        for phase, name, run in runs:
+            if phase in config.phases:
+                phases[name] = await _guarded(name, run, progress)
+    finally:
+        if broker is not None:
+            broker.stop()
+    return {
+        "date": datetime.now(UTC).date().isoformat(),
+        "machine": machine(),
+        "config": _jsonable(config),
+        "workload": _describe_workload(config, tokenizer),
+        "phases": phases,
+        "ratios": ratios(phases),
+        "targets": targets(phases),
+    }
+
+
+def _phase_runs(
+    bench: _SystemBench,
+    config: BenchConfig,
+    tokenizer: Tokenizer,
+    phases: dict[str, Any],
+    progress: Callable[[str], None],
+) -> list[tuple[str, str, Callable[[], Awaitable[dict[str, Any]]]]]:
+    """(phase, result name, measurement) in the order they run; the shadow phase reads
+    earlier phases' results."""
+    return [
         ("engine", "engine_limit", lambda: _engine_limit(config, progress)),
         ("worker", "worker", lambda: bench.measure("worker", config.events, with_levels=True)),
         (
@@ -98,22 +112,6 @@ async def run_bench(
         ("cache", "cache", lambda: _cache_phase(bench, config, tokenizer)),
         ("shadow", "shadow", lambda: _shadow_phase(bench, config, phases)),
     ]
-    try:
-        for phase, name, run in runs:
-            if phase in config.phases:
-                phases[name] = await _guarded(name, run, progress)
-    finally:
-        if broker is not None:
-            broker.stop()
-    return {
-        "date": datetime.now(UTC).date().isoformat(),
-        "machine": machine(),
-        "config": _jsonable(config),
-        "workload": _describe_workload(config, tokenizer),
-        "phases": phases,
-        "ratios": ratios(phases),
-        "targets": targets(phases),
-    }
 
 
 async def _guarded(
@@ -355,37 +353,6 @@ def _skipped(rate: float, most: float) -> dict[str, Any]:
     }
 
 
-def ratios(phases: dict[str, Any]) -> dict[str, float | None]:
-    def rate(name: str) -> float | None:
-        phase = phases.get(name)
-        return saturated_rate(phase) if phase and "error" not in phase else None
-
-    return {
-        "worker_over_engine": ratio(rate("worker"), rate("engine_limit")),
-        "worker_over_naive": ratio(rate("worker"), rate("naive")),
-        "remote_over_worker": ratio(rate("worker-remote"), rate("worker")),
-        "remote_over_naive": ratio(rate("worker-remote"), rate("naive")),
-        "instant_worker_over_raw_loop": ratio(rate("worker-instant"), rate("raw-loop")),
-    }
-
-
-def targets(phases: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    measured: dict[str, float | None] = dict(ratios(phases))
-    measured["cache_duplicates_over_unique"] = phases.get("cache", {}).get("duplicates_over_unique")
-    cache = phases.get("worker", {}).get("cache")  # absent when the phase failed
-    measured["min_policy_prefix_cached"] = (
-        min(p["cached_share_of_policy"] for p in cache.values()) if cache else None
-    )
-    return {
-        name: {
-            "target": goal,
-            "measured": measured[name],
-            "met": None if measured[name] is None else measured[name] >= goal,
-        }
-        for name, goal in TARGETS.items()
-    }
-
-
 def _describe_workload(config: BenchConfig, tokenizer: Tokenizer) -> dict[str, Any]:
     workload = load_workload(config, tokenizer, min(config.events, 500), "info")
     lengths = [len(tokenizer.encode(c, add_special_tokens=False)) for c in workload.contents]
@@ -406,55 +373,6 @@ def _describe_workload(config: BenchConfig, tokenizer: Tokenizer) -> dict[str, A
         },
         "policies_per_event": config.policies_per_event,
     }
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "memory_gib": _memory_gib(),
-        "gpu": _gpus(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _memory_gib() -> float | None:
-    try:
-        for line in open("/proc/meminfo", encoding="utf-8"):
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
-
-
-def _gpus() -> list[str]:
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def _jsonable(config: BenchConfig) -> dict[str, Any]:
