@@ -23,13 +23,15 @@ worker; ``cli``: the commands.
 The review loop: ``decisions`` (the reviewers' decision records) and ``coop/`` (the
 review-tool adapter, a long-running service of its own).
 
-``observability/``: ``telemetry`` (logs), ``tracing``, ``metrics``, ``health``,
-``collector`` (garbage-collector tuning).
+``observability/``: ``telemetry`` (logs), ``tracing``, ``metrics`` (with ``gauges``, the
+state read at scrape time), ``health``, ``collector`` (garbage-collector tuning).
 
-``tools/``: the operator tools: ``bench/``, ``evaluate/``, ``demo``, ``broker`` (an
-embedded broker), ``prompt_view``, ``classify_lines`` (the classify command's work).
+``tools/``: the operator tools: ``bench/`` (``summary``: its ratios and targets),
+``evaluate/``, ``demo``, ``broker`` (an embedded broker), ``prompt_view``,
+``classify_lines`` (the classify command's work).
 
-``testing/``: ``devmodel`` builds the trigger-word test model the tests and the demo use.
+``testing/``: ``devmodel`` builds the trigger-word test model the tests and the demo use
+(``words``: its vocabulary; ``circuit``: its hand-set weights).
 """
 
 from .subprocesses import bind_if_spawned_child
