@@ -6,9 +6,9 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -16,9 +16,6 @@ import typer
 from .config import ConfigError, Settings, load_settings
 from .errors import WorkerError
 from .policies import load_policies
-
-if TYPE_CHECKING:
-    from .tools.evaluate.command import EvalRequest
 
 app = typer.Typer(
     help="Streaming content moderation: Kafka in, a policy-steered classifier, verdicts out.",
@@ -340,7 +337,7 @@ def eval_command(
     With --decisions: measure the automatic decisions against what reviewers decided.
     With --shadow: how many decisions a shadow policy would change.
     """
-    from .tools.evaluate.command import EvalError, EvalRequest
+    from .tools.evaluate.command import EvalError, EvalRequest, evaluation
     from .tools.evaluate.evaluation import Targets
 
     settings = _tool_settings(config, model, policies)
@@ -351,7 +348,7 @@ def eval_command(
     targets = Targets(target_precision, target_recall, review_budget)
     request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
     try:
-        code = asyncio.run(_eval_work(settings, request, decisions, verdicts))
+        code = asyncio.run(evaluation(settings, request, decisions, verdicts))
     except EvalError as exc:
         _die(str(exc))
     except WorkerError as exc:
@@ -359,35 +356,14 @@ def eval_command(
     raise typer.Exit(code)
 
 
-def _eval_work(
-    settings: Settings, request: EvalRequest, decisions: str | None, verdicts: str | None
-) -> Coroutine[Any, Any, int]:
-    """The evaluation to run: against reviewers' decisions (no engine), or a labelled sample."""
-    from .app import start_classifier
-    from .tools.evaluate.command import run_eval
-    from .tools.evaluate.console import consoles
-
-    if decisions is None:
-        return run_eval(settings, request, start_classifier, *consoles())
-    from .tools.evaluate.feedback_command import FeedbackRequest, run_feedback
-
-    feedback = FeedbackRequest(decisions, verdicts, request.out, request.targets)
-    return run_feedback(settings, feedback, consoles()[0])
-
-
 def _compare_shadow(settings: Settings, source: str, out: Path) -> None:
     """How many decisions each shadow policy would change, with examples of each flip."""
-    from .tools.evaluate.shadow import ShadowReadError, compare, read_source, render
+    from .tools.evaluate.shadow import compare_to_files
 
     try:
-        reports = compare(asyncio.run(read_source(settings.kafka, source)))
-    except ShadowReadError as exc:
+        typer.echo(compare_to_files(settings.kafka, source, out), nl=False)
+    except WorkerError as exc:
         _die(str(exc), code=1)
-    typer.echo(render(reports), nl=False)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "shadow-comparison.json").write_bytes(
-        orjson.dumps([r.to_json() for r in reports], option=orjson.OPT_INDENT_2)
-    )
     raise typer.Exit(0)
 
 

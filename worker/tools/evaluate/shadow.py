@@ -7,6 +7,7 @@ once: a record is one (event id, production version, shadow version).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,3 +175,14 @@ async def read_source(kafka: KafkaSettings, source: str) -> list[ShadowRecord]:
     if source.startswith(TOPIC_PREFIX):
         return await read_topic(kafka, source.removeprefix(TOPIC_PREFIX))
     return read_file(Path(source))
+
+
+def compare_to_files(kafka: KafkaSettings, source: str, out: Path) -> str:
+    """Compare the records at ``source``; write ``shadow-comparison.json`` to ``out`` and
+    return the rendered report. Raises ShadowReadError."""
+    reports = compare(asyncio.run(read_source(kafka, source)))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shadow-comparison.json").write_bytes(
+        orjson.dumps([r.to_json() for r in reports], option=orjson.OPT_INDENT_2)
+    )
+    return render(reports)
