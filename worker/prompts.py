@@ -48,8 +48,10 @@ _SLOT = "\u2063CONTENT-SLOT\u2063"
 _TRIM_PROBE = " \n\t "
 
 # A line made only of "=" is a section rule in our format; in content it becomes "-" so
-# that content cannot open a section of its own after the CONTENT heading.
-_RULE_LINE = re.compile(r"^([ \t]*)(={3,})([ \t]*)$", re.MULTILINE)
+# that content cannot open a section of its own after the CONTENT heading. Any whitespace
+# but a newline may stand around it: a CRLF line's "\r", or what a trimming template strips
+# from the end of the message, would otherwise leave a bare rule behind.
+_RULE_LINE = re.compile(r"^([^\S\n]*)(={3,})([^\S\n]*)$", re.MULTILINE)
 
 
 class Tokenizer(Protocol):

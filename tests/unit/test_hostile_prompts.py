@@ -12,7 +12,7 @@ import os
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from worker.policies import parse_policy
@@ -63,6 +63,8 @@ def _special_ids(tokenizer) -> set[int]:
 
 @fuzz
 @given(content=hostile_text)
+@example(content="======\r\n")  # a CRLF rule line, found by this test
+@example(content="text\n=======\x0b")  # whitespace the template trims, after a rule
 def test_content_stays_plain_text_inside_its_section(tokenizer, policy_prompt, content):
     [ids] = tokenize_contents(tokenizer, [content])
     assert not set(ids) & _special_ids(tokenizer), "content became a special token"
