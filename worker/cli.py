@@ -220,6 +220,9 @@ def demo(
     raise typer.Exit(run_demo(model, events))
 
 
+LEVELS = "0.25,0.5,0.75,1"  # the bench's load levels: fractions of the saturated rate
+
+
 @app.command()
 def bench(
     model: ModelOpt = None,
@@ -233,9 +236,7 @@ def bench(
     policies_per_event: Annotated[int, typer.Option(help="Policies per event.")] = 1,
     events: Annotated[int, typer.Option(help="Events in each saturated run.")] = 600,
     warmup: Annotated[int, typer.Option(help="Leading events left out of rates.")] = 100,
-    levels: Annotated[str, typer.Option(help="Loads: fractions of max, or N/s.")] = (
-        "0.25,0.5,0.75,1"
-    ),
+    levels: Annotated[str, typer.Option(help="Loads: fractions of max, or N/s.")] = LEVELS,
     level_seconds: Annotated[float, typer.Option(help="Seconds measured per load.")] = 20.0,
     level_warmup_seconds: Annotated[float, typer.Option(help="Unmeasured lead-in.")] = 3.0,
     overhead_events: Annotated[int, typer.Option(help="Events per overhead run.")] = 5000,
