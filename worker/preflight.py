@@ -16,6 +16,7 @@ from .policies import load_policies
 from .prompts import PromptError
 
 DEFAULT_MAX_MODEL_LEN = 8192  # when neither the settings nor the model say
+UNBOUNDED = 2**62  # a context no policy outgrows
 
 
 def load_tokenizer(name: str) -> Any:
@@ -60,6 +61,10 @@ def compile_policies(settings: Settings) -> Catalog:
     or EngineStartError (the model's tokenizer cannot load)."""
     engine = settings.engine
     tokenizer = load_tokenizer(engine.tokenizer or engine.model)
+    if engine.kind == "remote":
+        # The servers' context is theirs to say: the policies' lengths are checked against it
+        # once they answer, with the number they serve.
+        return compile_for(settings, tokenizer, UNBOUNDED)
     return compile_for(
         settings, tokenizer, model_max_len(engine.max_model_len, engine.model, tokenizer)
     )
