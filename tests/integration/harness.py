@@ -85,6 +85,35 @@ async def produce_at_rate(
         await asyncio.sleep(step / rate)
 
 
+async def stream_around_kills(
+    bootstrap: str,
+    topic: str,
+    prefix: str,
+    total: int,
+    held_back: int,
+    rate: float,
+    kills_done: asyncio.Event,
+) -> None:
+    """Produce ``total`` fruit events at a steady rate, the last ``held_back`` once the kills
+    are done, so that every kill of a crash test lands mid-stream whatever a restart costs.
+    Odd-numbered events name an apple: their fruit label is 1."""
+    records = [
+        (
+            f"{prefix}-{n}".encode(),
+            event(
+                f"{prefix}-{n}",
+                f"message {n} with an apple" if n % 2 else f"message {n} about nothing",
+                policies=["fruit"],
+            ),
+            [],
+        )
+        for n in range(total)
+    ]
+    await produce_at_rate(bootstrap, topic, records[:-held_back], rate, step=25)
+    await kills_done.wait()
+    await produce_at_rate(bootstrap, topic, records[-held_back:], rate, step=25)
+
+
 async def read_topic(
     bootstrap: str,
     topic: str,

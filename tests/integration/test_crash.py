@@ -16,9 +16,8 @@ import pytest
 from .harness import (
     committed,
     create_topics,
-    event,
-    produce_at_rate,
     read_topic,
+    stream_around_kills,
     topic_names,
     verdicts,
     worker_settings,
@@ -38,25 +37,6 @@ KILL_WINDOW_S = (0.5, 12.0)  # a kill comes this long after the worker took its 
 HELD_BACK = 1000
 
 
-async def _stream(bootstrap: str, topic: str, kills_done: asyncio.Event) -> None:
-    """Produce TOTAL events at a steady rate, the last HELD_BACK once the kills are done."""
-    records = [
-        (
-            f"c-{n}".encode(),
-            event(
-                f"c-{n}",
-                f"message {n} with an apple" if n % 2 else f"message {n} about nothing",
-                policies=["fruit"],
-            ),
-            [],
-        )
-        for n in range(TOTAL)
-    ]
-    await produce_at_rate(bootstrap, topic, records[:-HELD_BACK], RATE, step=25)
-    await kills_done.wait()
-    await produce_at_rate(bootstrap, topic, records[-HELD_BACK:], RATE, step=25)
-
-
 async def test_sigkill_loop_loses_nothing(broker, test_model, tmp_path, record_property):
     rng = random.Random(SEED)
     bootstrap = broker.bootstrap_servers
@@ -70,7 +50,9 @@ async def test_sigkill_loop_loses_nothing(broker, test_model, tmp_path, record_p
     )
     await create_topics(bootstrap, list(topics.values()), 3)
     kills_done = asyncio.Event()
-    streaming = asyncio.create_task(_stream(bootstrap, topics["content"], kills_done))
+    streaming = asyncio.create_task(
+        stream_around_kills(bootstrap, topics["content"], "c", TOTAL, HELD_BACK, RATE, kills_done)
+    )
     worker = WorkerProcess(settings, tmp_path, "crash")
     kills: list[str] = []
     try:

@@ -21,9 +21,8 @@ from worker.engine.orphans import find_orphans, orphans_line
 from .harness import (
     committed,
     create_topics,
-    event,
-    produce_at_rate,
     read_topic,
+    stream_around_kills,
     topic_names,
     verdicts,
     worker_settings,
@@ -67,24 +66,6 @@ def _end(pids: list[int]) -> None:
             pass
 
 
-async def _stream(bootstrap: str, topic: str, kills_done: asyncio.Event) -> None:
-    records = [
-        (
-            f"o-{n}".encode(),
-            event(
-                f"o-{n}",
-                f"message {n} with an apple" if n % 2 else f"message {n} about nothing",
-                policies=["fruit"],
-            ),
-            [],
-        )
-        for n in range(TOTAL)
-    ]
-    await produce_at_rate(bootstrap, topic, records[:-HELD_BACK], RATE, step=25)
-    await kills_done.wait()
-    await produce_at_rate(bootstrap, topic, records[-HELD_BACK:], RATE, step=25)
-
-
 async def test_killing_the_worker_alone_ends_its_engine(
     broker, test_model, tmp_path, record_property
 ):
@@ -99,7 +80,9 @@ async def test_killing_the_worker_alone_ends_its_engine(
     )
     await create_topics(bootstrap, list(topics.values()), 3)
     kills_done = asyncio.Event()
-    streaming = asyncio.create_task(_stream(bootstrap, topics["content"], kills_done))
+    streaming = asyncio.create_task(
+        stream_around_kills(bootstrap, topics["content"], "o", TOTAL, HELD_BACK, RATE, kills_done)
+    )
     worker = WorkerProcess(settings, tmp_path, "orphans")
     engines: list[int] = []
     gone_after: list[float] = []
