@@ -16,17 +16,18 @@ from .test_chart import CHART_DIR, FULLNAME, Rendered, render, render_error, val
 
 ADAPTER = f"{FULLNAME}-coop-adapter"
 COOP_VALUES: dict[str, Any] = {
-    "kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
-              "sasl_username": "moderation"},
-    "credentials": {"kafkaSasl": {"existingSecret": "kafka-sasl"}},
-    "topics": {"decisions": "review-decisions"},
-    "routing": {"audit_label_1": 0.01, "audit_label_0": "0.005",
-                "policies": {"spam": {"audit_label_1": 0.2}}},
-    "policyPack": {"inline": {"spam.md": "---\nid: spam\ntitle: Spam\n---\nFlag spam.\n"}},
-    "coopAdapter": {
-        "enabled": True, "url": "https://coop.example.org", "existingSecret": "coop-keys",
-        "policies": {"spam": "coop-spam-policy"}, "decisions": {"act-remove": 1, "act-ok": 0},
+    "config": {
+        "kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                  "sasl_username": "moderation"},
+        "topics": {"decisions": "review-decisions"},
+        "routing": {"audit_label_1": 0.01, "audit_label_0": "0.005",
+                    "policies": {"spam": {"audit_label_1": 0.2}}},
+        "coop": {"url": "https://coop.example.org", "policies": {"spam": "coop-spam-policy"},
+                 "decisions": {"act-remove": 1, "act-ok": 0}},
     },
+    "credentials": {"kafkaSasl": {"existingSecret": "kafka-sasl"}},
+    "policyPack": {"inline": {"spam.md": "---\nid: spam\ntitle: Spam\n---\nFlag spam.\n"}},
+    "coopAdapter": {"enabled": True, "existingSecret": "coop-keys"},
 }  # fmt: skip
 
 
@@ -86,12 +87,29 @@ def test_the_adapter_is_off_by_default(chart: helm.Chart):
     assert not [d for d in render(chart).docs if d["metadata"]["name"] == ADAPTER]
 
 
+def test_an_enabled_adapter_without_its_secret_is_refused(chart: helm.Chart):
+    values = yaml.safe_load(yaml.safe_dump(COOP_VALUES))
+    values["coopAdapter"]["existingSecret"] = ""
+    assert "coopAdapter.existingSecret is required" in render_error(chart, values)
+
+
+def test_the_worker_config_leaves_coop_to_the_adapter(rendered: Rendered, tmp_path):
+    assert "coop" not in yaml.safe_load(rendered.config_text)
+    assert _load(rendered.config_text, tmp_path).coop.url is None
+
+
 @pytest.mark.parametrize(
     ("missing", "message"),
-    [("url", "coopAdapter.url"), ("existingSecret", "coopAdapter.existingSecret"),
-     ("decisions", "coopAdapter.decisions")],
+    [("url", "coop.url is required"), ("decisions", "coop.decisions is empty")],
 )  # fmt: skip
-def test_an_enabled_adapter_names_what_it_lacks(chart: helm.Chart, missing, message):
+def test_an_adapter_without_its_settings_is_refused_by_the_adapter(
+    chart: helm.Chart, tmp_path, missing, message
+):
+    """The chart leaves the adapter's own rules to the adapter's start-up checks."""
+    from worker.coop.command import AdapterError, check
+
     values = yaml.safe_load(yaml.safe_dump(COOP_VALUES))
-    values["coopAdapter"][missing] = {} if missing == "decisions" else ""
-    assert message in render_error(chart, values)
+    del values["config"]["coop"][missing]
+    config = render(chart, values).one("ConfigMap", ADAPTER)["data"]["config.yaml"]
+    with pytest.raises(AdapterError, match=message):
+        check(_load(config, tmp_path))

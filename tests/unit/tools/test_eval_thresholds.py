@@ -119,15 +119,18 @@ def test_helm_values_snippet():
     assert text == (
         "# target precision 0.9, from the evaluation sample\n"
         "# nature: no band meets the goal on this sample\n"
-        "routing:\n"
-        "  policies:\n"
-        "    fruit:\n"
-        "      threshold: 0.55\n"
-        "      review_low: 0.2\n"
-        "      review_high: 0.55\n"
+        "config:\n"
+        "  routing:\n"
+        "    policies:\n"
+        "      fruit:\n"
+        "        threshold: 0.55\n"
+        "        review_low: 0.2\n"
+        "        review_high: 0.55\n"
     )
     assert yaml.safe_load(text) == {
-        "routing": {
-            "policies": {"fruit": {"threshold": 0.55, "review_low": 0.2, "review_high": 0.55}}
+        "config": {
+            "routing": {
+                "policies": {"fruit": {"threshold": 0.55, "review_low": 0.2, "review_high": 0.55}}
+            }
         }
     }

@@ -297,7 +297,7 @@ def describe_goal(goal: str, target: float) -> str:
 
 
 def helm_values(goal: str, target: float, suggestions: Mapping[str, Suggestion | None]) -> str:
-    """A values.yaml fragment for the chart's per-policy routing overrides."""
+    """A values.yaml fragment for the chart's per-policy routing overrides (under config)."""
     bands = {
         policy: {
             "threshold": s.band.threshold,
@@ -313,5 +313,5 @@ def helm_values(goal: str, target: float, suggestions: Mapping[str, Suggestion |
         for policy, s in suggestions.items()
         if s is None
     ]
-    body = yaml.safe_dump({"routing": {"policies": bands}}, sort_keys=False)
+    body = yaml.safe_dump({"config": {"routing": {"policies": bands}}}, sort_keys=False)
     return "\n".join(header) + "\n" + body

@@ -48,7 +48,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
-{{- $flavour := ternary "cpu" "gpu" (eq .Values.engine.kind "remote") }}
+{{- $flavour := ternary "cpu" "gpu" (eq (include "moderation-worker.engineKind" .) "remote") }}
 {{- printf "%s:%s" .Values.image.repository (default (printf "%s-%s" .Chart.AppVersion $flavour) .Values.image.tag | toString) }}
 {{- end }}
 {{- end }}
@@ -63,23 +63,74 @@ Fixed paths inside the container.
 {{- define "moderation-worker.cacheDir" -}}/var/cache/moderation-worker{{- end }}
 
 {{/*
-GPUs per pod: gpu.count, or engine.tensor_parallel_size; none when the engine is remote.
+The engine kind, config.engine.kind: "local" (vLLM in the pod, on its GPUs) or "remote".
+"local" when unset, as the worker defaults.
+*/}}
+{{- define "moderation-worker.engineKind" -}}
+{{- dig "engine" "kind" "local" .Values.config }}
+{{- end }}
+
+{{/*
+GPUs per pod: gpu.count, or config.engine.tensor_parallel_size (the worker's default, 1,
+when unset); none when the engine is remote.
 */}}
 {{- define "moderation-worker.gpuCount" -}}
-{{- if eq .Values.engine.kind "remote" }}
+{{- if eq (include "moderation-worker.engineKind" .) "remote" }}
 {{- 0 }}
 {{- else if kindIs "invalid" .Values.gpu.count }}
-{{- .Values.engine.tensor_parallel_size | int }}
+{{- dig "engine" "tensor_parallel_size" 1 .Values.config | int }}
 {{- else }}
 {{- .Values.gpu.count | int }}
 {{- end }}
 {{- end }}
 
 {{/*
+Scheduling by engine kind: local-engine pods add the gpu.* tolerations, node labels and
+default resources; remote-engine pods neither request GPUs nor go to GPU nodes.
+*/}}
+{{- define "moderation-worker.tolerations" -}}
+{{- $all := .Values.tolerations | default list }}
+{{- if ne (include "moderation-worker.engineKind" .) "remote" }}
+{{- $all = concat $all (.Values.gpu.tolerations | default list) | uniq }}
+{{- end }}
+{{- toJson $all }}
+{{- end }}
+
+{{- define "moderation-worker.nodeSelector" -}}
+{{- $all := deepCopy (.Values.nodeSelector | default dict) }}
+{{- if ne (include "moderation-worker.engineKind" .) "remote" }}
+{{- $all = merge $all (.Values.gpu.nodeSelector | default dict) }}
+{{- end }}
+{{- toJson $all }}
+{{- end }}
+
+{{- define "moderation-worker.resources" -}}
+{{- $gpus := include "moderation-worker.gpuCount" . | int }}
+{{- $remote := eq (include "moderation-worker.engineKind" .) "remote" }}
+{{- $default := ternary .Values.remoteEngine.resources .Values.gpu.resources $remote }}
+{{- $resources := deepCopy (.Values.resources | default $default | default dict) }}
+{{- $requests := $resources.requests | default dict }}
+{{- $limits := $resources.limits | default dict }}
+{{- if gt $gpus 0 }}
+{{- $_ := set $requests .Values.gpu.resourceName $gpus }}
+{{- $_ := set $limits .Values.gpu.resourceName $gpus }}
+{{- end }}
+{{- $_ := set $resources "requests" $requests }}
+{{- $_ := set $resources "limits" $limits }}
+{{- toJson $resources }}
+{{- end }}
+
+{{/*
 terminationGracePeriodSeconds: the drain deadline rounded up, plus the margin.
 */}}
 {{- define "moderation-worker.terminationGracePeriod" -}}
-{{- add (ceil .Values.drain_deadline_s | int) (.Values.terminationGracePeriodMarginSeconds | int) }}
+{{- $drain := required "config.drain_deadline_s is read by the chart (terminationGracePeriodSeconds): set it" .Values.config.drain_deadline_s }}
+{{- add (ceil $drain | int) (.Values.terminationGracePeriodMarginSeconds | int) }}
+{{- end }}
+
+{{/* A setting the chart reads; refused with a message when nulled out. */}}
+{{- define "moderation-worker.healthPort" -}}
+{{- required "config.health.port is read by the chart (container port, probes, Service): set it" (dig "health" "port" nil .Values.config) }}
 {{- end }}
 
 {{/*
@@ -115,14 +166,34 @@ YAML: a toYaml/fromYaml round trip drops the last file's trailing newline)
 {{- end }}
 
 {{/*
+The ConfigMap key of each policy file, as JSON: file name -> key. ConfigMap keys allow only
+A-Z a-z 0-9 . _ -, while a policy file may be named anything one file can be (values.schema.json,
+policyPack.inline): a name that is not a valid key gets one derived from it (other characters
+as "_", plus a hash of the name, so two names never share a key), and the volume mounts that
+key under the original name.
+*/}}
+{{- define "moderation-worker.policyKeys" -}}
+{{- $keys := dict }}
+{{- range $name, $_ := include "moderation-worker.policyFiles" . | fromJson }}
+{{- if regexMatch `^[-._a-zA-Z0-9]{1,253}$` $name }}
+{{- $_ := set $keys $name $name }}
+{{- else }}
+{{- $safe := regexReplaceAll `[^-._a-zA-Z0-9]` $name "_" | trunc 200 }}
+{{- $_ := set $keys $name (printf "%s-%s" $safe (sha256sum $name | trunc 12)) }}
+{{- end }}
+{{- end }}
+{{- toJson $keys }}
+{{- end }}
+
+{{/*
 Kafka credentials.
 */}}
 {{- define "moderation-worker.sasl.enabled" -}}
-{{- if hasPrefix "SASL_" .Values.kafka.security_protocol }}true{{- end }}
+{{- if hasPrefix "SASL_" (dig "kafka" "security_protocol" "PLAINTEXT" .Values.config) }}true{{- end }}
 {{- end }}
 
 {{- define "moderation-worker.tls.enabled" -}}
-{{- if has .Values.kafka.security_protocol (list "SSL" "SASL_SSL") }}true{{- end }}
+{{- if has (dig "kafka" "security_protocol" "PLAINTEXT" .Values.config) (list "SSL" "SASL_SSL") }}true{{- end }}
 {{- end }}
 
 {{/* The chart mounts a SASL password Secret (existing or created). */}}
@@ -208,14 +279,22 @@ key: tls.key
 {{- end }}
 
 {{/*
-The worker's config.yaml: the worker sections of the values, with the paths the chart
-manages filled in. Only keys of worker/config.py's Settings are emitted.
+Fields of config the chart sets itself, as "section.field: what sets it".
+*/}}
+{{- define "moderation-worker.chartManagedSettings" -}}
+policies.dir: policyPack.mountPath
+health.enabled: the chart (the probes need the health server)
+health.host: the chart (the probes need the health server on all interfaces)
+{{- end }}
+
+{{/*
+The worker's config.yaml: the config values as they are, plus the paths of what the chart
+mounts. The coop section is left to the adapter's own config, so Coop changes do not roll
+the worker's pods.
 */}}
 {{- define "moderation-worker.config" -}}
-{{- $kafka := deepCopy .Values.kafka }}
-{{- range $key := list "connect_retry_s" "connect_backoff_max_s" }}
-{{- $_ := set $kafka $key (float64 (get $kafka $key)) }}
-{{- end }}
+{{- $config := omit (deepCopy .Values.config) "coop" }}
+{{- $kafka := $config.kafka | default dict }}
 {{- if include "moderation-worker.sasl.secretName" . }}
 {{- $_ := set $kafka "sasl_password_file" (printf "%s/password" (include "moderation-worker.saslDir" .)) }}
 {{- end }}
@@ -226,123 +305,108 @@ manages filled in. Only keys of worker/config.py's Settings are emitted.
 {{- if hasKey $keys "cert" }}{{- $_ := set $kafka "ssl_certfile" (printf "%s/tls.crt" $dir) }}{{- end }}
 {{- if hasKey $keys "key" }}{{- $_ := set $kafka "ssl_keyfile" (printf "%s/tls.key" $dir) }}{{- end }}
 {{- end }}
-{{- /* Fractional settings may arrive as strings from --set (e.g. "0.3"): emit numbers. */}}
-{{- $batch := deepCopy .Values.batch }}
-{{- $_ := set $batch "linger_ms" (float64 $batch.linger_ms) }}
-{{- $engine := deepCopy .Values.engine }}
-{{- $_ := set $engine "gpu_memory_utilization" (float64 $engine.gpu_memory_utilization) }}
-{{- range $key := list "request_timeout_s" "connect_timeout_s" "connect_retry_s" "backoff_max_s" }}
-{{- $_ := set $engine $key (float64 (get $engine $key)) }}
-{{- end }}
+{{- $_ := set $config "kafka" $kafka }}
 {{- if include "moderation-worker.engineKey.secretName" . }}
+{{- $engine := $config.engine | default dict }}
 {{- $_ := set $engine "api_key_file" (printf "%s/api-key" (include "moderation-worker.engineKeyDir" .)) }}
+{{- $_ := set $config "engine" $engine }}
 {{- end }}
-{{- $routing := deepCopy .Values.routing }}
-{{- range $key := list "threshold" "review_low" "review_high" "audit_label_1" "audit_label_0" }}
-{{- $_ := set $routing $key (float64 (get $routing $key)) }}
-{{- end }}
-{{- $bands := dict }}
-{{- range $id, $band := (default dict $routing.policies) }}
-{{- $out := dict }}
-{{- range $key, $value := (default dict $band) }}
-{{- if not (kindIs "invalid" $value) }}
-{{- $_ := set $out $key (float64 $value) }}
-{{- end }}
-{{- end }}
-{{- $_ := set $bands $id $out }}
-{{- end }}
-{{- $_ := set $routing "policies" $bands }}
-{{- $policies := dict "dir" .Values.policyPack.mountPath "default" .Values.policies.default "watch" .Values.policies.watch }}
-{{- $cache := deepCopy .Values.cache }}
-{{- $_ := set $cache "ttl_s" (float64 $cache.ttl_s) }}
-{{- $shadow := deepCopy .Values.shadow }}
-{{- $_ := set $shadow "sample" (float64 $shadow.sample) }}
-{{- $_ := set $shadow "pairs" (default dict $shadow.pairs) }}
-{{- $health := dict "enabled" true "host" "0.0.0.0" "port" .Values.health.port "stall_after_s" (float64 .Values.health.stall_after_s) }}
-{{- $config := dict
-  "kafka" $kafka
-  "topics" .Values.topics
-  "batch" $batch
-  "engine" $engine
-  "routing" $routing
-  "policies" $policies
-  "cache" $cache
-  "shadow" $shadow
-  "health" $health
-  "log" .Values.log
-  "drain_deadline_s" (float64 .Values.drain_deadline_s)
-}}
+{{- $_ := set $config "policies" (merge (dict "dir" .Values.policyPack.mountPath) ($config.policies | default dict)) }}
+{{- $_ := set $config "health" (merge (dict "enabled" true "host" "0.0.0.0") ($config.health | default dict)) }}
 {{- toYaml $config }}
 {{- end }}
 
 {{/*
-Checks the JSON schema cannot express. Rendered (empty) by the Deployment so that every
-install and upgrade runs them; each failure names the values to change.
+Values of chart 0.1 that moved, as "old: new". The schema lets them through so that the
+chart can refuse them here, naming where each went.
+*/}}
+{{- define "moderation-worker.movedValues" -}}
+kafka: config.kafka
+topics: config.topics
+batch: config.batch
+engine: config.engine
+routing: config.routing
+policies: config.policies
+cache: config.cache
+shadow: config.shadow
+health: config.health
+log: config.log
+drain_deadline_s: config.drain_deadline_s
+coopAdapter.url: config.coop.url
+coopAdapter.itemTypeId: config.coop.item_type_id
+coopAdapter.reporterTypeId: config.coop.reporter_type_id
+coopAdapter.reporterId: config.coop.reporter_id
+coopAdapter.policies: config.coop.policies
+coopAdapter.decisions: config.coop.decisions
+coopAdapter.port: config.coop.port
+coopAdapter.path: config.coop.path
+coopAdapter.groupId: config.coop.group_id
+{{- end }}
+
+{{/*
+Checks of the chart's own values and of how they meet config: rendered (empty) by the
+Deployment so that every install and upgrade runs them; each failure names the values to
+change. The worker checks its settings itself, and values.schema.json refuses what a schema
+can (types, ranges, enums, unknown keys).
 */}}
 {{- define "moderation-worker.validate" -}}
 {{- $v := .Values }}
+{{- $moved := list }}
+{{- range $old, $new := include "moderation-worker.movedValues" . | fromYaml }}
+{{- $path := splitList "." $old }}
+{{- $parent := ternary $v (get $v (first $path) | default dict) (eq (len $path) 1) }}
+{{- if hasKey $parent (last $path) }}
+{{- $moved = append $moved (printf "%s -> %s" $old $new) }}
+{{- end }}
+{{- end }}
+{{- if $moved }}
+{{- fail (printf "these values moved in chart 0.2 (docs/deploy.md, \"Upgrading to chart 0.2\"): %s" (join ", " $moved)) }}
+{{- end }}
+{{- range $field, $owner := include "moderation-worker.chartManagedSettings" . | fromYaml }}
+{{- $path := splitList "." $field }}
+{{- if hasKey (get $v.config (first $path) | default dict) (last $path) }}
+{{- fail (printf "config.%s is set by %s: remove it from config" $field $owner) }}
+{{- end }}
+{{- end }}
 {{- if and $v.autoscaling.keda.enabled $v.autoscaling.hpa.enabled }}
 {{- fail "autoscaling.keda.enabled and autoscaling.hpa.enabled are both true: enable one autoscaler, not both (KEDA creates its own HPA)" }}
 {{- end }}
-{{- if gt (float64 $v.routing.review_low) (float64 $v.routing.review_high) }}
-{{- fail (printf "routing.review_low (%v) must not exceed routing.review_high (%v)" $v.routing.review_low $v.routing.review_high) }}
-{{- end }}
-{{- range $id, $band := $v.routing.policies }}
-{{- if and $band (not (kindIs "invalid" $band.review_low)) (not (kindIs "invalid" $band.review_high)) }}
-{{- if gt (float64 $band.review_low) (float64 $band.review_high) }}
-{{- fail (printf "routing.policies.%s.review_low (%v) must not exceed routing.policies.%s.review_high (%v)" $id $band.review_low $id $band.review_high) }}
-{{- end }}
-{{- end }}
-{{- end }}
 {{- /* Engine */}}
-{{- if eq $v.engine.kind "remote" }}
-{{- if not $v.engine.url }}
-{{- fail "engine.kind is remote: set engine.url to the vLLM servers' base URL(s)" }}
+{{- $engine := $v.config.engine | default dict }}
+{{- if eq (include "moderation-worker.engineKind" .) "remote" }}
+{{- if and (include "moderation-worker.engineKey.secretName" .) $engine.api_key_file }}
+{{- fail "config.engine.api_key_file is set and credentials.engineApiKey provides the key too: use one (the chart sets api_key_file itself for credentials.engineApiKey)" }}
 {{- end }}
-{{- if and (include "moderation-worker.engineKey.secretName" .) $v.engine.api_key_file }}
-{{- fail "engine.api_key_file is set and credentials.engineApiKey provides the key too: use one (the chart sets api_key_file itself for credentials.engineApiKey)" }}
+{{- else if lt (include "moderation-worker.gpuCount" . | int) (dig "tensor_parallel_size" 1 $engine | int) }}
+{{- fail (printf "gpu.count (%v) is smaller than config.engine.tensor_parallel_size (%v): each pod needs one GPU per tensor-parallel rank" $v.gpu.count $engine.tensor_parallel_size) }}
 {{- end }}
-{{- else if lt (include "moderation-worker.gpuCount" . | int) ($v.engine.tensor_parallel_size | int) }}
-{{- fail (printf "gpu.count (%v) is smaller than engine.tensor_parallel_size (%v): each pod needs one GPU per tensor-parallel rank" $v.gpu.count $v.engine.tensor_parallel_size) }}
-{{- end }}
-{{- /* Kafka SASL */}}
+{{- /* Kafka credentials: the chart's Secrets and the settings that use them */}}
+{{- $kafka := $v.config.kafka | default dict }}
+{{- $protocol := dig "security_protocol" "PLAINTEXT" $kafka }}
 {{- $sasl := $v.credentials.kafkaSasl }}
-{{- if include "moderation-worker.sasl.enabled" . }}
-{{- if not $v.kafka.sasl_mechanism }}
-{{- fail (printf "kafka.security_protocol is %s: set kafka.sasl_mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)" $v.kafka.security_protocol) }}
+{{- if include "moderation-worker.sasl.secretName" . }}
+{{- if not (include "moderation-worker.sasl.enabled" .) }}
+{{- fail (printf "credentials.kafkaSasl is set but config.kafka.security_protocol is %s: use SASL_SSL or SASL_PLAINTEXT, or remove the password" $protocol) }}
 {{- end }}
-{{- if not $v.kafka.sasl_username }}
-{{- fail (printf "kafka.security_protocol is %s: set kafka.sasl_username" $v.kafka.security_protocol) }}
+{{- if $kafka.sasl_password_file }}
+{{- fail "config.kafka.sasl_password_file is set and credentials.kafkaSasl provides the password too: use one (the chart sets sasl_password_file itself for credentials.kafkaSasl)" }}
 {{- end }}
-{{- if and (not (include "moderation-worker.sasl.secretName" .)) (not $v.kafka.sasl_password_file) }}
-{{- fail (printf "kafka.security_protocol is %s: set credentials.kafkaSasl.existingSecret (a Secret holding the password) or, for development only, credentials.kafkaSasl.password" $v.kafka.security_protocol) }}
 {{- end }}
-{{- if and (include "moderation-worker.sasl.secretName" .) $v.kafka.sasl_password_file }}
-{{- fail "kafka.sasl_password_file is set and credentials.kafkaSasl provides the password too: use one (the chart sets sasl_password_file itself for credentials.kafkaSasl)" }}
-{{- end }}
-{{- else if or $sasl.existingSecret $sasl.password $v.kafka.sasl_password_file }}
-{{- fail (printf "a SASL password is configured (credentials.kafkaSasl or kafka.sasl_password_file) but kafka.security_protocol is %s: use SASL_SSL or SASL_PLAINTEXT, or remove the password" $v.kafka.security_protocol) }}
-{{- end }}
-{{- /* Kafka TLS */}}
-{{- $tls := $v.credentials.kafkaTls }}
 {{- if include "moderation-worker.tls.secretName" . }}
 {{- if not (include "moderation-worker.tls.enabled" .) }}
-{{- fail (printf "credentials.kafkaTls is set but kafka.security_protocol is %s: use SSL or SASL_SSL, or remove the TLS credentials" $v.kafka.security_protocol) }}
+{{- fail (printf "credentials.kafkaTls is set but config.kafka.security_protocol is %s: use SSL or SASL_SSL, or remove the TLS credentials" $protocol) }}
 {{- end }}
 {{- $keys := include "moderation-worker.tls.keys" . | fromYaml }}
 {{- if ne (hasKey $keys "cert") (hasKey $keys "key") }}
 {{- fail "credentials.kafkaTls: a client certificate and its key go together: set both certKey and keyKey (or cert and key), or neither" }}
 {{- end }}
-{{- if or $v.kafka.ssl_cafile $v.kafka.ssl_certfile $v.kafka.ssl_keyfile }}
-{{- fail "kafka.ssl_cafile/ssl_certfile/ssl_keyfile are set and credentials.kafkaTls provides TLS files too: use one (the chart sets the paths itself for credentials.kafkaTls)" }}
+{{- if or $kafka.ssl_cafile $kafka.ssl_certfile $kafka.ssl_keyfile }}
+{{- fail "config.kafka.ssl_cafile/ssl_certfile/ssl_keyfile are set and credentials.kafkaTls provides TLS files too: use one (the chart sets the paths itself for credentials.kafkaTls)" }}
 {{- end }}
-{{- end }}
-{{- if ne (empty $v.kafka.ssl_certfile) (empty $v.kafka.ssl_keyfile) }}
-{{- fail "kafka.ssl_certfile and kafka.ssl_keyfile must be set together" }}
 {{- end }}
 {{- /* KEDA needs the credentials from Secrets it can read */}}
 {{- if and $v.autoscaling.keda.enabled (include "moderation-worker.sasl.enabled" .) (not (include "moderation-worker.sasl.secretName" .)) }}
-{{- fail "autoscaling.keda with SASL needs the password in credentials.kafkaSasl (KEDA reads it from that Secret), not only in kafka.sasl_password_file" }}
+{{- fail "autoscaling.keda with SASL needs the password in credentials.kafkaSasl (KEDA reads it from that Secret), not only in config.kafka.sasl_password_file" }}
 {{- end }}
 {{- /* Policies */}}
 {{- $pp := $v.policyPack }}
@@ -352,38 +416,9 @@ install and upgrade runs them; each failure names the values to change.
 {{- if not (include "moderation-worker.policiesConfigMapName" .) }}
 {{- fail "no policies configured: set policyPack.existingConfigMap, policyPack.inline, or policyPack.useExamplePack=true" }}
 {{- end }}
-{{- range $name, $text := $pp.inline }}
-{{- if not (or (hasSuffix ".md" $name) (hasSuffix ".txt" $name)) }}
-{{- fail (printf "policyPack.inline: %q must end in .md or .txt (the worker loads only those files)" $name) }}
-{{- end }}
-{{- end }}
 {{- if and (not $pp.existingConfigMap) (not $pp.inline) $pp.useExamplePack }}
 {{- if not (include "moderation-worker.policyFiles" . | fromJson) }}
 {{- fail "policyPack.useExamplePack is true but the chart holds no files/policies/*.md: set policyPack.existingConfigMap or policyPack.inline" }}
-{{- end }}
-{{- end }}
-{{- /* When the chart ships the policies it knows their ids: catch typos in policy ids. */}}
-{{- $files := include "moderation-worker.policyFiles" . | fromJson }}
-{{- if $files }}
-{{- $ids := list }}
-{{- range $name, $text := $files }}
-{{- if hasPrefix "---" $text }}
-{{- $ids = append $ids (regexFind `(?m)^id:[ \t]*[^\s]+` $text | trimPrefix "id:" | trim | trimAll `"'`) }}
-{{- else }}
-{{- /* No front matter: the worker takes the id from the file name (worker/policies.py). */}}
-{{- $stem := regexReplaceAll `\.[^.]*$` $name "" | lower }}
-{{- $ids = append $ids (regexReplaceAll `[^a-z0-9._-]+` $stem "-" | trimAll "-._") }}
-{{- end }}
-{{- end }}
-{{- range $id := $v.policies.default }}
-{{- if not (has $id $ids) }}
-{{- fail (printf "policies.default names %q, but the policy pack has no such id (ids: %s)" $id (join ", " (sortAlpha $ids))) }}
-{{- end }}
-{{- end }}
-{{- range $id, $_ := $v.routing.policies }}
-{{- if not (has $id $ids) }}
-{{- fail (printf "routing.policies.%s: the policy pack has no policy with this id (ids: %s)" $id (join ", " (sortAlpha $ids))) }}
-{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
