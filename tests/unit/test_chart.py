@@ -600,7 +600,6 @@ def test_shadow_pair_from_values_is_the_one_the_worker_loads(
     chart: helm.Chart, tmp_path: Path
 ) -> None:
     """A draft in the pack, paired in values: the worker shadows production with it."""
-    from worker.policies import load_policies
 
     rendered = render(
         chart, helm.parse_set_string("config.shadow.pairs.hate-speech-v2=hate-speech")
@@ -619,7 +618,7 @@ def test_shadow_pair_from_values_is_the_one_the_worker_loads(
 
 
 # ---------------------------------------------------------------------------------------
-# Checksums: config changes roll pods, policy changes do not
+# Checksums: config changes roll pods (policy changes do not: test_chart_policies.py)
 
 
 def test_config_change_rolls_pods(chart: helm.Chart, default: Rendered) -> None:
@@ -635,109 +634,6 @@ def test_config_change_rolls_pods(chart: helm.Chart, default: Rendered) -> None:
 def test_coop_settings_do_not_roll_the_worker(chart: helm.Chart, default: Rendered) -> None:
     coop = {"config": {"coop": {"url": "https://coop.example.org", "reporter_id": "x"}}}
     assert render(chart, coop).checksum == default.checksum
-
-
-def test_policy_change_does_not_roll_pods(chart: helm.Chart) -> None:
-    one = render(chart, {"policyPack": {"inline": {"spam.md": SPAM_POLICY}}})
-    two = render(
-        chart,
-        {
-            "policyPack": {
-                "inline": {"spam.md": SPAM_POLICY.replace("link farms", "link farms, SEO spam")}
-            }
-        },
-    )
-    policies = f"{FULLNAME}-policies"
-    assert one.one("ConfigMap", policies)["data"] != two.one("ConfigMap", policies)["data"]
-    assert one.checksum == two.checksum
-    assert one.deployment["spec"]["template"] == two.deployment["spec"]["template"]
-
-
-def test_policy_source_switch_does_not_roll_pods(chart: helm.Chart, default: Rendered) -> None:
-    inline = render(chart, {"policyPack": {"inline": {"spam.md": SPAM_POLICY}}})
-    assert inline.checksum == default.checksum
-
-
-# ---------------------------------------------------------------------------------------
-# Policies
-
-
-def test_example_pack_is_the_repository_pack_verbatim(default: Rendered, tmp_path: Path) -> None:
-    data = default.one("ConfigMap", f"{FULLNAME}-policies")["data"]
-    repo_files = {
-        p.name: p.read_text(encoding="utf-8")
-        for p in POLICY_DIR.glob("*.md")
-        if p.name.lower() != "readme.md"
-    }
-    assert repo_files, "the repository's example pack is missing"
-    assert data == repo_files
-    # Mounted as the ConfigMap's files, the worker loads them.
-    for name, text in data.items():
-        (tmp_path / name).write_text(text, encoding="utf-8")
-    registry = load_policies(tmp_path)
-    assert len(registry) == len(repo_files)
-
-
-def test_packaged_chart_carries_the_example_pack(tmp_path: Path, default: Rendered) -> None:
-    # files/policies is a symlink to the repository's policies/; `helm package` must
-    # resolve it so a chart pulled from a registry still installs with the pack.
-    with helm.Chart.load(CHART_DIR) as source:
-        archive = source.save(tmp_path)
-    with helm.Chart.load(archive) as packaged:
-        rendered = render(packaged)
-    name = f"{FULLNAME}-policies"
-    assert rendered.one("ConfigMap", name)["data"] == default.one("ConfigMap", name)["data"]
-
-
-def test_inline_policies_replace_the_example_pack(chart: helm.Chart, tmp_path: Path) -> None:
-    rendered = render(chart, {"policyPack": {"inline": {"spam.md": SPAM_POLICY}}})
-    data = rendered.one("ConfigMap", f"{FULLNAME}-policies")["data"]
-    assert data == {"spam.md": SPAM_POLICY}
-    assert parse_policy(data["spam.md"]).id == "spam"
-    assert rendered.volume("policies")["configMap"]["name"] == f"{FULLNAME}-policies"
-
-
-def test_inline_policies_may_be_plain_text_without_front_matter(chart: helm.Chart) -> None:
-    plain = "# Spam\n\nFlag unsolicited bulk messages.\n"
-    values = {
-        "policyPack": {"inline": {"spam.txt": plain}},
-        "config": {"policies": {"default": ["spam"]}},
-    }
-    data = render(chart, values).one("ConfigMap", f"{FULLNAME}-policies")["data"]
-    assert data == {"spam.txt": plain}
-    policy = parse_policy(data["spam.txt"], Path("spam.txt"))
-    assert (policy.id, policy.title, policy.front_matter) == ("spam", "Spam", False)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        SPAM_POLICY,
-        SPAM_POLICY.rstrip("\n"),  # no final newline
-        SPAM_POLICY + "\n\n",  # several
-        SPAM_POLICY.replace("# Spam", "# Spam \u00e9\u2603\n\n\tindented: with: colons"),
-    ],
-)
-def test_policy_text_reaches_the_configmap_byte_for_byte(chart: helm.Chart, text: str) -> None:
-    # policy_version is the sha256 of the text; the chart must not alter it.
-    files = {"a.md": text.replace("id: spam", "id: a"), "z.md": text.replace("id: spam", "id: z")}
-    rendered = render(chart, {"policyPack": {"inline": files}})
-    assert rendered.one("ConfigMap", f"{FULLNAME}-policies")["data"] == files
-
-
-def test_existing_policy_configmap_is_mounted_not_rendered(chart: helm.Chart) -> None:
-    rendered = render(chart, {"policyPack": {"existingConfigMap": "team-policies"}})
-    assert [cm["metadata"]["name"] for cm in rendered.all("ConfigMap")] == [f"{FULLNAME}-config"]
-    assert rendered.volume("policies")["configMap"]["name"] == "team-policies"
-    mount = rendered.mount("policies")
-    assert "subPath" not in mount, "subPath mounts never see ConfigMap updates"
-    assert "Edit that ConfigMap" in rendered.notes
-
-
-def test_policy_mount_path_is_the_worker_policy_dir(chart: helm.Chart, tmp_path: Path) -> None:
-    rendered = render(chart, {"policyPack": {"mountPath": "/policies"}})
-    assert rendered.mount("policies")["mountPath"] == "/policies"
-    assert load_rendered_config(rendered, tmp_path).policies.dir == Path("/policies")
 
 
 # ---------------------------------------------------------------------------------------
