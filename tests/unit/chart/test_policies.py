@@ -11,7 +11,6 @@ worker's loader.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import helm_python as helm
@@ -20,7 +19,7 @@ import pytest
 from worker.policies import load_policies, parse_policy
 from worker.tools.chart_schema import policy_file_name_problem
 
-from .test_chart import (
+from .support import (
     CHART_DIR,
     FULLNAME,
     NAMESPACE,
@@ -34,18 +33,6 @@ from .test_chart import (
 )
 
 POLICIES_CM = f"{FULLNAME}-policies"
-
-
-@pytest.fixture(scope="module")
-def chart() -> Iterator[helm.Chart]:
-    loaded = helm.Chart.load(CHART_DIR)
-    yield loaded
-    loaded.close()
-
-
-@pytest.fixture(scope="module")
-def default(chart: helm.Chart) -> Rendered:
-    return render(chart)
 
 
 def test_policy_change_does_not_roll_pods(chart: helm.Chart) -> None:

@@ -22,15 +22,14 @@ import yaml
 from worker.config import load_settings
 from worker.tools.evaluate.thresholds import Band, BandOutcome, Suggestion, helm_values
 
-from .test_chart import (
-    CHART_DIR,
+from .support import (
+    ROOT,
     load_rendered_config,
     merged,
     render,
     validate_manifests,
 )
 
-ROOT = CHART_DIR.parents[2]
 DOCS = sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md"])
 FENCE = re.compile(r"^([ \t]*)```(\w*)\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
 PROSE_SET = re.compile(r"`--set(?:-string)? ([^`\s]+)`")
@@ -100,13 +99,6 @@ def prose_sets() -> Iterator[tuple[str, str]]:
         for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1):
             for expression in PROSE_SET.findall(line):
                 yield f"{doc.relative_to(ROOT)}:{number}", expression
-
-
-@pytest.fixture(scope="module")
-def chart() -> Iterator[helm.Chart]:
-    loaded = helm.Chart.load(CHART_DIR)
-    yield loaded
-    loaded.close()
 
 
 def check_renders(chart: helm.Chart, values: dict[str, Any], tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,13 @@ import yaml
 
 from worker.config import load_settings
 
-from .test_chart import CHART_DIR, FULLNAME, Rendered, render, render_error, validate_manifests
+from .support import (
+    FULLNAME,
+    Rendered,
+    render,
+    render_error,
+    validate_manifests,
+)
 
 ADAPTER = f"{FULLNAME}-coop-adapter"
 COOP_VALUES: dict[str, Any] = {
@@ -29,13 +34,6 @@ COOP_VALUES: dict[str, Any] = {
     "policyPack": {"inline": {"spam.md": "---\nid: spam\ntitle: Spam\n---\nFlag spam.\n"}},
     "coopAdapter": {"enabled": True, "existingSecret": "coop-keys"},
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def chart() -> Iterator[helm.Chart]:
-    loaded = helm.Chart.load(CHART_DIR)
-    yield loaded
-    loaded.close()
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,15 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from worker.config import Settings
 from worker.tools import chart_schema
 
-from .test_chart import CHART_DIR, NAMESPACE, RELEASE, SPAM_POLICY, render, render_error
-
-ROOT = CHART_DIR.parents[2]
+from .support import (
+    CHART_DIR,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    SPAM_POLICY,
+    render,
+    render_error,
+)
 
 # Every value of chart 0.1 that moved, and where it went (docs/deploy.md lists the same).
 MOVED = {
@@ -40,13 +46,6 @@ MOVED = {
     "coopAdapter.path": "config.coop.path",
     "coopAdapter.groupId": "config.coop.group_id",
 }
-
-
-@pytest.fixture(scope="module")
-def chart() -> Iterator[helm.Chart]:
-    loaded = helm.Chart.load(CHART_DIR)
-    yield loaded
-    loaded.close()
 
 
 def schema_error(chart: helm.Chart, values: dict[str, Any]) -> str:

@@ -7,7 +7,6 @@ the CPU image, and its install notes say nothing of downloading a model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,7 @@ import pytest
 
 from worker.config import ConfigError
 
-from .test_chart import (
-    CHART_DIR,
+from .support import (
     FULLNAME,
     Rendered,
     load_rendered_config,
@@ -38,13 +36,6 @@ SCHEDULING: dict[str, Any] = {
     "nodeSelector": {"pool": "moderation"},
     "gpu": {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
 }
-
-
-@pytest.fixture(scope="module")
-def chart() -> Iterator[helm.Chart]:
-    loaded = helm.Chart.load(CHART_DIR)
-    yield loaded
-    loaded.close()
 
 
 @pytest.fixture(scope="module")
