@@ -18,3 +18,4 @@ test: .venv/.installed
 lint: .venv/.installed
 	$(VENV)/ruff check worker tests scripts
 	$(VENV)/ruff format --check worker tests scripts
+	$(VENV)/python -m worker.tools.chart_schema --check
