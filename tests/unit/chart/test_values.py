@@ -18,15 +18,19 @@ import pytest
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from worker.config import Settings
+from worker.catalog import check_routing
+from worker.config import ConfigError, Settings
+from worker.policies import PolicyError, load_policies
 from worker.tools import chart_schema
 
 from .support import (
     CHART_DIR,
+    FULLNAME,
     NAMESPACE,
     RELEASE,
     ROOT,
     SPAM_POLICY,
+    load_rendered_config,
     render,
     render_error,
 )
@@ -260,18 +264,30 @@ def test_templates_refuse_inconsistent_chart_values(
 
 
 @pytest.mark.parametrize(
-    "values",
+    "values, message",
     [
-        {"routing": {"review_low": 0.9, "review_high": 0.5}},
-        {"policies": {"default": ["no-such-policy"]}},
-        {"routing": {"policies": {"no-such-policy": {"threshold": 0.7}}}},
-        {"kafka": {"security_protocol": "SASL_SSL"}},
-        {"engine": {"kind": "remote"}},
+        ({"routing": {"review_low": 0.9, "review_high": 0.5}}, "review_low must not exceed"),
+        ({"policies": {"default": ["no-such-policy"]}}, "default policies not found"),
+        (
+            {"routing": {"policies": {"no-such-policy": {"threshold": 0.7}}}},
+            "routing.policies names policies that are not loaded: no-such-policy",
+        ),
+        ({"kafka": {"security_protocol": "SASL_SSL"}}, "sasl_mechanism is required"),
+        ({"engine": {"kind": "remote"}}, "url is required when kind is remote"),
     ],
 )
-def test_the_worker_rules_are_left_to_the_worker(chart: helm.Chart, values: dict) -> None:
-    """What only the worker can judge renders; the worker refuses it at start, naming it."""
-    render(chart, {"config": values})
+def test_the_worker_rules_are_left_to_the_worker(
+    chart: helm.Chart, tmp_path: Path, values: dict, message: str
+) -> None:
+    """What only the worker can judge renders; the worker refuses it, naming it."""
+    rendered = render(chart, {"config": values})
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    for name, text in rendered.one("ConfigMap", f"{FULLNAME}-policies")["data"].items():
+        (pack / name).write_text(text, encoding="utf-8")
+    with pytest.raises((ConfigError, PolicyError), match=re.escape(message)):
+        settings = load_rendered_config(rendered, tmp_path)
+        check_routing(load_policies(pack, settings.policies.default), settings.routing)
 
 
 # ---------------------------------------------------------------------------------------
