@@ -346,6 +346,21 @@ def test_values_cover_every_chart_key(chart: helm.Chart) -> None:
     walk(chart.schema, raw, "")
 
 
+def test_chart_keys_are_camel_case(chart: helm.Chart) -> None:
+    """The chart's own keys follow Helm's convention; only config keeps the worker's names."""
+
+    def walk(schema: dict[str, Any], path: str) -> Iterator[str]:
+        for key, sub in schema.get("properties", {}).items():
+            if sub.get("deprecated") or path + key == "config":
+                continue
+            yield f"{path}{key}"
+            yield from walk(sub, f"{path}{key}.")
+
+    keys = list(walk(chart.schema, ""))
+    assert len(keys) > 100
+    assert [k for k in keys if not re.fullmatch(r"[a-z][a-zA-Z0-9]*", k.rsplit(".", 1)[-1])] == []
+
+
 def test_values_config_differs_from_worker_defaults_only_where_the_chart_chooses() -> None:
     raw = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["config"]
     defaults = Settings().model_dump(mode="json")
