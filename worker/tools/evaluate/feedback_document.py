@@ -9,8 +9,9 @@ from .feedback import Feedback, PolicyFeedback
 from .thresholds import describe_goal, helm_values
 
 METHOD = (
-    "Audit copies are weighted by 1 / sampling rate (inverse-probability weights); intervals "
-    "are 95 % Wilson score intervals on Kish's effective sample size."
+    "Audit copies are weighted by 1 / sampling rate (inverse-probability weights). Intervals: "
+    "the ratio's linearized variance as a design-based effective n (Korn-Graubard), then a "
+    "95 % Wilson score interval with continuity correction on it."
 )
 
 
