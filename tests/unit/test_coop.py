@@ -10,7 +10,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from worker.coop.actions import BadCallback, decisions_from_action
+from worker.coop.actions import (
+    IGNORE_REVIEWER,
+    BadCallback,
+    decisions_from_action,
+    decisions_from_ignore,
+)
 from worker.coop.reports import NotAReviewRecord, Reported, ReportedIndex, reports_for
 from worker.coop.settings import CoopSettings
 from worker.coop.signature import load_public_key, signature_ok
@@ -25,24 +30,79 @@ def test_policy_ids_map_both_ways_and_unmapped_ids_pass_through():
     assert COOP.our_policy("fruit") is None  # our id for a mapped policy is not Coop's
 
 
+def _action(item: str, action: str, policies: list, **extra) -> dict:
+    body = {"item": {"id": item, "typeId": "post", "typeName": "Post"}, "action": {"id": action}}
+    return body | {"policies": policies, "rules": [], "custom": {}} | extra
+
+
 def test_a_callback_without_policies_decides_what_was_reported():
     index = ReportedIndex()
     index.add("a", "fruit", Reported("v1", "review_band"))
-    payload = {"item": {"id": "a", "typeId": "post"}, "action": {"id": "approve"}, "policies": []}
-    (decision,), why = decisions_from_action(payload, COOP, index, NOW)
-    assert why is None
-    assert (decision.policy, decision.decision, decision.reviewer) == ("fruit", 0, "coop")
+    payload = _action("a", "approve", [], actorEmail="mod@example.org")
+    outcome = decisions_from_action(payload, COOP, index, NOW)
+    assert outcome.refused is None and outcome.automated is None
+    (decision,) = outcome.decisions
+    assert (decision.policy, decision.decision, decision.reviewer) == (
+        "fruit",
+        0,
+        "mod@example.org",
+    )
     assert (decision.policy_version, decision.origin) == ("v1", "review_band")
 
 
 def test_callbacks_that_carry_no_decision_say_why():
     index = ReportedIndex()
-    unmapped = {"item": {"id": "a"}, "action": {"id": "ban"}, "policies": [{"id": "coop-fruit"}]}
-    assert "not mapped" in decisions_from_action(unmapped, COOP, index, NOW)[1]
-    unknown = {"item": {"id": "a"}, "action": {"id": "remove"}, "policies": []}
-    assert "no known policy" in decisions_from_action(unknown, COOP, index, NOW)[1]
+    who = {"actorEmail": "mod@example.org"}
+    unmapped = _action("a", "ban", [{"id": "coop-fruit"}], **who)
+    assert "not mapped" in decisions_from_action(unmapped, COOP, index, NOW).refused
+    unknown = _action("a", "remove", [], **who)
+    assert "no known policy" in decisions_from_action(unknown, COOP, index, NOW).refused
     with pytest.raises(BadCallback):
         decisions_from_action({"item": {}}, COOP, index, NOW)
+    with pytest.raises(BadCallback):
+        decisions_from_action(_action("a", "remove", [], actorEmail=["x"]), COOP, index, NOW)
+
+
+def test_rule_and_strike_triggered_actions_are_no_decisions():
+    index = ReportedIndex()
+    index.add("a", "fruit", Reported("v1", "audit_sample"))
+    rules = [{"id": "r-1", "name": "Spam detector"}]
+    by_rule = decisions_from_action(
+        _action("a", "remove", [{"id": "coop-fruit"}], rules=rules), COOP, index, NOW
+    )
+    assert by_rule.decisions == [] and "Spam detector" in by_rule.automated
+    by_strikes = decisions_from_action(_action("a", "remove", []), COOP, index, NOW)
+    assert by_strikes.decisions == [] and "user-strike" in by_strikes.automated
+    # An unmapped action triggered by a rule is just as automated: acknowledged, not refused.
+    ban = decisions_from_action(_action("a", "ban", [], rules=rules), COOP, index, NOW)
+    assert ban.automated and ban.refused is None
+
+
+def test_ignore_is_a_zero_for_each_reported_policy_still_awaiting_a_decision():
+    index = ReportedIndex()
+    for policy in ("fruit", "nature"):
+        index.add("a", policy, Reported(f"{policy}-v1", "audit_sample"))
+    ignore = {"id": "a", "typeId": "post", "data": {"text": "hello"}}
+    outcome = decisions_from_ignore(ignore, index, NOW)
+    assert [(d.policy, d.decision) for d in outcome.decisions] == [("fruit", 0), ("nature", 0)]
+    assert {d.reviewer for d in outcome.decisions} == {IGNORE_REVIEWER}
+    assert outcome.decisions[0].policy_version == "fruit-v1"
+    # fruit was decided by an action meanwhile: Ignore closes only what is left.
+    index.decided("a", "fruit")
+    assert [d.policy for d in decisions_from_ignore(ignore, index, NOW).decisions] == ["nature"]
+    index.decided("a", "nature")  # all decided: a second review re-decides them all
+    assert len(decisions_from_ignore(ignore, index, NOW).decisions) == 2
+    index.add("a", "fruit", Reported("fruit-v2", "review_band"))  # reported again: open again
+    assert [d.policy for d in decisions_from_ignore(ignore, index, NOW).decisions] == ["fruit"]
+
+
+def test_an_ignore_for_an_item_never_reported_or_off_contract_is_refused():
+    index = ReportedIndex()
+    unknown = decisions_from_ignore({"id": "zz", "typeId": "post", "data": {}}, index, NOW)
+    assert unknown.decisions == [] and "none was reported" in unknown.refused
+    for body in ({"typeId": "post"}, {"id": 3, "typeId": "post"}, [1]):
+        with pytest.raises(BadCallback):
+            decisions_from_ignore(body, index, NOW)
 
 
 def test_a_record_that_is_not_a_review_record_is_refused():

@@ -3,14 +3,16 @@
 ``forward`` consumes the review topic in its own consumer group and posts a report per
 (item, policy); offsets are committed once every report of a fetched batch is accepted,
 refused for good (then the record is dead-lettered with Coop's answer) or abandoned at stop.
-``webhook_app`` serves Coop's action callbacks: a body whose ``coop-signature`` does not
-verify is refused with 401 and published nowhere; a verified one becomes decisions on the
-decisions topic, acknowledged by the broker before Coop gets its 200.
+``webhook_app`` serves Coop's action and Ignore callbacks: a body whose ``coop-signature``
+does not verify is refused with 401 and published nowhere; a verified one becomes decisions
+on the decisions topic, acknowledged by the broker before Coop gets its 200, unless it is an
+automated action (acknowledged, published nowhere: it is not a person's decision).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,10 +25,11 @@ from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..config import Settings
+from ..decisions import Decision
 from ..errors import FatalError, WorkerError
 from ..events import dead_letter_headers
 from ..retry import Backoff
-from .actions import BadCallback, decisions_from_action
+from .actions import BadCallback, Outcome, decisions_from_action, decisions_from_ignore
 from .reports import NotAReviewRecord, Report, ReportedIndex, reports_for
 from .signature import signature_ok
 
@@ -142,35 +145,64 @@ def webhook_app(
     producer: AIOKafkaProducer,
     index: ReportedIndex,
 ) -> web.Application:
-    async def action(request: web.Request) -> web.Response:
+    """Coop's action callbacks at ``coop.path``, its Ignore callbacks at ``coop.ignore_path``."""
+    callbacks = _Callbacks(settings, public_key, producer, index)
+    app = web.Application(client_max_size=1024 * 1024)
+    app.router.add_post(settings.coop.path, callbacks.action)
+    app.router.add_post(settings.coop.ignore_path, callbacks.ignore)
+    return app
+
+
+class _Callbacks:
+    def __init__(
+        self,
+        settings: Settings,
+        public_key: rsa.RSAPublicKey,
+        producer: AIOKafkaProducer,
+        index: ReportedIndex,
+    ) -> None:
+        self.settings, self.key, self.producer, self.index = settings, public_key, producer, index
+
+    async def action(self, request: web.Request) -> web.Response:
+        coop, index = self.settings.coop, self.index
+        return await self._handle(request, lambda p, t: decisions_from_action(p, coop, index, t))
+
+    async def ignore(self, request: web.Request) -> web.Response:
+        return await self._handle(request, lambda p, t: decisions_from_ignore(p, self.index, t))
+
+    async def _handle(
+        self, request: web.Request, interpret: Callable[[Any, datetime], Outcome]
+    ) -> web.Response:
         body = await request.read()
-        if not signature_ok(public_key, body, request.headers.get("coop-signature")):
-            log.warning("callback refused: missing or bad coop-signature")
+        if not signature_ok(self.key, body, request.headers.get("coop-signature")):
+            log.warning("callback refused: missing or bad coop-signature", path=request.path)
             return _json(401, {"error": "missing or invalid coop-signature"})
         try:
-            payload = orjson.loads(body)
-            decisions, why_none = decisions_from_action(
-                payload, settings.coop, index, datetime.now(UTC)
-            )
+            outcome = interpret(orjson.loads(body), datetime.now(UTC))
         except (orjson.JSONDecodeError, BadCallback) as exc:
             return _json(400, {"error": str(exc)})
-        if why_none is not None:
-            log.warning("callback carries no decision", reason=why_none)
-            return _json(422, {"error": why_none})
+        if outcome.automated is not None:  # acknowledged, so that Coop does not retry it
+            log.info("automated action: not a decision", detail=outcome.automated)
+            return _json(200, {"published": 0, "automated": outcome.automated})
+        if outcome.refused is not None:
+            log.warning("callback carries no decision", reason=outcome.refused)
+            return _json(422, {"error": outcome.refused})
         try:
-            futures = [
-                await producer.send(settings.topics.decisions, value=d.to_json(), key=d.id.encode())
-                for d in decisions
-            ]
-            await asyncio.gather(*futures)
+            await self._publish(outcome.decisions)
         except Exception as exc:  # Coop retries a failed delivery: tell it to
             log.error("decisions not published", error=str(exc))
             return _json(503, {"error": f"decisions not published: {type(exc).__name__}"})
-        return _json(200, {"published": len(decisions)})
+        return _json(200, {"published": len(outcome.decisions)})
 
-    app = web.Application(client_max_size=1024 * 1024)
-    app.router.add_post(settings.coop.path, action)
-    return app
+    async def _publish(self, decisions: list[Decision]) -> None:
+        """Send every decision and wait for the broker's acknowledgements."""
+        topic = self.settings.topics.decisions
+        futures = [
+            await self.producer.send(topic, value=d.to_json(), key=d.id.encode()) for d in decisions
+        ]
+        await asyncio.gather(*futures)
+        for d in decisions:
+            self.index.decided(d.id, d.policy)
 
 
 def _json(status: int, data: dict[str, Any]) -> web.Response:

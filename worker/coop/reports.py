@@ -78,25 +78,37 @@ def _reason(origin: str, verdict: dict[str, Any], rate: float | None) -> str:
 
 
 class ReportedIndex:
-    """The most recent reports by (item, policy), so a decision can name what it answers.
+    """The most recent reports by (item, policy), so a decision can name what it answers,
+    and which of them still await a decision.
 
     Bounded, in memory: after a restart, or past ``size`` reports, a decision still goes out,
     with ``policy_version`` and ``origin`` left null (eval then takes them from the review
-    record).
+    record), as long as the callback names its policies.
     """
 
     def __init__(self, size: int = 200_000) -> None:
         self._size = size
         self._entries: OrderedDict[tuple[str, str], Reported] = OrderedDict()
+        self._decided: set[tuple[str, str]] = set()
 
     def add(self, item: str, policy: str, reported: Reported) -> None:
+        """A report was sent: it awaits a decision, even if an earlier one was decided."""
         self._entries[(item, policy)] = reported
         self._entries.move_to_end((item, policy))
+        self._decided.discard((item, policy))
         while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+            self._decided.discard(self._entries.popitem(last=False)[0])
+
+    def decided(self, item: str, policy: str) -> None:
+        if (item, policy) in self._entries:
+            self._decided.add((item, policy))
 
     def get(self, item: str, policy: str) -> Reported | None:
         return self._entries.get((item, policy))
 
     def policies_of(self, item: str) -> list[str]:
         return [policy for (i, policy) in self._entries if i == item]
+
+    def open_policies(self, item: str) -> list[str]:
+        """The item's reported policies that no published decision has answered yet."""
+        return [p for p in self.policies_of(item) if (item, p) not in self._decided]

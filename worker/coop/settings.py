@@ -31,7 +31,16 @@ class CoopSettings(BaseModel):
     )
     host: str = Field("0.0.0.0", description="Webhook server address.")
     port: int = Field(8090, ge=0, le=65535, description="Webhook server port.")
-    path: str = Field("/coop/actions", description="Path Coop's action callbacks are sent to.")
+    path: str = Field(
+        "/coop/actions",
+        pattern="^/",
+        description="Path of the callback URL to set on each Coop Action.",
+    )
+    ignore_path: str = Field(
+        "/coop/ignore",
+        pattern="^/",
+        description="Path of the Ignore Callback URL (Coop: Settings -> Review Console).",
+    )
     group_id: str = Field("moderation-worker-coop", min_length=1, description="Consumer group.")
     request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one report request.")
 
