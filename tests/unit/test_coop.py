@@ -117,6 +117,7 @@ def test_the_index_forgets_the_oldest_reports_first():
     for item in "abc":
         index.add(item, "fruit", Reported("v", "review_band"))
     assert index.get("a", "fruit") is None and index.get("c", "fruit") is not None
+    assert index.policies_of("a") == [] and index.policies_of("c") == ["fruit"]
 
 
 def test_signatures_verify_only_the_exact_body_under_the_right_key():

@@ -89,15 +89,22 @@ class ReportedIndex:
     def __init__(self, size: int = 200_000) -> None:
         self._size = size
         self._entries: OrderedDict[tuple[str, str], Reported] = OrderedDict()
+        self._by_item: dict[str, dict[str, None]] = {}  # item -> its policies, in report order
         self._decided: set[tuple[str, str]] = set()
 
     def add(self, item: str, policy: str, reported: Reported) -> None:
         """A report was sent: it awaits a decision, even if an earlier one was decided."""
         self._entries[(item, policy)] = reported
         self._entries.move_to_end((item, policy))
+        self._by_item.setdefault(item, {})[policy] = None
         self._decided.discard((item, policy))
         while len(self._entries) > self._size:
-            self._decided.discard(self._entries.popitem(last=False)[0])
+            old_item, old_policy = self._entries.popitem(last=False)[0]
+            self._decided.discard((old_item, old_policy))
+            policies = self._by_item[old_item]
+            del policies[old_policy]
+            if not policies:
+                del self._by_item[old_item]
 
     def decided(self, item: str, policy: str) -> None:
         if (item, policy) in self._entries:
@@ -107,7 +114,7 @@ class ReportedIndex:
         return self._entries.get((item, policy))
 
     def policies_of(self, item: str) -> list[str]:
-        return [policy for (i, policy) in self._entries if i == item]
+        return list(self._by_item.get(item, ()))
 
     def open_policies(self, item: str) -> list[str]:
         """The item's reported policies that no published decision has answered yet."""
