@@ -176,3 +176,33 @@ async def test_ignore_counts_as_zero_and_automated_actions_never_reach_the_figur
     assert fruit["agreement"]["value"] == 0.0  # b1: model 1, cleared with Ignore
     assert before["nature"]["agreement"]["value"] == 1.0
     assert after == before  # automated actions moved nothing
+
+
+async def test_after_a_restart_an_ignore_still_decides_what_was_reported(broker, tmp_path):
+    topics = _topics("coop-restart")
+    key = _key()
+    key_file = tmp_path / "coop.pem"
+    key_file.write_bytes(_pem(key))
+    await create_topics(broker.bootstrap_servers, list(topics.values()), 2)
+    await produce(broker.bootstrap_servers, topics["review"], _review_records())
+    body = orjson.dumps(_ignore("c3"))
+    headers = {"Content-Type": "application/json", "coop-signature": _sign(key, body)}
+
+    async with StandIn() as coop:
+        settings = _settings(broker, topics, coop.port, key_file)
+        url = f"http://127.0.0.1:{settings.coop.port}/coop/ignore"
+        async with running(settings, key_file.read_bytes(), asyncio.Event()):
+            await _until(lambda: len(coop.requests) == len(FLAGGED) + len(CLEARED) + 2)
+        reported = len(coop.requests)
+        # A new process: its memory is empty and the group's offsets say all was reported.
+        async with running(settings, key_file.read_bytes(), asyncio.Event()):
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url, data=body, headers=headers) as response:
+                    answer = response.status, await response.json()
+        assert len(coop.requests) == reported  # nothing reported again: the index was refilled
+
+    assert answer == (200, {"published": 1})
+    (record,) = await read_topic(broker.bootstrap_servers, topics["decisions"], at_least=1)
+    decision = decode_decision(record.value)
+    assert (decision.id, decision.policy, decision.decision) == ("c3", "fruit", 0)
+    assert (decision.policy_version, decision.origin) == ("fruit-v1", "audit_sample")

@@ -99,7 +99,7 @@ def test_ignore_is_a_zero_for_each_reported_policy_still_awaiting_a_decision():
 def test_an_ignore_for_an_item_never_reported_or_off_contract_is_refused():
     index = ReportedIndex()
     unknown = decisions_from_ignore({"id": "zz", "typeId": "post", "data": {}}, index, NOW)
-    assert unknown.decisions == [] and "none was reported" in unknown.refused
+    assert unknown.decisions == [] and "no report of the item" in unknown.refused
     for body in ({"typeId": "post"}, {"id": 3, "typeId": "post"}, [1]):
         with pytest.raises(BadCallback):
             decisions_from_ignore(body, index, NOW)

@@ -93,8 +93,8 @@ def _decide(
     policies = policies or index.open_policies(item) or index.policies_of(item)
     if not policies:
         return Outcome(
-            refused=f"item {item!r}: the callback names no known policy and none was reported "
-            "by this adapter since it started"
+            refused=f"item {item!r}: the callback names no known policy and no report of the "
+            "item is known (reported to another replica, or longer ago than the index holds)"
         )
     decisions = []
     for policy in dict.fromkeys(policies):

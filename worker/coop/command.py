@@ -21,6 +21,7 @@ from ..config import Settings
 from ..errors import FatalError
 from ..kafka import client_options, start_producer
 from .adapter import CoopFatal, forward, webhook_app
+from .refill import refill_index
 from .reports import ReportedIndex
 from .signature import PublicKeyError, load_public_key
 
@@ -86,6 +87,8 @@ async def running(
     )
     runner = web.AppRunner(webhook_app(settings, load_public_key(pem), producer, index))
     try:
+        indexed = await refill_index(settings, index, settings.kafka.connect_retry_s)
+        log.info("report index refilled from the review topic", reports=indexed)
         await consumer.start()
         await runner.setup()
         await web.TCPSite(runner, settings.coop.host, settings.coop.port).start()

@@ -81,9 +81,9 @@ class ReportedIndex:
     """The most recent reports by (item, policy), so a decision can name what it answers,
     and which of them still await a decision.
 
-    Bounded, in memory: after a restart, or past ``size`` reports, a decision still goes out,
-    with ``policy_version`` and ``origin`` left null (eval then takes them from the review
-    record), as long as the callback names its policies.
+    Bounded, in memory, refilled from the review topic at start-up (refill.py): a decision
+    whose report is not here still goes out when the callback names its policies, with
+    ``policy_version`` and ``origin`` left null (eval then takes them from the review record).
     """
 
     def __init__(self, size: int = 200_000) -> None:
@@ -105,6 +105,10 @@ class ReportedIndex:
             del policies[old_policy]
             if not policies:
                 del self._by_item[old_item]
+
+    @property
+    def size(self) -> int:
+        return self._size
 
     def decided(self, item: str, policy: str) -> None:
         if (item, policy) in self._entries:
