@@ -65,6 +65,7 @@ def test_the_adapter_renders_valid_manifests_with_its_own_config(rendered: Rende
     assert settings.coop.url == "https://coop.example.org"
     assert settings.coop.decisions == {"act-remove": 1, "act-ok": 0}
     assert settings.coop.coop_policy("spam") == "coop-spam-policy"
+    assert (settings.coop.path, settings.coop.ignore_path) == ("/coop/actions", "/coop/ignore")
     assert str(settings.coop.public_key_file).startswith("/etc/moderation-worker/secrets/coop")
     assert settings.kafka.sasl_password_file is not None  # the worker's Kafka credentials
     mounts = {m["name"] for m in container["volumeMounts"]}
