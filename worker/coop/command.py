@@ -20,10 +20,11 @@ from aiokafka.errors import KafkaError
 from ..config import Settings
 from ..errors import FatalError
 from ..kafka import client_options, start_producer
-from .adapter import CoopFatal, forward, webhook_app
+from .adapter import CoopFatal, forward
 from .refill import refill_index
 from .reports import ReportedIndex
 from .signature import PublicKeyError, load_public_key
+from .webhook import webhook_app
 
 log = structlog.get_logger("worker.coop")
 
