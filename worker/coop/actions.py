@@ -66,7 +66,9 @@ def decisions_from_action(
         return Outcome(automated=f"action {action!r} on {item!r} triggered by {trigger}")
     value = coop.decisions.get(str(action))
     if value is None:
-        return Outcome(refused=f"action {action!r} is not mapped to a decision (coop.decisions)")
+        return Outcome(
+            refused=f"action {action!r} on {item!r} is not mapped to a decision (coop.decisions)"
+        )
     policies = [p for p in map(coop.our_policy, map(str, coop_policies)) if p is not None]
     return _decide(item, policies, value, reviewer, index, now)
 

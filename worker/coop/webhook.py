@@ -4,7 +4,8 @@ Two routes, ``coop.path`` for action callbacks and ``coop.ignore_path`` for Igno
 handled alike: a body whose ``coop-signature`` does not verify is refused with 401 and
 published nowhere; a verified one becomes decisions (actions.py), acknowledged by the broker
 before Coop gets its 200. An automated action is acknowledged with 200 and published
-nowhere: it is not a person's decision. A publish failure answers 503, so that Coop retries.
+nowhere: it is not a person's decision. A publish failure answers 503 (Coop retries action
+callbacks, not Ignore ones) and logs the decisions it could not publish.
 """
 
 from __future__ import annotations
@@ -70,17 +71,19 @@ class _Callbacks:
         try:
             outcome = interpret(orjson.loads(body), datetime.now(UTC))
         except (orjson.JSONDecodeError, BadCallback) as exc:
+            log.warning("callback refused: not a Coop callback", path=request.path, error=str(exc))
             return _json(400, {"error": str(exc)})
         if outcome.automated is not None:  # acknowledged, so that Coop does not retry it
             log.info("automated action: not a decision", detail=outcome.automated)
             return _json(200, {"published": 0, "automated": outcome.automated})
         if outcome.refused is not None:
-            log.warning("callback carries no decision", reason=outcome.refused)
+            log.warning("callback carries no decision", path=request.path, reason=outcome.refused)
             return _json(422, {"error": outcome.refused})
         try:
             await self._publish(outcome.decisions)
-        except Exception as exc:  # Coop retries a failed delivery: tell it to
-            log.error("decisions not published", error=str(exc))
+        except Exception as exc:  # Coop retries a failed action callback: tell it to
+            decided = [(d.id, d.policy, d.decision) for d in outcome.decisions]
+            log.error("decisions not published", error=str(exc), decisions=decided)
             return _json(503, {"error": f"decisions not published: {type(exc).__name__}"})
         return _json(200, {"published": len(outcome.decisions)})
 
