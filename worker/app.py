@@ -22,7 +22,14 @@ from .kafka import (
     start_producer,
 )
 from .observability import metrics, tracing
-from .observability.health import Check, Health, engine_check, joined_check, serve_health
+from .observability.health import (
+    Check,
+    Health,
+    engine_check,
+    joined_check,
+    progress_check,
+    serve_health,
+)
 from .pipeline.worker import Rebalance, Worker
 from .preflight import compile_for, compile_policies
 
@@ -101,12 +108,12 @@ async def open_worker(
         try:
             worker = rebalance.worker = Worker(settings, classifier, catalog, consumer, producer)
             health.set_check("consumer", brokers.check(worker))
-            watcher = _watch_policies(settings, classifier, worker)
-            try:
-                yield worker
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
+            health.watch_progress(progress_check(worker.stalled, engine_check(classifier)))
+            if settings.policies.watch:
+                worker.also_run(
+                    "policy watch loop", lambda: _reload_on_change(settings, classifier, worker)
+                )
+            yield worker
         finally:
             await consumer.stop()  # already stopped when the worker ran
     finally:
@@ -141,14 +148,6 @@ def _install_signal_handlers(worker: Worker) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-
-
-def _watch_policies(
-    settings: Settings, classifier: Classifier, worker: Worker
-) -> asyncio.Task[None] | None:
-    if not settings.policies.watch:
-        return None
-    return asyncio.create_task(_reload_on_change(settings, classifier, worker))
 
 
 async def _reload_on_change(settings: Settings, classifier: Classifier, worker: Worker) -> None:

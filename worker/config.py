@@ -280,6 +280,12 @@ class HealthSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
     stall_after_s: float = Field(30.0, gt=0, description="/healthz fails when the loop stalls.")
+    no_progress_after_s: float = Field(
+        120.0,
+        gt=0,
+        description="/healthz fails when work waits and no verdict, dead letter or commit "
+        "came for this long.",
+    )
 
 
 class LogSettings(_Section):

@@ -23,13 +23,15 @@ class WorkerProcess:
         self.log = workdir / f"{name}.log"
         self.config.write_text(yaml.safe_dump(_plain(settings)))
         self.process: subprocess.Popen[bytes] | None = None
+        # What runs the CLI; a test may put a script of its own in front of it.
+        self.program = [sys.executable, "-m", "worker.cli"]
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
         env = {k: v for k, v in env.items() if not k.startswith("WORKER_")}
         log = self.log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "run", "--config", str(self.config)],
+            [*self.program, "run", "--config", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -100,8 +100,6 @@ class RemoteClassifier:
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._per_request = settings.prompts_per_request
         self._queue: list[_Waiting] = []
-        self._sending: set[asyncio.Task[None]] = set()
-        self._flush_due = False
         self._backoff_max_s = settings.backoff_max_s
         self._closed = False
         self._closing: asyncio.Task[None] | None = None  # the session's close, once asked
@@ -136,22 +134,21 @@ class RemoteClassifier:
         async with self._slots:
             waiting = _Waiting(prompt_token_ids, asyncio.get_running_loop().create_future())
             self._queue.append(waiting)
+            # The request runs in a caller's own task, never a detached one, so whoever
+            # supervises the callers supervises the requests and their waits too.
             if len(self._queue) >= self._per_request:
-                self._send_queued()
-            elif not self._flush_due:
+                await self._answer(self._take())
+            elif len(self._queue) == 1:
                 # After the other prompts asked for in this turn of the loop have queued.
-                self._flush_due = True
-                asyncio.get_running_loop().call_soon(self._send_queued)
+                await asyncio.sleep(0)
+                if self._queue:
+                    await self._answer(self._take())
             return await waiting.answer
 
-    def _send_queued(self) -> None:
-        self._flush_due = False
-        while self._queue:
-            group = self._queue[: self._per_request]
-            del self._queue[: self._per_request]
-            task = asyncio.create_task(self._answer(group))
-            self._sending.add(task)  # held until done: the loop keeps only weak references
-            task.add_done_callback(self._sending.discard)
+    def _take(self) -> list[_Waiting]:
+        group = self._queue[: self._per_request]
+        del self._queue[: self._per_request]
+        return group
 
     async def _answer(self, group: list[_Waiting]) -> None:
         try:
@@ -162,7 +159,7 @@ class RemoteClassifier:
                 await asyncio.gather(*(self._answer([w]) for w in group))
                 return
             _settle(group, exc)
-        except BaseException as exc:  # cancelled on close: the callers must not hang
+        except BaseException as exc:  # this caller cancelled: the others must not hang
             _settle(group, EngineDead(f"engine request abandoned: {exc!r}"))
             raise
         else:
@@ -207,9 +204,7 @@ class RemoteClassifier:
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        for task in self._sending:
-            task.cancel()
+        self._closed = True  # requests waiting for a server end with EngineDead
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

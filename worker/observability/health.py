@@ -1,5 +1,9 @@
 """The probe and scrape endpoints: /healthz, /readyz, /metrics (aiohttp).
 
+/healthz also fails when the worker's work is stuck: items wait and no verdict, dead letter
+or commit came for ``health.no_progress_after_s`` (a dead part the loop's heartbeat cannot
+see).
+
 The server runs on its own thread and event loop. The worker's loop can then be blocked
 (a stuck library call, a busy CPU) and /healthz still answers, with 503 and how long the
 loop has been silent, instead of timing out; /metrics keeps answering during the engine's
@@ -47,6 +51,7 @@ class Health:
         self.stall_after_s = stall_after_s
         self.last_beat = time.monotonic()
         self.port: int | None = None  # where the server listens, once it does
+        self._stalled: Check = lambda: None  # why work does not move, once a worker runs
         self._checks: dict[str, Check] = {
             name: (lambda reason=reason: reason) for name, reason in _NOT_YET.items()
         }
@@ -55,6 +60,10 @@ class Health:
         if name not in self._checks:
             raise ValueError(f"unknown readiness check {name!r}")
         self._checks[name] = check
+
+    def watch_progress(self, stalled: Check) -> None:
+        """Liveness also fails while ``stalled`` says why work waits and does not move."""
+        self._stalled = stalled
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()
@@ -72,7 +81,11 @@ class Health:
         body: dict[str, object] = {"alive": alive, "loop_silent_s": round(silent, 3)}
         if not alive:
             body["reason"] = f"event loop silent for {silent:.1f}s (limit {self.stall_after_s}s)"
-        return alive, body
+            return alive, body
+        stalled = _run(self._stalled)
+        if stalled is not None:
+            body.update(alive=False, reason=stalled)
+        return stalled is None, body
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         results = {name: _run(check) for name, check in self._checks.items()}
@@ -102,6 +115,12 @@ def engine_check(classifier: object) -> Check:
         return getattr(classifier, "unready", None)
 
     return check
+
+
+def progress_check(stalled: Check, excused: Check) -> Check:
+    """``stalled``, except while ``excused`` names a wait a restart would not cure (a
+    remote engine out of reach: readiness reports that one)."""
+    return lambda: None if excused() is not None else stalled()
 
 
 def joined_check(assigned: asyncio.Event) -> Check:

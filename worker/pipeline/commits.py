@@ -7,6 +7,7 @@ a failed commit is only logged, as the next one carries the same positions or la
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 from aiokafka import AIOKafkaConsumer
@@ -20,9 +21,15 @@ COMMIT_INTERVAL_S = 0.2
 
 
 class Committer:
-    def __init__(self, consumer: AIOKafkaConsumer, tracker: OffsetTracker) -> None:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        tracker: OffsetTracker,
+        landed: Callable[[], None] = lambda: None,
+    ) -> None:
         self._consumer = consumer
         self._tracker = tracker
+        self._landed = landed  # told of each commit the broker took (work moved)
         self._wanted = asyncio.Event()
 
     def want(self) -> None:
@@ -46,3 +53,4 @@ class Committer:
             log.warning("commit failed; will retry with the next commit", error=str(exc))
             return
         self._tracker.mark_committed(positions)
+        self._landed()

@@ -72,8 +72,10 @@ class Intake:
         settings: Settings,
         catalog: Callable[[], Catalog],
         refuse: Refuse,
+        sample: Callable[[int], None] = lambda in_flight: None,
     ) -> None:
         self._consumer = consumer
+        self._sample = sample  # told the work in flight at each fetch (the stall probe)
         self._tracker = tracker
         self._settings = settings
         self._catalog = catalog
@@ -88,7 +90,9 @@ class Intake:
         gauges = metrics.WorkerGauges()
         try:
             while not stopping.is_set():
-                room = max_in_flight - self._tracker.in_flight()
+                in_flight = self._tracker.in_flight()
+                self._sample(in_flight)
+                room = max_in_flight - in_flight
                 self._apply(flow(room, self._paused, max_in_flight))
                 try:
                     # Still polled while paused: aiokafka counts max_poll_interval from getmany.

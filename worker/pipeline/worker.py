@@ -10,7 +10,9 @@ partition (commits.py, offsets.py), so a crash at any point redelivers rather th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -22,6 +24,7 @@ from ..engine import Classifier
 from ..errors import Rejected
 from ..observability import metrics, tracing
 from ..observability.collector import collector_tuned
+from ..supervise import LoopFailed, Supervisor
 from ..verdict_cache import make_cache
 from .batching import next_batch
 from .classify import score_jobs
@@ -49,13 +52,20 @@ class Worker:
         self._consumer = consumer
         self._tracker = OffsetTracker()
         self._stopping = asyncio.Event()
-        self._fatal: BaseException | None = None
         self._progress = Progress(self._tracker)
-        self._tasks = _Tasks(self._fail)
-        self._committer = Committer(consumer, self._tracker)
+        self._tasks: Supervisor | None = None  # the running tasks, while run() runs
+        self._also: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
+        self._committer = Committer(consumer, self._tracker, self._progress.moved)
         self._sender = Sender(producer, settings, self._completed)
         self._outputs = Outputs(self._sender, settings, classifier.model_name)
-        self._intake = Intake(consumer, self._tracker, settings, lambda: self.catalog, self._refuse)
+        self._intake = Intake(
+            consumer,
+            self._tracker,
+            settings,
+            lambda: self.catalog,
+            self._refuse,
+            self._progress.sample,
+        )
         self.assigned = asyncio.Event()
         self._cache = make_cache(settings.cache)  # None when cache.enabled is false
 
@@ -69,37 +79,53 @@ class Worker:
         """New policies apply to events consumed from now on."""
         self.catalog = catalog
 
+    def also_run(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``loop`` beside the pipeline's own, supervised like them (policy watching)."""
+        self._also[name] = loop
+
     async def run(self) -> int:
-        """Run until stopped; return the process exit code."""
+        """Run until stopped; return the process exit code (1 when any loop failed)."""
         with collector_tuned():
-            loops = {
-                asyncio.ensure_future(self._batch_loop()),
-                asyncio.ensure_future(self._committer.run()),
-            }
             try:
-                await self._intake.run(self._stopping)
-                left = await self._progress.wait_idle(None, self.settings.drain_deadline_s)
-                if left and self._fatal is None:
-                    log.warning(
-                        "drain deadline passed; in-flight work will be redelivered", items=left
-                    )
+                failure = await self._supervised()
+                # Only offsets whose outputs the brokers acknowledged are committed. After a
+                # failure that is best effort: the loop that failed may be the commit loop.
+                with contextlib.suppress(Exception) if failure else contextlib.nullcontext():
+                    await self._committer.commit()
             finally:
-                await _cancel(loops)
-                await self._committer.commit()
-                await _cancel(self._tasks.pending)
                 await self._consumer.stop()
-        if self._fatal is not None:
-            log.error("worker stopped on a fatal error", error=str(self._fatal))
+        if failure is not None:
             return 1
         log.info("worker stopped cleanly")
         return 0
 
-    def _fail(self, exc: BaseException) -> None:
-        if self._fatal is None:
-            self._fatal = exc
-            log.error("fatal error; stopping without committing unpublished work", error=str(exc))
-        self._stopping.set()
-        self._progress.halt()
+    async def _supervised(self) -> LoopFailed | None:
+        """Run every loop until the drain ends them, or one fails (logged in one line)."""
+        try:
+            async with Supervisor() as tasks:
+                self._tasks = tasks
+                tasks.loop("batch loop", self._batch_loop())
+                tasks.loop("commit loop", self._committer.run())
+                for name, loop in self._also.items():
+                    tasks.loop(name, loop())
+                tasks.spawn("intake loop", self._intake_then_drain(tasks))
+        except LoopFailed as failure:
+            self._stopping.set()
+            log.error(
+                "worker stopped: a loop failed; unpublished work will be redelivered",
+                loop=failure.loop,
+                error=str(failure),
+                at=failure.where,
+            )
+            return failure
+        return None
+
+    async def _intake_then_drain(self, tasks: Supervisor) -> None:
+        await self._intake.run(self._stopping)
+        left = await self._progress.wait_idle(None, self.settings.drain_deadline_s)
+        if left:
+            log.warning("drain deadline passed; in-flight work will be redelivered", items=left)
+        tasks.finish()
 
     # ---- batch → classify → outputs --------------------------------------------------
 
@@ -113,7 +139,7 @@ class Worker:
             live = [item for item in batch if not item.offsets.revoked]
             tracing.abandon([item.trace for item in batch if item.offsets.revoked])
             if live:
-                self._tasks.spawn(self._process(live))
+                self._spawn("classify task", self._process(live))
 
     async def _process(self, batch: list[Item]) -> None:
         engine = self.settings.engine
@@ -141,7 +167,12 @@ class Worker:
         through: int | None,
     ) -> None:
         letter = self._outputs.rejected(record, error)
-        self._tasks.spawn(self._outputs.dead_letter(record, offsets, letter, message, through))
+        dead_letter = self._outputs.dead_letter(record, offsets, letter, message, through)
+        self._spawn("dead-letter task", dead_letter)
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> None:
+        assert self._tasks is not None, "work is taken only while run() runs"
+        self._tasks.spawn(name, coro)
 
     def _completed(self) -> None:
         self._committer.want()
@@ -159,6 +190,13 @@ class Worker:
     def on_assigned(self, assigned: set[TP]) -> None:
         log.info("partitions assigned", partitions=sorted(f"{t}[{p}]" for t, p in assigned))
         self.assigned.set()
+
+    def stalled(self) -> str | None:
+        """Why work is stuck (liveness fails), else None. Waits with a known cause that a
+        restart would not cure (publishing retrying within its budget) are not stalls."""
+        if self._sender.trouble is not None:
+            return None
+        return self._progress.stalled(self.settings.health.no_progress_after_s)
 
     def in_flight(self) -> int:
         """Events taken from Kafka and not yet finished: at most batch.max_in_flight."""
@@ -192,27 +230,3 @@ class Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: set[TP]) -> None:
         if self.worker is not None:
             self.worker.on_assigned(assigned)
-
-
-class _Tasks:
-    """The worker's background coroutines; any that fails stops the worker."""
-
-    def __init__(self, fail: Callable[[BaseException], None]) -> None:
-        self._fail = fail
-        self.pending: set[asyncio.Task[None]] = set()
-
-    def spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self.pending.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._fail(task.exception())
-
-
-async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)

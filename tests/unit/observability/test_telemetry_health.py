@@ -19,8 +19,10 @@ from worker.observability.health import (
     HealthServerError,
     engine_check,
     joined_check,
+    progress_check,
     serve_health,
 )
+from worker.pipeline.progress import stall_reason
 
 
 def fetch(port: int, path: str) -> tuple[int, bytes]:
@@ -86,6 +88,33 @@ def test_liveness_follows_the_heartbeat() -> None:
     health.last_beat -= 6
     alive, body = health.liveness()
     assert not alive and "silent" in body["reason"] and body["loop_silent_s"] >= 6
+
+
+def test_liveness_fails_while_work_waits_and_nothing_moves() -> None:
+    health = Health(stall_after_s=5)
+    stalled: list[str | None] = [None]
+    engine_down: list[str | None] = [None]
+    health.watch_progress(progress_check(lambda: stalled[0], lambda: engine_down[0]))
+    assert health.liveness()[0]
+    stalled[0] = "no verdict, dead letter or commit for 130.0s while 4 items wait"
+    alive, body = health.liveness()
+    assert not alive and body["reason"] == stalled[0]
+    engine_down[0] = "engine server http://vllm:8000 unreachable"  # readiness reports it
+    assert health.liveness()[0]
+
+
+@pytest.mark.parametrize(
+    ("waiting", "quiet_s", "stalled"),
+    [(0, 999.0, False), (3, 10.0, False), (3, 10.5, True)],
+)
+def test_a_stall_is_waiting_work_and_nothing_moving_past_the_limit(
+    waiting: int, quiet_s: float, stalled: bool
+) -> None:
+    reason = stall_reason(waiting, quiet_s, 10.0)
+    assert (reason is not None) is stalled
+    if stalled:
+        assert reason.startswith(f"no verdict, dead letter or commit for {quiet_s:.1f}s")
+        assert "health.no_progress_after_s" in reason
 
 
 # ---- the server ----------------------------------------------------------------------
