@@ -15,6 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
+from .errors import DeadLetterKind
 from .events import BadEvent, decode_object, first_errors
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "decision.schema.json"
@@ -60,7 +61,7 @@ def decode_decision(value: bytes | None) -> Decision:
     try:
         return Decision.model_validate(_with_datetime(data))
     except ValidationError as exc:
-        raise BadEvent("invalid_decision", first_errors(exc, "decision")) from None
+        raise BadEvent(DeadLetterKind.INVALID_DECISION, first_errors(exc, "decision")) from None
 
 
 def _with_datetime(data: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +71,9 @@ def _with_datetime(data: dict[str, Any]) -> dict[str, Any]:
         try:
             return {**data, "decided_at": datetime.fromisoformat(value.replace("Z", "+00:00"))}
         except ValueError:
-            raise BadEvent("invalid_decision", f"decided_at: not RFC 3339: {value!r}") from None
+            raise BadEvent(
+                DeadLetterKind.INVALID_DECISION, f"decided_at: not RFC 3339: {value!r}"
+            ) from None
     return data
 
 

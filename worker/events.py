@@ -8,7 +8,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
-from .errors import Rejected
+from .errors import DeadLetterKind, Rejected
 
 Header = tuple[str, bytes]
 
@@ -142,21 +142,23 @@ def decode_event(value: bytes | None) -> ContentEvent:
     try:
         return ContentEvent.model_validate(data)
     except ValidationError as exc:
-        raise BadEvent("invalid_event", first_errors(exc, "event")) from None
+        raise BadEvent(DeadLetterKind.INVALID_EVENT, first_errors(exc, "event")) from None
     except ValueError as exc:  # created_at that fromisoformat refuses
-        raise BadEvent("invalid_event", f"created_at: {exc}") from None
+        raise BadEvent(DeadLetterKind.INVALID_EVENT, f"created_at: {exc}") from None
 
 
 def decode_object(value: bytes | None) -> dict[str, Any]:
     """A record value that must be one JSON object; BadEvent saying why it is not."""
     if value is None:
-        raise BadEvent("empty_value", "record has no value")
+        raise BadEvent(DeadLetterKind.EMPTY_VALUE, "record has no value")
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise BadEvent("invalid_json", f"value is not JSON: {exc}") from None
+        raise BadEvent(DeadLetterKind.INVALID_JSON, f"value is not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise BadEvent("not_an_object", f"value is JSON {type(data).__name__}, not an object")
+        raise BadEvent(
+            DeadLetterKind.NOT_AN_OBJECT, f"value is JSON {type(data).__name__}, not an object"
+        )
     return data
 
 
@@ -173,7 +175,12 @@ DEAD_LETTER_PREFIX = "x-dead-letter-"
 
 
 def dead_letter_headers(
-    headers: list[Header], kind: str, reason: str, topic: str, partition: int, offset: int
+    headers: list[Header],
+    kind: DeadLetterKind,
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
 ) -> list[Header]:
     """The original headers plus ours naming the error and where the record came from."""
     ours = {

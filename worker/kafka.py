@@ -1,11 +1,14 @@
-"""Kafka client factories (security, idempotence) and topic bootstrap."""
+"""Kafka client factories (security, idempotence), topic bootstrap, and aiokafka's errors
+translated into the worker's (``translated``): the one module that catches ``KafkaError``
+(undecodable.py excepted, for records the client cannot decode)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import structlog
@@ -27,23 +30,31 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 
 from .config import KafkaSettings, Settings, TopicSettings
-from .errors import FatalError, Rejected, TransientError, WorkerError
-from .retry import Backoff, retry
+from .errors import DeadLetterKind, FatalError, Rejected, TransientError, WorkerError
+from .retry import Backoff, retriable, retry
 
 log = structlog.get_logger("worker.kafka")
 T = TypeVar("T")
 
 
 class KafkaSetupError(FatalError):
-    """Start-up could not reach or use the brokers; the message says what to change.
+    """Start-up could not use the brokers: they refuse us (configuration, credentials,
+    certificates), which waiting does not fix. The message says what to change."""
 
-    ``retriable`` when the brokers could not be reached (they may come back), as opposed to
-    refusing us (configuration, credentials, certificates), which waiting does not fix.
-    """
 
-    def __init__(self, message: str, retriable: bool = False) -> None:
-        super().__init__(message)
-        self.retriable = retriable
+class BrokersUnreachable(KafkaSetupError):
+    """Start-up could not reach the brokers: waited for (they may come back), then fatal."""
+
+    retriable = True
+
+
+class BrokersTrouble(TransientError):
+    """A running client's call failed in a way the brokers may mend (out of reach, leader
+    moved, timed out)."""
+
+
+class BrokersRefused(FatalError):
+    """The brokers refuse a running client's call for good (authorization, configuration)."""
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -238,9 +249,8 @@ async def _setup_error(doing: str, exc: BaseException, kafka: KafkaSettings) -> 
     if refusal is not None:
         return KafkaSetupError(f"{doing}: {refusal}")
     if unreachable(cause):
-        return KafkaSetupError(
-            f"{doing}: cannot reach brokers {kafka.bootstrap_servers}: {_describe(cause)}",
-            retriable=True,
+        return BrokersUnreachable(
+            f"{doing}: cannot reach brokers {kafka.bootstrap_servers}: {_describe(cause)}"
         )
     return KafkaSetupError(f"{doing}: {_describe(cause)}")
 
@@ -334,7 +344,7 @@ async def retry_unreachable(
     """Run a start-up step, retrying while the brokers cannot be reached.
 
     ``waiting`` hears the reason while it waits (for readiness) and None once through.
-    Refusals (KafkaSetupError that is not retriable) and a spent budget raise at once.
+    Refusals (KafkaSetupError but BrokersUnreachable) and a spent budget raise at once.
     """
     retried = False
 
@@ -344,25 +354,33 @@ async def retry_unreachable(
         log.warning("brokers unreachable; retrying", error=str(exc), retry_in_s=delay)
         waiting(str(exc))
 
-    result = await retry(step, lambda: backoff(kafka), _setup_retriable, on_retry)
+    result = await retry(step, lambda: backoff(kafka), retriable, on_retry)
     if retried:
         log.info("brokers reachable again")
         waiting(None)
     return result
 
 
-def _setup_retriable(exc: Exception) -> bool:
-    return isinstance(exc, KafkaSetupError) and exc.retriable
-
-
 # ---- errors of a running client, in the worker's vocabulary -------------------------
 
 
-def publish_error(exc: Exception, where: str) -> WorkerError:
-    """What a failed send means: the record is refused for good (Rejected), the brokers may
-    come back (TransientError), or publishing cannot go on (FatalError)."""
+def kafka_error(exc: KafkaError, doing: str) -> WorkerError:
+    """What a running client's failure means: a record refused for good (Rejected), brokers
+    that may mend (BrokersTrouble, retriable), or a call that cannot succeed (BrokersRefused)."""
     described = f"{type(exc).__name__}: {exc}"
     if record_rejected(exc):
-        return Rejected("publish_failed", described)
-    failed = f"publishing for {where} failed: {described}"
-    return TransientError(failed) if unreachable(exc) else FatalError(failed)
+        return Rejected(DeadLetterKind.PUBLISH_FAILED, described)
+    failed = f"{doing} failed: {described}"
+    return BrokersTrouble(failed) if unreachable(exc) else BrokersRefused(failed)
+
+
+@contextmanager
+def translated(doing: str, keep: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Around calls of a started aiokafka client: its errors come out as the worker's
+    (``kafka_error``), but for the types in ``keep``, which the caller handles itself."""
+    try:
+        yield
+    except keep:
+        raise
+    except KafkaError as exc:
+        raise kafka_error(exc, doing) from exc

@@ -11,27 +11,12 @@ from typing import Any
 
 from .catalog import Catalog, compile_catalog
 from .config import Settings
-from .engine import EngineStartError
+from .engine.tokenizer import load_tokenizer
 from .policies import load_policies
 from .prompts import PromptError
 
 DEFAULT_MAX_MODEL_LEN = 8192  # when neither the settings nor the model say
 UNBOUNDED = 2**62  # a context no policy outgrows
-
-
-def load_tokenizer(name: str) -> Any:
-    """The model's tokenizer; EngineStartError naming engine.model when it cannot load."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except Exception as exc:  # transformers raises many kinds for a missing model
-        cause = " ".join(str(exc).split())[:300]
-        raise EngineStartError(
-            f"cannot load the tokenizer of model {name!r} ({type(exc).__name__}: {cause}). "
-            "Set engine.model (env WORKER_ENGINE__MODEL) to a model directory or a hub id, "
-            "or engine.tokenizer to where its tokenizer is."
-        ) from None
 
 
 def model_max_len(configured: int | None, model: str | None, tokenizer: Any) -> int:

@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 
 import tokenizers
 
-from .errors import Rejected
+from .errors import DeadLetterKind, Rejected
 from .policies import Policy
 
 INSTRUCTION = (
@@ -231,7 +231,7 @@ def assemble(prompt: PolicyPrompt, content_ids: Sequence[int], overlong: Overlon
     if len(content_ids) > prompt.max_content_tokens:
         if overlong == "dead_letter":
             raise PromptError(
-                "content_too_long",
+                DeadLetterKind.CONTENT_TOO_LONG,
                 f"content is {len(content_ids)} tokens with its heading; policy "
                 f"{prompt.policy.id!r} leaves room for {prompt.max_content_tokens}",
             )

@@ -22,6 +22,7 @@ from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 
 from .config import KafkaSettings, Settings
+from .errors import DeadLetterKind
 from .kafka import client_options
 from .pipeline.offsets import OffsetTracker
 
@@ -42,18 +43,18 @@ class Undecodable:
 
     first: int
     last: int
-    kind: str
+    kind: DeadLetterKind
     reason: str
 
 
 def describe(exc: BaseException, first: int, last: int) -> Undecodable:
     """What the dead letter says about offsets the client could not decode."""
     if isinstance(exc, BATCH_ERRORS):
-        kind = "undecodable_batch"
+        kind = DeadLetterKind.UNDECODABLE_BATCH
         where = f"offset {first}" if first == last else f"offsets {first} to {last}"
         what = f"the record batch at {where}"
     else:
-        kind, what = "undecodable_record", "this record"
+        kind, what = DeadLetterKind.UNDECODABLE_RECORD, "this record"
     reason = f"the Kafka client cannot decode {what}: {type(exc).__name__}: {exc}"
     return Undecodable(first, last, kind, reason)
 

@@ -53,5 +53,5 @@ async def test_second_item_of_a_policy_reads_the_prefix_from_cache(engine):
 async def test_invalid_prompt_is_an_engine_error_not_a_crash(engine):
     with pytest.raises(EngineError) as info:
         await engine.score([10**9])  # a token id outside the vocabulary
-    assert not info.value.fatal
+    assert info.value.retriable
     assert not engine.dead

@@ -39,10 +39,6 @@ from pathlib import Path
 
 import orjson
 
-from worker.pipeline import worker as pipeline
-
-real, count = pipeline.next_batch, 0
-
 
 async def breaking(queue, max_items, linger_s):
     global count
@@ -54,11 +50,14 @@ async def breaking(queue, max_items, linger_s):
     return batch
 
 
-pipeline.next_batch = breaking
-from worker.cli import app
+if __name__ == "__main__":  # the engine's processes import this module too
+    from worker.cli import app
+    from worker.pipeline import worker as pipeline
 
-sys.argv[0] = "moderation-worker"
-app()
+    real, count = pipeline.next_batch, 0
+    pipeline.next_batch = breaking
+    sys.argv[0] = "moderation-worker"
+    app()
 """
 
 

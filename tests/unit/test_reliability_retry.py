@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import ssl
 
 import pytest
@@ -18,17 +19,65 @@ from aiokafka.errors import (
 )
 
 from worker.config import load_settings
-from worker.kafka import KafkaSetupError, record_rejected, retry_unreachable, unreachable
-from worker.retry import Backoff
+from worker.errors import FatalError, TransientError, WorkerError
+from worker.kafka import (
+    BrokersUnreachable,
+    KafkaSetupError,
+    record_rejected,
+    retry_unreachable,
+    unreachable,
+)
+from worker.retry import Backoff, retriable
+
+
+class _Top:
+    """A random source that always draws the top of the range: the schedule unjittered."""
+
+    def uniform(self, low: float, high: float) -> float:
+        return high
 
 
 def test_backoff_doubles_to_the_cap_and_stops_when_the_budget_is_spent():
-    delays = Backoff(budget_s=30, cap_s=4, first_s=0.5)
+    delays = Backoff(budget_s=30, cap_s=4, first_s=0.5, rng=_Top())
     got = [delays.next(now=0.0) for _ in range(6)]
     assert got == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     assert delays.next(now=29.0) == 1.0  # never sleeps past the budget
     assert delays.next(now=30.0) is None
     assert delays.waited == 7
+
+
+def test_each_delay_is_jittered_between_half_and_all_of_its_step():
+    steps = [0.5, 1.0, 2.0, 4.0, 4.0]
+    for seed in range(50):
+        delays = Backoff(budget_s=1e9, cap_s=4, first_s=0.5, rng=random.Random(seed))
+        got = [delays.next(now=0.0) for _ in steps]
+        assert all(step / 2 <= delay <= step for delay, step in zip(got, steps, strict=True))
+
+
+def test_pods_that_failed_together_do_not_retry_in_lockstep():
+    # A hundred pods losing the same broker at once: their first waits spread over the
+    # whole jitter range instead of all landing on the same instant.
+    first = sorted(Backoff(budget_s=60, cap_s=10, first_s=1.0).next(now=0.0) for _ in range(100))
+    assert len(set(first)) == 100
+    assert first[0] < 0.6 and first[-1] > 0.9  # both ends of [0.5, 1.0] are reached
+    assert first[50] - first[49] < 0.1  # and the middle is filled, not two clumps
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (TransientError("brokers out of reach"), True),
+        (BrokersUnreachable("cannot reach brokers"), True),  # a FatalError once spent
+        (FatalError("engine died"), False),
+        (KafkaSetupError("SASL authentication failed"), False),
+        (WorkerError("plain"), False),
+        (TimeoutError(), False),  # foreign errors are translated before anyone decides
+    ],
+)
+def test_retriability_is_a_property_of_the_error_type(error, expected):
+    assert retriable(error) is expected
+    if isinstance(error, WorkerError):
+        assert type(error).retriable is expected  # on the class, not the one instance
 
 
 def test_no_budget_means_no_retry():
@@ -78,7 +127,7 @@ async def test_retry_waits_through_unreachable_then_reports_recovery():
     async def step() -> str:
         attempts.append(1)
         if len(attempts) < 3:
-            raise KafkaSetupError("cannot reach brokers", retriable=True)
+            raise BrokersUnreachable("cannot reach brokers")
         return "up"
 
     assert await retry_unreachable(step, kafka, heard.append) == "up"
@@ -105,9 +154,9 @@ async def test_retry_gives_up_when_the_budget_is_spent():
 
     async def step() -> None:
         attempts.append(1)
-        raise KafkaSetupError("cannot reach brokers", retriable=True)
+        raise BrokersUnreachable("cannot reach brokers")
 
-    with pytest.raises(KafkaSetupError, match="cannot reach"):
+    with pytest.raises(BrokersUnreachable, match="cannot reach"):
         await retry_unreachable(step, kafka)
     assert 3 <= len(attempts) <= 6
 
@@ -130,7 +179,7 @@ async def test_retry_stops_after_its_tries_and_raises_the_last_failure(monkeypat
 
     with pytest.raises(TimeoutError, match="attempt 3"):
         await retry(step, lambda: Backoff(100, 100, first_s=0.1, tries=2), lambda exc: True)
-    assert calls == 3 and slept == [0.1, 0.2]
+    assert calls == 3 and 0.05 <= slept[0] <= 0.1 and 0.1 <= slept[1] <= 0.2
 
 
 async def test_retry_raises_what_is_not_retriable_at_once():

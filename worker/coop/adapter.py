@@ -13,11 +13,11 @@ import aiohttp
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
 
 from ..config import Settings
-from ..errors import FatalError, WorkerError
+from ..errors import DeadLetterKind, FatalError, WorkerError
 from ..events import dead_letter_headers
+from ..kafka import translated
 from ..retry import Backoff
 from .reports import NotAReviewRecord, Report, ReportedIndex, reports_for
 
@@ -46,20 +46,28 @@ async def forward(
     stopping: asyncio.Event,
 ) -> None:
     """Post every review record as reports until ``stopping`` is set. Raises CoopFatal."""
+    failing: Backoff | None = None  # while fetches fail: how long to wait before the next
     while not stopping.is_set():
         try:
-            batches = await consumer.getmany(timeout_ms=500)
-        except KafkaError as exc:
-            log.warning("fetch failed; retrying", error=str(exc))
-            await asyncio.sleep(1.0)
+            with translated("fetching review records"):
+                batches = await consumer.getmany(timeout_ms=500)
+        except WorkerError as exc:
+            if not exc.retriable:
+                raise
+            failing = failing or Backoff(float("inf"), settings.kafka.connect_backoff_max_s)
+            delay = failing.next() or settings.kafka.connect_backoff_max_s
+            log.warning("fetch failed; retrying", error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
             continue
+        failing = None
         for records in batches.values():
             for record in records:
                 await _forward_one(settings, producer, session, index, record)
         if batches:
             try:
-                await consumer.commit()
-            except KafkaError as exc:  # the next commit covers these offsets too
+                with translated("commit"):
+                    await consumer.commit()
+            except WorkerError as exc:  # the next commit covers these offsets too
                 log.warning("commit failed; will retry with the next commit", error=str(exc))
 
 
@@ -76,9 +84,11 @@ async def _forward_one(
             await post_report(session, settings, report)
             index.add(report.item, report.policy, report.reported)
     except (orjson.JSONDecodeError, NotAReviewRecord) as exc:
-        await _dead_letter(settings, producer, record, "invalid_review_record", str(exc))
+        await _dead_letter(
+            settings, producer, record, DeadLetterKind.INVALID_REVIEW_RECORD, str(exc)
+        )
     except CoopRefused as exc:
-        await _dead_letter(settings, producer, record, "coop_refused", str(exc))
+        await _dead_letter(settings, producer, record, DeadLetterKind.COOP_REFUSED, str(exc))
 
 
 async def post_report(session: aiohttp.ClientSession, settings: Settings, report: Report) -> None:
@@ -111,14 +121,19 @@ async def post_report(session: aiohttp.ClientSession, settings: Settings, report
 
 
 async def _dead_letter(
-    settings: Settings, producer: AIOKafkaProducer, record: ConsumerRecord, kind: str, reason: str
+    settings: Settings,
+    producer: AIOKafkaProducer,
+    record: ConsumerRecord,
+    kind: DeadLetterKind,
+    reason: str,
 ) -> None:
     log.info("review record dead-lettered", reason=kind, detail=reason[:300])
     headers = dead_letter_headers(
         list(record.headers), kind, reason, record.topic, record.partition, record.offset
     )
-    await (
-        await producer.send(
-            settings.topics.dead_letter, value=record.value, key=record.key, headers=headers
+    with translated("dead-lettering a review record"):
+        await (
+            await producer.send(
+                settings.topics.dead_letter, value=record.value, key=record.key, headers=headers
+            )
         )
-    )

@@ -15,7 +15,6 @@ import aiohttp
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 
 from ..config import Settings
 from ..errors import FatalError
@@ -58,17 +57,15 @@ def check(settings: Settings) -> bytes:
 
 
 async def run_adapter(settings: Settings) -> int:
-    """Exit code 0 after SIGTERM; raises AdapterError, CoopFatal or KafkaSetupError."""
+    """Exit code 0 after SIGTERM; raises AdapterError, CoopFatal, KafkaSetupError, or the
+    worker's error for a Kafka call that failed (kafka.translated), each one line."""
     pem = check(settings)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     async with running(settings, pem, stopping) as forwarding:
-        try:
-            await forwarding
-        except KafkaError as exc:  # a dead letter the brokers would not take
-            raise CoopFatal(f"Kafka: {type(exc).__name__}: {exc}") from exc
+        await forwarding
     return 0
 
 

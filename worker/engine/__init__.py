@@ -19,15 +19,11 @@ class Score:
 
 
 class EngineError(TransientError):
-    """One request the engine failed; the next may succeed."""
-
-    fatal = False
+    """One request the engine failed; the next may succeed (retriable, as a TransientError)."""
 
 
 class EngineDead(FatalError):
     """The engine itself is gone: nothing more can be scored in this process."""
-
-    fatal = True
 
 
 class EngineStartError(FatalError):

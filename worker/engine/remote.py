@@ -38,6 +38,7 @@ from .openai_api import (
     score_reply,
     served_max_model_len,
 )
+from .tokenizer import load_tokenizer
 
 log = structlog.get_logger("worker.engine.remote")
 
@@ -112,7 +113,8 @@ class RemoteClassifier:
     async def start(cls, settings: EngineSettings) -> RemoteClassifier:
         """Load the tokenizer, connect, and check every server; raise EngineError naming
         the setting to change when one cannot serve this worker."""
-        tokenizer = await asyncio.to_thread(_load_tokenizer, settings)
+        source = settings.tokenizer or settings.model
+        tokenizer: Tokenizer = await asyncio.to_thread(load_tokenizer, source)
         no, yes = answer_token_ids(tokenizer)
         name = settings.served_model_name or settings.model
         session = _session(settings)
@@ -154,7 +156,7 @@ class RemoteClassifier:
         try:
             scores = await self._request([w.prompt for w in group])
         except (EngineError, EngineDead) as exc:
-            if len(group) > 1 and not exc.fatal:
+            if len(group) > 1 and exc.retriable:
                 # One bad prompt fails its whole request: alone, each fails or passes alone.
                 await asyncio.gather(*(self._answer([w]) for w in group))
                 return
@@ -216,18 +218,6 @@ def _settle(group: list[_Waiting], error: EngineError | EngineDead) -> None:
     for waiting in group:
         if not waiting.answer.done():
             waiting.answer.set_exception(error)
-
-
-def _load_tokenizer(settings: EngineSettings) -> Tokenizer:
-    from transformers import AutoTokenizer
-
-    name = settings.tokenizer or settings.model
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except Exception as exc:  # transformers raises many kinds for a missing model
-        raise EngineError(
-            f"cannot load tokenizer {name!r}: {exc} (set engine.tokenizer or engine.model)"
-        ) from None
 
 
 def _session(settings: EngineSettings) -> aiohttp.ClientSession:

@@ -14,11 +14,11 @@ import structlog
 
 from ..catalog import Catalog, Entry
 from ..engine import Classifier, Score
-from ..errors import Rejected, TransientError
+from ..errors import DeadLetterKind, Rejected, TransientError
 from ..events import BadEvent, ContentEvent, Latency, PolicyVerdict, Source, Verdict, decode_event
 from ..policies import PolicyError
 from ..prompts import Overlong, PromptError, assemble, tokenize_contents
-from ..retry import Backoff, retry
+from ..retry import Backoff, retriable, retry
 from ..routing import confidence, route
 from ..verdict_cache import VerdictCache, cache_key
 
@@ -44,7 +44,7 @@ def make_job(value: bytes | None, catalog: Catalog, policy_ids: list[str] | None
     try:
         entries = catalog.resolve(policy_ids or event.policies)
     except PolicyError as exc:
-        raise BadEvent("unknown_policy", str(exc)) from None
+        raise BadEvent(DeadLetterKind.UNKNOWN_POLICY, str(exc)) from None
     return Job(event, entries)
 
 
@@ -164,7 +164,7 @@ def _collect(
     for entry, key in zip(job.scored_entries(), keys, strict=True):
         answer = plan.hits[key] if key in plan.hits else fresh[key]
         if isinstance(answer, TransientError):  # retries spent: this job alone fails
-            error = Rejected("engine_error", str(answer))
+            error = Rejected(DeadLetterKind.ENGINE_ERROR, str(answer))
             return Scored(job, error=error, started=started, finished=finished)
         if isinstance(answer, BaseException):
             raise answer
@@ -192,7 +192,7 @@ async def _score_with_retry(classifier: Classifier, prompt: list[int], retries: 
     return await retry(
         lambda: classifier.score(prompt),
         lambda: Backoff(math.inf, math.inf, first_s=0.1, tries=retries),
-        lambda exc: isinstance(exc, TransientError),
+        retriable,
         on_retry,
     )
 

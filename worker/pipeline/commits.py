@@ -1,7 +1,8 @@
 """Offsets out: commit each partition's contiguous prefix of finished work.
 
 Commits are asked for whenever an offset completes and made at most five times a second;
-a failed commit is only logged, as the next one carries the same positions or later ones.
+a failed commit, whatever its cause, is only logged, as the next one carries the same
+positions or later ones.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Callable
 
 import structlog
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 
+from ..errors import WorkerError
+from ..kafka import translated
 from .offsets import TP, OffsetTracker
 
 log = structlog.get_logger("worker.pipeline")
@@ -48,8 +50,9 @@ class Committer:
         if not positions:
             return
         try:
-            await self._consumer.commit(positions)
-        except KafkaError as exc:
+            with translated("commit"):
+                await self._consumer.commit(positions)
+        except WorkerError as exc:  # retriable or not: the next commit supersedes this one
             log.warning("commit failed; will retry with the next commit", error=str(exc))
             return
         self._tracker.mark_committed(positions)

@@ -14,19 +14,23 @@ from enum import Enum
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
 from .. import shadow
 from ..catalog import Catalog
 from ..config import Settings
-from ..errors import Rejected
+from ..errors import Rejected, WorkerError
 from ..events import BadEvent
+from ..kafka import translated
 from ..observability import metrics, tracing
+from ..retry import Backoff
 from ..undecodable import UNDECODABLE_ERRORS, StepOver, Undecodable
 from .classify import Job, make_job
 from .offsets import OffsetTracker, PartitionOffsets
 
 log = structlog.get_logger("worker.pipeline")
+# Failed fetches are retried sooner than the brokers' start-up waits: a drain (SIGTERM)
+# is noticed between attempts.
+FETCH_BACKOFF_MAX_S = 2.0
 
 
 @dataclass(eq=False)
@@ -88,6 +92,7 @@ class Intake:
         """Fetch until ``stopping`` is set."""
         max_in_flight = self._settings.batch.max_in_flight
         gauges = metrics.WorkerGauges()
+        failing: Backoff | None = None  # while fetches fail: how long to wait before the next
         try:
             while not stopping.is_set():
                 in_flight = self._tracker.in_flight()
@@ -95,19 +100,28 @@ class Intake:
                 room = max_in_flight - in_flight
                 self._apply(flow(room, self._paused, max_in_flight))
                 try:
-                    # Still polled while paused: aiokafka counts max_poll_interval from getmany.
-                    batches = await self._consumer.getmany(timeout_ms=100, max_records=max(room, 1))
-                except UNDECODABLE_ERRORS:  # before KafkaError: retrying these never helps
+                    batches = await self._fetch(room)
+                except UNDECODABLE_ERRORS:  # retrying these never helps
                     await self._undecodable.skip()
                     continue
-                except KafkaError as exc:
-                    log.warning("fetch failed; retrying", error=str(exc))
-                    await asyncio.sleep(1.0)
+                except WorkerError as exc:
+                    if not exc.retriable:
+                        raise  # the supervisor ends the worker with this line
+                    failing = failing or Backoff(float("inf"), FETCH_BACKOFF_MAX_S)
+                    delay = failing.next() or FETCH_BACKOFF_MAX_S
+                    log.warning("fetch failed; retrying", error=str(exc), retry_in_s=delay)
+                    await asyncio.sleep(delay)
                     continue
+                failing = None
                 self.take(batches)
                 await gauges.sample(self._consumer, self._tracker.in_flight())
         finally:
             gauges.close()
+
+    async def _fetch(self, room: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        with translated("fetching records", keep=UNDECODABLE_ERRORS):
+            # Still polled while paused: aiokafka counts max_poll_interval from getmany.
+            return await self._consumer.getmany(timeout_ms=100, max_records=max(room, 1))
 
     def _apply(self, decision: Flow) -> None:
         consumer = self._consumer

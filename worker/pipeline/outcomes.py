@@ -12,7 +12,7 @@ from aiokafka import ConsumerRecord
 
 from ..audit import audit_sample
 from ..config import RoutingSettings, Settings
-from ..errors import Rejected
+from ..errors import DeadLetterKind, Rejected
 from ..events import (
     DEAD_LETTER_PREFIX,
     Header,
@@ -67,7 +67,9 @@ def outcome(scored: Scored, model: str, record: ConsumerRecord, settings: Settin
         # decode_event refuses what JSON cannot write back (over-deep metadata); should
         # anything else slip through, one dead letter beats a worker failing on every
         # redelivery of the same record.
-        error = Rejected("publish_failed", f"the verdict cannot be written as JSON: {exc}")
+        error = Rejected(
+            DeadLetterKind.PUBLISH_FAILED, f"the verdict cannot be written as JSON: {exc}"
+        )
         return dead_letter(record, error, topics.dead_letter)
     key = scored.job.event.id.encode()
     records: list[OutputRecord] = [(topics.results, key, value, [])]
@@ -94,7 +96,9 @@ def review_copy(verdict: Verdict, routing: RoutingSettings) -> ReviewRecord | No
 def refused_verdict(record: ConsumerRecord, why: Rejected, topic: str) -> DeadLetterOutcome:
     """The dead letter of an item whose verdict the broker will never take (a poison pill
     if retried)."""
-    error = Rejected("publish_failed", f"the verdict could not be published: {why.reason}")
+    error = Rejected(
+        DeadLetterKind.PUBLISH_FAILED, f"the verdict could not be published: {why.reason}"
+    )
     return dead_letter(record, error, topic)
 
 

@@ -1,9 +1,9 @@
 """Publishing an item's outcome: send, wait for every ack, then complete its offset.
 
-A send error is translated once (kafka.publish_error) and decided by ``on_publish_error``:
-retry while the brokers are out of reach (within kafka.connect_retry_s: a retry may
-duplicate an output, never lose one), reject a record the broker will never take (the item
-ends as a dead letter instead), or stop the worker.
+A send error is translated once (kafka.translated) and its type decides: retry what is
+retriable (brokers out of reach, within kafka.connect_retry_s: a retry may duplicate an
+output, never lose one), reject a record the broker will never take (Rejected: the item
+ends as a dead letter instead), or stop the worker (anything else, or a spent budget).
 """
 
 from __future__ import annotations
@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from enum import Enum
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
 
 from ..config import Settings
-from ..errors import FatalError, Rejected, TransientError, WorkerError
+from ..errors import FatalError, Rejected, WorkerError
 from ..events import Verdict
-from ..kafka import backoff, publish_error
+from ..kafka import backoff, translated
 from ..observability import metrics, tracing
 from ..observability.telemetry import content_field
-from ..retry import retry
+from ..retry import retriable, retry
 from .classify import Scored
 from .intake import Item
 from .offsets import PartitionOffsets
@@ -38,21 +36,6 @@ from .outcomes import (
 )
 
 log = structlog.get_logger("worker.pipeline")
-
-
-class PublishAction(Enum):
-    RETRY = "retry"
-    REJECT = "reject"
-    STOP = "stop"
-
-
-def on_publish_error(error: WorkerError) -> PublishAction:
-    """What to do about one failed send (a retry once the budget is spent means stop)."""
-    if isinstance(error, Rejected):
-        return PublishAction.REJECT
-    if isinstance(error, TransientError):
-        return PublishAction.RETRY
-    return PublishAction.STOP
 
 
 class Sender:
@@ -81,11 +64,11 @@ class Sender:
             await retry(
                 lambda: self._produce(records, message, source),
                 lambda: backoff(self._kafka),
-                lambda exc: on_publish_error(exc) is PublishAction.RETRY,
+                retriable,
                 lambda exc, _: self._troubled(exc, source),
             )
         except WorkerError as error:
-            if on_publish_error(error) is PublishAction.REJECT:
+            if isinstance(error, Rejected):
                 raise
             message.end(error.__cause__ or error)
             raise FatalError(str(error)) from error.__cause__
@@ -107,7 +90,7 @@ class Sender:
     async def _produce(
         self, records: list[OutputRecord], message: tracing.MessageTrace, source: ConsumerRecord
     ) -> None:
-        try:
+        with translated(f"publishing for {_where(source)}"):
             with tracing.sending(message, records) as traced:
                 async with self._lock:
                     futures = [
@@ -115,8 +98,6 @@ class Sender:
                         for topic, key, value, headers in traced
                     ]
                 await _all_acked(futures)
-        except KafkaError as exc:
-            raise publish_error(exc, _where(source)) from exc
 
 
 class Outputs:

@@ -1,4 +1,5 @@
-"""Publish-error decisions, and the sender and outputs on a fake producer."""
+"""Send errors translated into the worker's types, and the sender and outputs on a fake
+producer."""
 
 from __future__ import annotations
 
@@ -10,29 +11,31 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from worker.errors import FatalError, Rejected, TransientError
-from worker.kafka import publish_error
+from worker.errors import DeadLetterKind, FatalError, Rejected, TransientError
+from worker.kafka import BrokersRefused, BrokersTrouble, kafka_error
 from worker.pipeline.offsets import PartitionOffsets
 from worker.pipeline.outcomes import dead_letter
-from worker.pipeline.publish import Outputs, PublishAction, Sender, on_publish_error
+from worker.pipeline.publish import Outputs, Sender
 
 from ..fakes import FakeProducer, record, settings, trace
 
 
 @pytest.mark.parametrize(
-    ("exc", "kind", "action"),
+    ("exc", "kind", "base"),
     [
-        (MessageSizeTooLargeError("too big"), Rejected, PublishAction.REJECT),
-        (KafkaTimeoutError(), TransientError, PublishAction.RETRY),
-        (NotLeaderForPartitionError(), TransientError, PublishAction.RETRY),
-        (TopicAuthorizationFailedError(), FatalError, PublishAction.STOP),
+        (MessageSizeTooLargeError("too big"), Rejected, Rejected),
+        (KafkaTimeoutError(), BrokersTrouble, TransientError),
+        (NotLeaderForPartitionError(), BrokersTrouble, TransientError),
+        (TopicAuthorizationFailedError(), BrokersRefused, FatalError),
     ],
 )
-def test_each_send_error_is_translated_and_decided(exc, kind, action) -> None:
-    error = publish_error(exc, "content[0]@4")
-    assert type(error) is kind
-    assert on_publish_error(error) is action
-    if kind is not Rejected:
+def test_each_send_error_is_translated_into_a_type_that_decides(exc, kind, base) -> None:
+    error = kafka_error(exc, "publishing for content[0]@4")
+    assert type(error) is kind and isinstance(error, base)
+    assert error.retriable is (base is TransientError)
+    if kind is Rejected:
+        assert error.kind is DeadLetterKind.PUBLISH_FAILED
+    else:
         assert str(error).startswith(f"publishing for content[0]@4 failed: {type(exc).__name__}")
 
 

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
 from ...config import Settings
 from ...errors import WorkerError
 from ...events import BadEvent
-from ...kafka import client_options, start_producer
+from ...kafka import BrokersRefused, BrokersTrouble, client_options, start_producer, translated
 from ...pipeline import outcomes
 from .dataset import DatasetError, read_lines
 
@@ -42,14 +41,15 @@ async def read_source(settings: Settings, source: str, timeout_s: float = 30.0) 
     if await asyncio.to_thread(path.is_file):
         return await asyncio.to_thread(_read_file, path)
     try:
-        return await asyncio.wait_for(_read_topic(settings, source), timeout_s)
+        with translated(f"reading topic {source}"):
+            return await asyncio.wait_for(_read_topic(settings, source), timeout_s)
     except TimeoutError:
         raise SourceError(
             f"{source} is not a file, and reading it as a topic from "
             f"{settings.kafka.bootstrap_servers} took longer than {timeout_s:g} s"
         ) from None
-    except KafkaError as exc:
-        raise SourceError(f"cannot read topic {source}: {type(exc).__name__}: {exc}") from None
+    except (BrokersTrouble, BrokersRefused) as exc:
+        raise SourceError(str(exc)) from None
 
 
 def _read_file(path: Path) -> list[Raw]:
