@@ -15,11 +15,12 @@
 Shared by the pipeline and the tools, at the top level: ``events`` (the wire models),
 ``config``, ``catalog``, ``policies``, ``prompts``, ``prompt_check``, ``routing``,
 ``audit``, ``shadow``, ``verdict_cache``, ``engine/`` (the ``Classifier`` protocol, its
-engines, and ``tokenizer``: loading the model's tokenizer); ``app``: start-up order and shutdown, with ``preflight`` checks before the model
-loads; ``kafka``: client factories and the translation of broker errors; ``errors`` and
-``retry``: the shared vocabulary (the error tree, the dead-letter kinds) and the jittered
-retry loop; ``supervise``: the task group every long-lived loop runs in;
-``subprocesses``: child processes bound to the worker; ``cli``: the commands.
+engines, and ``tokenizer``: loading the model's tokenizer); ``app``: start-up order and
+shutdown, with ``preflight`` checks before the model loads; ``kafka``: client factories
+and the translation of broker errors; ``errors`` and ``retry``: the shared vocabulary (the
+error tree, the dead-letter kinds) and the jittered retry loop; ``supervise``: the task
+group every long-lived loop runs in; ``subprocesses``: child processes bound to the
+worker; ``cli``: the commands.
 
 The review loop: ``decisions`` (the reviewers' decision records) and ``coop/`` (the
 review-tool adapter, a long-running service of its own).

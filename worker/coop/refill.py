@@ -16,10 +16,10 @@ import asyncio
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 
 from ..config import Settings
-from ..kafka import client_options
+from ..errors import WorkerError
+from ..kafka import client_options, translated
 from .reports import NotAReviewRecord, ReportedIndex, reports_for
 
 log = structlog.get_logger("worker.coop")
@@ -29,10 +29,12 @@ async def refill_index(settings: Settings, index: ReportedIndex, timeout_s: floa
     """Index the reports of the review topic's newest records; returns how many."""
     consumer = AIOKafkaConsumer(**client_options(settings.kafka), enable_auto_commit=False)
     try:
-        await consumer.start()
-        return await asyncio.wait_for(_read(consumer, settings, index), timeout_s)
-    except (KafkaError, TimeoutError) as exc:
-        log.warning("report index not refilled in full", error=f"{type(exc).__name__}: {exc}")
+        with translated("reading the review topic"):
+            await consumer.start()
+            return await asyncio.wait_for(_read(consumer, settings, index), timeout_s)
+    except (WorkerError, TimeoutError) as exc:
+        error = str(exc) if isinstance(exc, WorkerError) else f"{type(exc).__name__}: {exc}"
+        log.warning("report index not refilled in full", error=error)
         return 0
     finally:
         await consumer.stop()
