@@ -13,7 +13,7 @@ import os
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.gemma import gemma3_tokenizer, gemma4_tokenizer
@@ -90,6 +90,9 @@ def test_four_hundred_generated_contents_splice_exactly(gemma):
 @fuzz
 @given(content=contents)
 def test_any_content_splices_exactly(gemma, content):
+    # Special-token text is the intended difference, shown by its own test below: random
+    # text can spell one (Hypothesis found "<bos>"), and the render would read it as a token.
+    assume(not any(token in content for token in gemma.all_special_tokens))
     assert spliced_ids(gemma, POLICY, content) == full_render_ids(gemma, content)
 
 
