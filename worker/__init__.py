@@ -1,39 +1,37 @@
 """moderation-worker: classifies a stream of content events against written policies.
 
-``pipeline/``: the serving path, in the order data flows through it:
+The modules stand on floors; each imports only its own floor and those below it, never up
+and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
 
-- ``intake``: fetch within the in-flight bound, decode, hand on items (``undecodable`` at
-  the top level: records the Kafka client cannot read).
-- ``batching``: micro-batches. ``classify``: a batch scored against its policies,
-  thresholds and routes.
-- ``outcomes``: what each item produces, a verdict with its review or audit copy or a dead
-  letter (pure); ``publish``: sending it and deciding what a send error means.
-- ``commits``, ``offsets`` and ``progress``: committing the contiguous prefix of finished
-  offsets.
-- ``worker``: the ``Worker`` wiring these parts (``from worker.pipeline import Worker``).
-
-Shared by the pipeline and the tools, at the top level: ``events`` (the wire models),
-``config``, ``catalog``, ``policies``, ``prompts``, ``prompt_check``, ``routing``,
-``audit``, ``shadow``, ``verdict_cache``, ``engine/`` (the ``Classifier`` protocol, its
-engines, and ``tokenizer``: loading the model's tokenizer); ``app``: start-up order and
-shutdown, with ``preflight`` checks before the model loads; ``kafka``: client factories
-and the translation of broker errors; ``errors`` and ``retry``: the shared vocabulary (the
-error tree, the dead-letter kinds) and the jittered retry loop; ``supervise``: the task
-group every long-lived loop runs in; ``subprocesses``: child processes bound to the
-worker; ``cli``: the commands.
-
-The review loop: ``decisions`` (the reviewers' decision records) and ``coop/`` (the
-review-tool adapter, a long-running service of its own).
-
-``observability/``: ``telemetry`` (logs), ``tracing``, ``metrics`` (with ``gauges``, the
-state read at scrape time), ``health``, ``collector`` (garbage-collector tuning).
-
-``tools/``: the operator tools: ``bench/`` (``summary``: its ratios and targets),
-``evaluate/``, ``demo``, ``broker`` (an embedded broker), ``prompt_view``,
-``classify_lines`` (the classify command's work).
-
-``testing/``: ``devmodel`` builds the trigger-word test model the tests and the demo use
-(``words``: its vocabulary; ``circuit``: its hand-set weights).
+1. Foundation: ``errors`` and ``retry`` (the shared vocabulary: the error tree and the
+   dead-letter kinds; the jittered retry loop), ``supervise`` (the task group every
+   long-lived loop runs in), ``config`` (every setting; ``coop_settings``: the Coop
+   adapter's section), ``subprocesses`` (child processes bound to the worker), ``testing/``
+   (``devmodel`` builds the trigger-word test model the tests and the demo use; ``words``:
+   its vocabulary; ``circuit``: its weights).
+2. Domain: ``events`` (the wire models), ``policies``, ``prompts``, ``prompt_check``,
+   ``routing``, ``catalog``, ``audit``, ``decisions`` (the reviewers' decision records),
+   ``kafka`` (client factories and the translation of broker errors).
+3. ``engine/``: the ``Classifier`` protocol; ``tokenizer`` loads the model's tokenizer;
+   ``factory`` opens an engine (vLLM in this process, remote vLLM servers, or the instant
+   engine). Nothing outside the package imports its other modules.
+4. ``scoring/``: the core the worker, ``classify``, ``eval`` and ``bench`` share:
+   ``classify`` (jobs, scoring a batch, building verdicts), ``verdict_cache``, ``shadow``.
+5. ``observability/``: ``telemetry`` (logs), ``tracing``, ``metrics`` (with ``gauges``, the
+   state read at scrape time), ``health``, ``collector`` (garbage-collector tuning).
+6. ``pipeline/``: the serving path, each part importing only those before it:
+   ``offsets`` (the ledger of finished offsets), ``undecodable`` (records the Kafka client
+   cannot read), ``intake`` (fetch within the in-flight bound, decode, hand on jobs),
+   ``batching`` (micro-batches; ``worker.scoring`` scores them), ``outcomes`` (what each
+   item produces: a verdict with its review or audit copy, or a dead letter; pure),
+   ``publish`` (sending it, deciding what a send error means), ``commits`` and ``progress``
+   (committing the contiguous prefix of finished offsets), ``worker`` (the ``Worker``
+   wiring these parts: ``from worker.pipeline import Worker``).
+7. Applications: ``app`` (start-up order and shutdown, with ``preflight`` checks before the
+   model loads), ``cli`` (the commands), ``coop/`` (the review-tool adapter, a
+   long-running service of its own), ``tools/``: ``bench/`` (``summary``: its ratios and
+   targets), ``evaluate/``, ``demo``, ``broker`` (an embedded broker), ``prompt_view``,
+   ``classify_lines`` (the classify command's work).
 """
 
 from .subprocesses import bind_if_spawned_child

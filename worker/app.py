@@ -13,6 +13,7 @@ import structlog
 from .catalog import Catalog
 from .config import Settings
 from .engine import Classifier
+from .engine.factory import start_classifier as start_engine
 from .errors import WorkerError
 from .kafka import (
     check_credentials,
@@ -39,13 +40,7 @@ ClassifierFactory = Callable[[Settings], Awaitable[Classifier]]
 
 
 async def start_classifier(settings: Settings) -> Classifier:
-    if settings.engine.kind == "remote":
-        from .engine.remote import RemoteClassifier
-
-        return await RemoteClassifier.start(settings.engine)
-    from .engine.vllm import VllmClassifier
-
-    return await VllmClassifier.start(settings.engine)
+    return await start_engine(settings.engine)
 
 
 def load_catalog(settings: Settings, classifier: Classifier) -> Catalog:

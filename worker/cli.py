@@ -6,9 +6,9 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -16,6 +16,9 @@ import typer
 from .config import ConfigError, Settings, load_settings
 from .errors import WorkerError
 from .policies import load_policies
+
+if TYPE_CHECKING:
+    from .tools.evaluate.command import EvalRequest
 
 app = typer.Typer(
     help="Streaming content moderation: Kafka in, a policy-steered classifier, verdicts out.",
@@ -338,7 +341,8 @@ def eval_command(
     With --decisions: measure the automatic decisions against what reviewers decided.
     With --shadow: how many decisions a shadow policy would change.
     """
-    from .tools.evaluate.command import EvalError, EvalRequest, evaluation
+    from .tools.evaluate.command import EvalRequest
+    from .tools.evaluate.errors import EvalError
     from .tools.evaluate.evaluation import Targets
 
     settings = _tool_settings(config, model, policies)
@@ -349,12 +353,29 @@ def eval_command(
     targets = Targets(target_precision, target_recall, review_budget)
     request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
     try:
-        code = asyncio.run(evaluation(settings, request, decisions, verdicts))
+        code = asyncio.run(_evaluation(settings, request, decisions, verdicts))
     except EvalError as exc:
         _die(str(exc))
     except WorkerError as exc:
         _die(str(exc), code=1)
     raise typer.Exit(code)
+
+
+def _evaluation(
+    settings: Settings, request: EvalRequest, decisions: str | None, verdicts: str | None
+) -> Coroutine[Any, Any, int]:
+    """The evaluation to run: against reviewers' decisions (no engine), or a labelled sample."""
+    from .tools.evaluate.console import consoles
+
+    if decisions is None:
+        from .app import start_classifier
+        from .tools.evaluate.command import run_eval
+
+        return run_eval(settings, request, start_classifier, *consoles())
+    from .tools.evaluate.feedback_command import FeedbackRequest, run_feedback
+
+    feedback = FeedbackRequest(decisions, verdicts, request.out, request.targets)
+    return run_feedback(settings, feedback, consoles()[0])
 
 
 def _compare_shadow(settings: Settings, source: str, out: Path) -> None:

@@ -18,7 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from .coop.settings import CoopSettings
+from .coop_settings import CoopSettings
 from .errors import FatalError
 
 

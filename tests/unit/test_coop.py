@@ -17,8 +17,8 @@ from worker.coop.actions import (
     decisions_from_ignore,
 )
 from worker.coop.reports import NotAReviewRecord, Reported, ReportedIndex, reports_for
-from worker.coop.settings import CoopSettings
 from worker.coop.signature import load_public_key, signature_ok
+from worker.coop_settings import CoopSettings
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 COOP = CoopSettings(policies={"fruit": "coop-fruit"}, decisions={"remove": 1, "approve": 0})

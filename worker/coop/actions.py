@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..coop_settings import CoopSettings
 from ..decisions import Decision
 from .reports import ReportedIndex
-from .settings import CoopSettings
 
 IGNORE_REVIEWER = "coop-ignore"  # Coop's Ignore callback does not name the reviewer
 

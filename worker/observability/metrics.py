@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from opentelemetry import metrics
 
 from ..events import Verdict
-from ..pipeline.classify import Scored
-from ..shadow import ShadowRecord
+from ..scoring.classify import Scored
+from ..scoring.shadow import ShadowRecord
 from .gauges import (
     PREFIX_WINDOW,
     WorkerGauges,

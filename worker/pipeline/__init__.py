@@ -1,16 +1,7 @@
-"""The serving pipeline, in data-flow order: intake, batching, classify, outcomes, publish,
-commits (with offsets and progress), and the Worker that wires them."""
+"""The serving pipeline, in data-flow order: intake, batching, scoring (``worker.scoring``,
+the floor below), outcomes, publish, commits (with offsets and progress), and the Worker
+that wires them. Each part imports only the parts before it."""
 
-from typing import Any
+from .worker import Rebalance, Worker
 
 __all__ = ["Rebalance", "Worker"]
-
-
-def __getattr__(name: str) -> Any:
-    # Loaded on first use, not at import: the parts import one another and the shared
-    # modules, and a package that imported its Worker eagerly would close import cycles.
-    if name in __all__:
-        from . import worker
-
-        return getattr(worker, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,6 @@ from enum import Enum
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from .. import shadow
 from ..catalog import Catalog
 from ..config import Settings
 from ..errors import Rejected, WorkerError
@@ -23,9 +22,10 @@ from ..events import BadEvent
 from ..kafka import translated
 from ..observability import metrics, tracing
 from ..retry import Backoff
-from ..undecodable import UNDECODABLE_ERRORS, StepOver, Undecodable
-from .classify import Job, make_job
+from ..scoring import shadow
+from ..scoring.classify import Job, make_job
 from .offsets import OffsetTracker, PartitionOffsets
+from .undecodable import UNDECODABLE_ERRORS, StepOver, Undecodable
 
 log = structlog.get_logger("worker.pipeline")
 # Failed fetches are retried sooner than the brokers' start-up waits: a drain (SIGTERM)

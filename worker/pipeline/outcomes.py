@@ -21,8 +21,8 @@ from ..events import (
     Verdict,
     dead_letter_headers,
 )
-from ..shadow import ShadowRecord, shadow_records
-from .classify import Scored, build_verdict
+from ..scoring.classify import Scored, build_verdict
+from ..scoring.shadow import ShadowRecord, shadow_records
 
 # topic, key, value, headers
 OutputRecord = tuple[str, bytes | None, bytes | None, list[Header]]

@@ -23,7 +23,7 @@ from ..kafka import backoff, translated
 from ..observability import metrics, tracing
 from ..observability.telemetry import content_field
 from ..retry import retriable, retry
-from .classify import Scored
+from ..scoring.classify import Scored
 from .intake import Item
 from .offsets import PartitionOffsets
 from .outcomes import (

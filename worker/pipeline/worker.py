@@ -2,9 +2,10 @@
 
 The ``Worker`` wires the parts and owns the lifecycle: ``Intake`` turns records into work
 items (intake.py), ``next_batch`` groups them (batching.py), ``score_jobs`` scores a batch
-(classify.py), ``Outputs`` publishes each outcome, a verdict or a dead letter (outcomes.py,
-publish.py), and the ``Committer`` commits the contiguous prefix of finished offsets per
-partition (commits.py, offsets.py), so a crash at any point redelivers rather than loses.
+(``worker.scoring.classify``), ``Outputs`` publishes each outcome, a verdict or a dead
+letter (outcomes.py, publish.py), and the ``Committer`` commits the contiguous prefix of
+finished offsets per partition (commits.py, offsets.py), so a crash at any point
+redelivers rather than loses.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from ..engine import Classifier
 from ..errors import Rejected
 from ..observability import metrics, tracing
 from ..observability.collector import collector_tuned
+from ..scoring.classify import score_jobs
+from ..scoring.verdict_cache import make_cache
 from ..supervise import LoopFailed, Supervisor
-from ..verdict_cache import make_cache
 from .batching import next_batch
-from .classify import score_jobs
 from .commits import Committer
 from .intake import Intake, Item
 from .offsets import TP, OffsetTracker, PartitionOffsets

@@ -17,8 +17,8 @@ from ..config import Settings
 from ..engine import Classifier
 from ..errors import Rejected
 from ..events import Source
-from ..pipeline.classify import build_verdict, make_job, score_jobs
 from ..preflight import compile_policies
+from ..scoring.classify import build_verdict, make_job, score_jobs
 
 
 async def classify_lines(

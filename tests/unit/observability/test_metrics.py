@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from worker.engine import Score
 from worker.events import BadEvent, ContentEvent, Latency, PolicyVerdict, Source, Verdict
 from worker.observability import gauges, metrics
-from worker.pipeline.classify import Job, Scored
+from worker.scoring.classify import Job, Scored
 
 
 def exposition() -> dict[tuple[str, tuple], float]:

@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from worker.engine import Score
 from worker.events import ContentEvent, Latency, PolicyVerdict, Source, Verdict
 from worker.observability import gauges, metrics
-from worker.pipeline.classify import Job, Scored
-from worker.shadow import ShadowRecord
+from worker.scoring.classify import Job, Scored
+from worker.scoring.shadow import ShadowRecord
 
 REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO / "deploy" / "grafana" / "moderation-worker.json"

@@ -8,7 +8,6 @@ import pytest
 from worker.engine import Score
 from worker.errors import Rejected
 from worker.events import ContentEvent
-from worker.pipeline.classify import Job, Scored
 from worker.pipeline.outcomes import (
     DeadLetterOutcome,
     VerdictOutcome,
@@ -17,6 +16,7 @@ from worker.pipeline.outcomes import (
     refused_verdict,
     slim_dead_letter,
 )
+from worker.scoring.classify import Job, Scored
 
 from ..fakes import catalog, record, settings
 

@@ -19,13 +19,8 @@ from typer.testing import CliRunner
 
 from worker.config import Settings
 from worker.engine import EngineError, Score
-from worker.tools.evaluate.command import (
-    EvalError,
-    EvalRequest,
-    evaluate_sample,
-    prepare,
-    run_eval,
-)
+from worker.tools.evaluate.command import EvalRequest, evaluate_sample, prepare, run_eval
+from worker.tools.evaluate.errors import EvalError
 from worker.tools.evaluate.evaluation import Targets
 from worker.tools.evaluate.thresholds import Band
 

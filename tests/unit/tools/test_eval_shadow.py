@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from worker.cli import app
 from worker.events import Source
-from worker.shadow import ShadowRecord, flip
+from worker.scoring.shadow import ShadowRecord, flip
 from worker.tools.evaluate.shadow import compare, render
 
 

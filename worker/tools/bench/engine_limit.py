@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ...engine.vllm import engine_args, sampling_params
+from ...engine.factory import engine_args, sampling_params
 from ...prompts import answer_token_ids
 from .config import BenchConfig
 from .stats import cache_summary

@@ -19,6 +19,7 @@ import orjson
 
 from ...config import EngineSettings
 from ...engine import Classifier
+from ...engine.factory import instant_classifier, start_classifier
 from ...subprocesses import bound_to_parent
 from ..broker import free_port
 from .config import BenchConfig
@@ -53,15 +54,11 @@ async def build_system(
     if kind == "raw-loop":
         return RawLoopSystem(kind, spec)
     if kind == "worker-instant":
-        from ...engine.instant import InstantClassifier
-
-        return WorkerSystem(kind, settings, InstantClassifier.from_pretrained(config.model))
+        return WorkerSystem(kind, settings, instant_classifier(config.model))
     if kind == "worker":
         if classifier is not None:
             return WorkerSystem(kind, settings, classifier)
-        from ...engine.vllm import VllmClassifier
-
-        engine = await VllmClassifier.start(settings.engine)
+        engine = await start_classifier(settings.engine)
         return OwnedEngine(WorkerSystem(kind, settings, engine), engine.close)
     if kind == "worker-remote":
         return await _remote(config, spec)
@@ -91,7 +88,6 @@ async def _naive(config: BenchConfig, spec: Spec) -> System:
 
 async def _remote(config: BenchConfig, spec: Spec) -> System:
     """The worker on engine.kind=remote, against its own vLLM OpenAI server."""
-    from ...engine.remote import RemoteClassifier
     from .naive import OpenAIServer
 
     server = OpenAIServer(config, free_port(), config.workdir / "logs" / "remote-server.log")
@@ -100,7 +96,7 @@ async def _remote(config: BenchConfig, spec: Spec) -> System:
         settings = config.worker_settings(spec.bootstrap, spec.topics, spec.group)
         remote = {**settings.engine.model_dump(), "kind": "remote", "url": server.url}
         settings = settings.model_copy(update={"engine": EngineSettings(**remote)})
-        classifier = await RemoteClassifier.start(settings.engine)
+        classifier = await start_classifier(settings.engine)
     except BaseException:
         server.stop()
         raise

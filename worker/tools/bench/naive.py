@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ...catalog import Catalog
-from ...engine.vllm import engine_args
+from ...engine.factory import engine_args
 from ...prompts import Tokenizer, answer_token_ids, assemble, tokenize_contents
 from ...subprocesses import bound_to_parent
 from .config import BenchConfig

@@ -19,11 +19,11 @@ from ...catalog import Catalog, compile_catalog
 from ...config import BatchSettings, RoutingSettings
 from ...engine import Score
 from ...events import ContentEvent
-from ...pipeline.classify import Job, score_jobs
 from ...policies import Policy, load_policies
 from ...prompts import Tokenizer, assemble, tokenize_contents
+from ...scoring.classify import Job, score_jobs
+from ...scoring.verdict_cache import VerdictCache
 from ...testing.devmodel import FILLER_WORDS
-from ...verdict_cache import VerdictCache
 from .config import BenchConfig
 
 

@@ -5,7 +5,7 @@ the worker uses, so the figures describe what the worker will do in production.
 
 * ``dataset``: reading golden rows and contrastive pairs; bad rows named by line.
 * ``selection``: which policies run (the policy directory, plus draft files).
-* ``runner``: driving the engine through ``classify.score_jobs``.
+* ``runner``: driving the engine through ``scoring.classify.score_jobs``.
 * ``metrics``, ``thresholds``: the arithmetic, pure functions.
 * ``evaluation``: scores in, every figure out.
 * ``document``, ``charts``, ``console``, ``report``: showing the result.

@@ -7,31 +7,26 @@ so a typo fails in a second rather than after the model has loaded.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
 from ...catalog import Entry, compile_catalog
 from ...config import Settings
 from ...engine import Classifier
-from ...errors import FatalError
 from ...policies import PolicyError, PolicyRegistry
 from ...prompts import PromptError
-from .console import consoles, print_document, progress_bar
+from .console import print_document, progress_bar
 from .dataset import DatasetError, parse_pairs, parse_rows, read_lines
 from .document import build
+from .errors import EvalError
 from .evaluation import Evaluation, Plan, Sample, Targets, evaluate, plan_tasks
 from .report import write_report
 from .selection import Selection, select_policies
 
 ClassifierFactory = Callable[[Settings], Awaitable[Classifier]]
-
-
-class EvalError(FatalError):
-    """The evaluation cannot run; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -149,17 +144,3 @@ def _write(evaluation: Evaluation, directory: Path, out: Console) -> None:
         raise EvalError(f"cannot write the report to {directory}: {exc}") from None
     out.print()
     out.print(f"Report written to {directory}: " + ", ".join(p.name for p in paths), markup=False)
-
-
-def evaluation(
-    settings: Settings, request: EvalRequest, decisions: str | None, verdicts: str | None
-) -> Coroutine[Any, Any, int]:
-    """The evaluation to run: against reviewers' decisions (no engine), or a labelled sample."""
-    from ...app import start_classifier  # the engine's imports, only when one is started
-
-    if decisions is None:
-        return run_eval(settings, request, start_classifier, *consoles())
-    from .feedback_command import FeedbackRequest, run_feedback
-
-    feedback = FeedbackRequest(decisions, verdicts, request.out, request.targets)
-    return run_feedback(settings, feedback, consoles()[0])

@@ -13,8 +13,8 @@ from rich.console import Console
 
 from ...config import Settings
 from ...kafka import KafkaSetupError
-from .command import EvalError
 from .console import print_document
+from .errors import EvalError
 from .evaluation import Targets
 from .feedback import bad_rows, parse_decisions, parse_review_records, summarize
 from .feedback_document import build_feedback

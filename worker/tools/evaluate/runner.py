@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from ...catalog import Entry
 from ...engine import Classifier, Score
 from ...events import ContentEvent
-from ...pipeline.classify import Job, score_jobs
 from ...prompts import Overlong
+from ...scoring.classify import Job, score_jobs
 
 Advance = Callable[[int], None]
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from ...config import KafkaSettings
 from ...errors import WorkerError
 from ...kafka import client_options
-from ...shadow import ShadowRecord
+from ...scoring.shadow import ShadowRecord
 
 TOPIC_PREFIX = "kafka:"
 

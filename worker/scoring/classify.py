@@ -20,7 +20,7 @@ from ..policies import PolicyError
 from ..prompts import Overlong, PromptError, assemble, tokenize_contents
 from ..retry import Backoff, retriable, retry
 from ..routing import confidence, route
-from ..verdict_cache import VerdictCache, cache_key
+from .verdict_cache import VerdictCache, cache_key
 
 log = structlog.get_logger("worker.classify")
 

@@ -15,9 +15,9 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel
 
-from .catalog import Catalog, Entry
-from .events import Source
-from .pipeline.classify import Scored
+from ..catalog import Catalog, Entry
+from ..events import Source
+from .classify import Scored
 
 Flip = Literal["none", "0->1", "1->0"]
 

@@ -21,10 +21,10 @@ from aiokafka.errors import CorruptRecordException, KafkaError, UnsupportedCodec
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 
-from .config import KafkaSettings, Settings
-from .errors import DeadLetterKind
-from .kafka import client_options
-from .pipeline.offsets import OffsetTracker
+from ..config import KafkaSettings, Settings
+from ..errors import DeadLetterKind
+from ..kafka import client_options
+from .offsets import OffsetTracker
 
 # Errors a fetch raises for stored data that will never decode: retrying cannot help.
 BATCH_ERRORS = (CorruptRecordException, UnsupportedCodecError)

@@ -10,8 +10,8 @@ from worker.catalog import compile_catalog
 from worker.config import RoutingSettings
 from worker.engine import Score
 from worker.events import ContentEvent, Source, Verdict
-from worker.pipeline.classify import Job, Scored, build_verdict
 from worker.policies import PolicyRegistry, parse_policy
+from worker.scoring.classify import Job, Scored, build_verdict
 
 FRUIT = parse_policy("---\nid: fruit\n---\nFlag content that mentions any of: apple, mango.")
 TOOLS = parse_policy("---\nid: tools\n---\nFlag content that mentions any of: hammer.")

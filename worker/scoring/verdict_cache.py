@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from cachetools import TTLCache
 
-from .config import CacheSettings
-from .engine import Score
-from .prompts import neutralize_markers
+from ..config import CacheSettings
+from ..engine import Score
+from ..prompts import neutralize_markers
 
 # One entry as measured with tracemalloc: a 16-byte digest key, a Score and the cache's own
 # LRU and expiry links. Keys are fixed-size hashes, so every entry costs the same and the

@@ -10,9 +10,9 @@ from worker.catalog import compile_catalog
 from worker.config import CacheSettings, RoutingSettings
 from worker.engine import Score
 from worker.events import ContentEvent
-from worker.pipeline.classify import Job, score_jobs
 from worker.policies import PolicyRegistry, parse_policy
-from worker.verdict_cache import ENTRY_BYTES, VerdictCache, cache_key, make_cache
+from worker.scoring.classify import Job, score_jobs
+from worker.scoring.verdict_cache import ENTRY_BYTES, VerdictCache, cache_key, make_cache
 
 FRUIT = parse_policy("---\nid: fruit\n---\nFlag content that mentions any of: apple, mango.")
 FRUIT_V2 = parse_policy("---\nid: fruit\n---\nFlag content that mentions any of: apple, river.")

@@ -6,7 +6,7 @@ from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
 
-from worker.undecodable import batch_span, describe
+from worker.pipeline.undecodable import batch_span, describe
 
 
 def _batch(base_offset: int, count: int) -> bytes:

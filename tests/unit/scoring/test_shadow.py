@@ -10,9 +10,9 @@ from worker.catalog import compile_catalog
 from worker.config import RoutingSettings
 from worker.engine import Score
 from worker.events import ContentEvent, Source
-from worker.pipeline.classify import Job, Scored, build_verdict
 from worker.policies import PolicyError, PolicyRegistry, parse_policy
-from worker.shadow import ShadowRecord, flip, sampled, shadow_records, shadows_for
+from worker.scoring.classify import Job, Scored, build_verdict
+from worker.scoring.shadow import ShadowRecord, flip, sampled, shadow_records, shadows_for
 
 FRUIT = parse_policy("---\nid: fruit\n---\nFlag content that mentions any of: apple, mango.")
 TOOLS = parse_policy("---\nid: tools\n---\nFlag content that mentions any of: anchor.")
