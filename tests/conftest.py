@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import EngineSettings
+from worker.config import LocalEngineSettings
 from worker.tools.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,8 +42,8 @@ def tokenizer(test_model):
 CPU_ENGINE_ARGS = {"enforce_eager": True, "block_size": 32}
 
 
-def engine_settings(model: Path, **overrides) -> EngineSettings:
-    return EngineSettings(
+def engine_settings(model: Path, **overrides) -> LocalEngineSettings:
+    return LocalEngineSettings(
         model=str(model), max_model_len=4096, seed=0, extra_args=CPU_ENGINE_ARGS, **overrides
     )
 

@@ -7,10 +7,20 @@ and the Helm chart's values mirror it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -126,55 +136,29 @@ class BatchSettings(_Section):
     )
 
 
-class EngineSettings(_Section):
-    """The classifier engine: vLLM in this process (``local``) or a vLLM fleet (``remote``).
+class _Engine(_Section):
+    """What every engine takes, whichever ``kind`` it is."""
 
-    For ``local`` the options below pass through to vLLM's engine arguments. For ``remote``
-    only the tokenizer is loaded here (from ``tokenizer``, else ``model``); the server must
-    serve ``served_model_name`` (else ``model``) under that name.
-    """
-
-    kind: Literal["local", "remote"] = Field(
-        "local", description="local: vLLM in this process; remote: vLLM OpenAI-compatible servers."
-    )
+    kind: Literal["local", "remote"]
     model: str = Field("zentropi-ai/cope-b-a4b", min_length=1, description="Model path or hub id.")
     tokenizer: str | None = None
     served_model_name: str | None = Field(
         None, description="Name written into verdicts; for remote, the name the server serves."
     )
-    url: str | None = Field(
-        None,
-        description="remote: comma-separated base URLs of vLLM OpenAI-compatible servers "
-        "(e.g. http://vllm:8000); requests are spread over them.",
+    max_model_len: int | None = Field(None, ge=64)
+    overlong: Literal["truncate", "dead_letter"] = Field(
+        "dead_letter", description="What to do with content that does not fit max_model_len."
     )
-    api_key: SecretStr | None = Field(None, description="remote: bearer token for the servers.")
-    api_key_file: Path | None = Field(
-        None, description="remote: file holding the API key (a mounted Secret); wins over api_key."
-    )
-    request_timeout_s: float = Field(
-        60.0, gt=0, description="remote: longest wait for one answer before it counts as failed."
-    )
-    connect_timeout_s: float = Field(5.0, gt=0, description="remote: longest wait to connect.")
-    max_concurrency: int = Field(
-        256, ge=1, description="remote: prompts in flight at once (the servers batch them)."
-    )
-    prompts_per_request: int = Field(
-        16,
-        ge=1,
-        description="remote: most prompts sent in one request. Prompts waiting at the same "
-        "moment go together, which spares the server most of its per-request cost.",
-    )
-    connect_retry_s: float = Field(
-        30.0,
-        ge=0,
-        description="remote: how long start-up keeps retrying servers that cannot be reached "
-        "before exiting. Once running, a server that goes down is waited for without limit.",
-    )
-    backoff_max_s: float = Field(
-        10.0, gt=0, description="remote: longest wait between two attempts to reach a server."
+    max_retries: int = Field(2, ge=0, description="Retries of a failed engine request.")
+
+
+class LocalEngineSettings(_Engine):
+    """vLLM in this process; the options below pass through to vLLM's engine arguments."""
+
+    kind: Literal["local"] = Field(
+        "local", description="local: vLLM in this process; remote: vLLM OpenAI-compatible servers."
     )
     dtype: str = "auto"
-    max_model_len: int | None = Field(None, ge=64)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_num_seqs: int | None = Field(None, ge=1)
     max_num_batched_tokens: int | None = Field(None, ge=64)
@@ -185,24 +169,81 @@ class EngineSettings(_Section):
     extra_args: dict[str, Any] = Field(
         default_factory=dict, description="Any further vLLM AsyncEngineArgs, passed verbatim."
     )
-    overlong: Literal["truncate", "dead_letter"] = Field(
-        "dead_letter", description="What to do with content that does not fit max_model_len."
-    )
-    max_retries: int = Field(2, ge=0, description="Retries of a failed engine request.")
 
-    @model_validator(mode="after")
-    def _remote_is_complete(self) -> EngineSettings:
-        if self.kind == "remote" and not self.urls():
-            raise ValueError("url is required when kind is remote")
-        return self
+
+class RemoteEngineSettings(_Engine):
+    """A vLLM fleet's OpenAI-compatible servers. Only the tokenizer is loaded here (from
+    ``tokenizer``, else ``model``); the servers must serve ``served_model_name`` (else
+    ``model``) under that name."""
+
+    kind: Literal["remote"] = Field(description="remote: vLLM OpenAI-compatible servers.")
+    url: str = Field(
+        description="Comma-separated base URLs of vLLM OpenAI-compatible servers "
+        "(e.g. http://vllm:8000); requests are spread over them.",
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer token for the servers.")
+    api_key_file: Path | None = Field(
+        None, description="File holding the API key (a mounted Secret); wins over api_key."
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Longest wait for one answer before it counts as failed."
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="Longest wait to connect.")
+    max_concurrency: int = Field(
+        256, ge=1, description="Prompts in flight at once (the servers batch them)."
+    )
+    prompts_per_request: int = Field(
+        16,
+        ge=1,
+        description="Most prompts sent in one request. Prompts waiting at the same moment go "
+        "together, which spares the server most of its per-request cost.",
+    )
+    connect_retry_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long start-up keeps retrying servers that cannot be reached before "
+        "exiting. Once running, a server that goes down is waited for without limit.",
+    )
+    backoff_max_s: float = Field(
+        10.0, gt=0, description="Longest wait between two attempts to reach a server."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _names_a_server(cls, url: str) -> str:
+        if not url.replace(",", "").strip():
+            raise ValueError("url must name at least one server")
+        return url
 
     def urls(self) -> list[str]:
-        return [u.strip().rstrip("/") for u in (self.url or "").split(",") if u.strip()]
+        return [u.strip().rstrip("/") for u in self.url.split(",") if u.strip()]
 
     def key(self) -> str | None:
         if self.api_key_file is not None:
             return self.api_key_file.read_text().strip()
         return self.api_key.get_secret_value() if self.api_key else None
+
+
+ENGINE_KINDS: dict[str, type[_Engine]] = {
+    "local": LocalEngineSettings,
+    "remote": RemoteEngineSettings,
+}
+
+
+def _engine_kind(value: Any) -> Any:
+    return value.get("kind", "local") if isinstance(value, dict) else getattr(value, "kind", None)
+
+
+# The classifier engine, by ``kind``: vLLM in this process (the default) or a vLLM fleet.
+# Each kind takes only its own settings: another kind's is refused by name.
+EngineSettings = Annotated[
+    Annotated[LocalEngineSettings, Tag("local")] | Annotated[RemoteEngineSettings, Tag("remote")],
+    Discriminator(
+        _engine_kind,
+        custom_error_type="engine_kind",
+        custom_error_message="kind must be 'local' or 'remote'",
+    ),
+]
 
 
 class Band(_Section):
@@ -302,7 +343,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
-    engine: EngineSettings = Field(default_factory=EngineSettings)
+    engine: EngineSettings = Field(default_factory=LocalEngineSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     policies: PolicySettings = Field(default_factory=PolicySettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
@@ -359,8 +400,28 @@ def _check_yaml(path: Path) -> None:
 def _describe(exc: ValidationError) -> str:
     lines = ["invalid configuration:"]
     for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "(settings)"
-        env = "WORKER_" + "__".join(str(p).upper() for p in err["loc"]) if err["loc"] else ""
+        loc, msg = _engine_error(err["loc"], err["type"], err["msg"])
+        field = ".".join(str(part) for part in loc) or "(settings)"
+        env = "WORKER_" + "__".join(str(p).upper() for p in loc) if loc else ""
         where = f"{field} (env {env})" if env else field
-        lines.append(f"  {where}: {err['msg']}")
+        lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
+
+
+def _engine_error(loc: tuple[Any, ...], kind: str, msg: str) -> tuple[tuple[Any, ...], str]:
+    """An engine error located at the setting as written: pydantic puts the engine's kind
+    in the location (engine.remote.url), and says only "extra" of another kind's setting."""
+    if loc[:1] != ("engine",):
+        return loc, msg
+    if kind == "engine_kind":
+        return ("engine", "kind"), msg
+    if len(loc) < 2 or loc[1] not in ENGINE_KINDS:
+        return loc, msg
+    engine, rest = str(loc[1]), loc[2:]
+    if kind == "missing":
+        msg = f"required when engine.kind is {engine}"
+    if kind == "extra_forbidden" and len(rest) == 1:
+        owners = [k for k, model in ENGINE_KINDS.items() if rest[0] in model.model_fields]
+        if owners:
+            msg = f"a setting of engine.kind {' or '.join(owners)}, not of {engine}"
+    return ("engine", *rest), msg

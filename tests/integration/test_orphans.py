@@ -162,13 +162,13 @@ def test_an_orphan_is_named_with_its_memory(fake_orphan):
 
 
 async def test_a_failed_start_names_the_orphans(fake_orphan, tmp_path):
-    from worker.config import EngineSettings
+    from worker.config import LocalEngineSettings
     from worker.engine import EngineStartError
     from worker.engine.vllm import VllmClassifier
 
     # Any start that fails while orphans run names them; a missing model fails in seconds.
     with pytest.raises(EngineStartError) as failed:
-        await VllmClassifier.start(EngineSettings(model=str(tmp_path / "no-model")))
+        await VllmClassifier.start(LocalEngineSettings(model=str(tmp_path / "no-model")))
     message = str(failed.value)
     assert message.startswith("the engine could not start (")
     assert f"process {fake_orphan} (VLLM::EngineCore) holds" in message

@@ -40,7 +40,7 @@ def test_policy_too_long_for_the_context_names_the_limit_to_raise(tokenizer, tmp
     from worker.prompts import PromptError
 
     (tmp_path / "fruit.md").write_text("---\nid: fruit\n---\n" + "Flag apple. " * 200)
-    engine = {"kind": kind, "url": "http://vllm:8000"}
+    engine = {"kind": kind, **({"url": "http://vllm:8000"} if kind == "remote" else {})}
     settings = load_settings(policies={"dir": str(tmp_path)}, engine=engine)
     classifier = InstantClassifier(tokenizer, max_model_len=128)
     with pytest.raises(PromptError, match=f"policy 'fruit' takes .* 128: {hint}"):

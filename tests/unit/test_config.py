@@ -1,6 +1,6 @@
 import pytest
 
-from worker.config import ConfigError, load_settings
+from worker.config import ConfigError, LocalEngineSettings, RemoteEngineSettings, load_settings
 
 
 def test_env_nesting_and_yaml_precedence(tmp_path, monkeypatch):
@@ -73,7 +73,56 @@ def test_inverted_per_policy_band_is_named(monkeypatch):
 
 def test_remote_engine_needs_a_url(monkeypatch):
     monkeypatch.setenv("WORKER_ENGINE__KIND", "remote")
-    with pytest.raises(ConfigError, match="engine.*url is required when kind is remote"):
+    with pytest.raises(ConfigError, match="engine.url .*: required when engine.kind is remote"):
+        load_settings()
+    monkeypatch.setenv("WORKER_ENGINE__URL", " , ")
+    with pytest.raises(ConfigError, match="engine.url .*: .*url must name at least one server"):
+        load_settings()
+
+
+def test_engine_kind_picks_the_settings_class(monkeypatch):
+    assert isinstance(load_settings().engine, LocalEngineSettings)
+    monkeypatch.setenv("WORKER_ENGINE__KIND", "remote")
+    monkeypatch.setenv("WORKER_ENGINE__URL", "http://a:8000")
+    monkeypatch.setenv("WORKER_ENGINE__MAX_MODEL_LEN", "4096")
+    engine = load_settings().engine
+    assert isinstance(engine, RemoteEngineSettings) and engine.max_model_len == 4096
+
+
+@pytest.mark.parametrize(
+    "kind, setting, value, owner",
+    [
+        ("local", "url", "http://a:8000", "remote"),
+        ("local", "api_key_file", "/k", "remote"),
+        ("local", "prompts_per_request", "4", "remote"),
+        ("remote", "gpu_memory_utilization", "0.5", "local"),
+        ("remote", "extra_args", '{"enforce_eager": true}', "local"),
+        ("remote", "tensor_parallel_size", "2", "local"),
+    ],
+)
+def test_another_kinds_engine_setting_is_refused_by_name(monkeypatch, kind, setting, value, owner):
+    monkeypatch.setenv("WORKER_ENGINE__KIND", kind)
+    if kind == "remote":
+        monkeypatch.setenv("WORKER_ENGINE__URL", "http://a:8000")
+    monkeypatch.setenv(f"WORKER_ENGINE__{setting.upper()}", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).splitlines()[1:] == [
+        f"  engine.{setting} (env WORKER_ENGINE__{setting.upper()}): "
+        f"a setting of engine.kind {owner}, not of {kind}"
+    ]
+
+
+def test_another_kinds_engine_setting_in_the_file_is_refused_by_name(tmp_path):
+    config = tmp_path / "worker.yaml"
+    config.write_text("engine:\n  kind: remote\n  url: http://a:8000\n  dtype: half\n")
+    with pytest.raises(ConfigError, match="engine.dtype .*a setting of engine.kind local"):
+        load_settings(config)
+
+
+def test_unknown_engine_kind_is_named(monkeypatch):
+    monkeypatch.setenv("WORKER_ENGINE__KIND", "gpu")
+    with pytest.raises(ConfigError, match="engine.kind \\(env WORKER_ENGINE__KIND\\): kind must"):
         load_settings()
 
 

@@ -9,7 +9,7 @@ drive vLLM directly and must run it exactly as the worker does.
 
 from __future__ import annotations
 
-from ..config import EngineSettings
+from ..config import EngineSettings, RemoteEngineSettings
 from . import Classifier
 from .instant import InstantClassifier
 from .remote import RemoteClassifier
@@ -20,7 +20,7 @@ __all__ = ["engine_args", "instant_classifier", "sampling_params", "start_classi
 
 async def start_classifier(settings: EngineSettings) -> Classifier:
     """The engine ``settings`` name, started and checked. Raises EngineStartError."""
-    if settings.kind == "remote":
+    if isinstance(settings, RemoteEngineSettings):
         return await RemoteClassifier.start(settings)
     return await VllmClassifier.start(settings)
 

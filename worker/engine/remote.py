@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 import structlog
 
-from ..config import EngineSettings
+from ..config import RemoteEngineSettings
 from ..errors import TransientError
 from ..prompts import Tokenizer, answer_token_ids
 from ..retry import Backoff
@@ -94,7 +94,7 @@ class RemoteClassifier:
         tokenizer: Tokenizer,
         model_name: str,
         max_model_len: int,
-        settings: EngineSettings,
+        settings: RemoteEngineSettings,
     ) -> None:
         self._session = session
         self._endpoints = endpoints
@@ -110,7 +110,7 @@ class RemoteClassifier:
         self._no, self._yes = answer_token_ids(tokenizer)
 
     @classmethod
-    async def start(cls, settings: EngineSettings) -> RemoteClassifier:
+    async def start(cls, settings: RemoteEngineSettings) -> RemoteClassifier:
         """Load the tokenizer, connect, and check every server; raise EngineError naming
         the setting to change when one cannot serve this worker."""
         source = settings.tokenizer or settings.model
@@ -220,7 +220,7 @@ def _settle(group: list[_Waiting], error: EngineError | EngineDead) -> None:
             waiting.answer.set_exception(error)
 
 
-def _session(settings: EngineSettings) -> aiohttp.ClientSession:
+def _session(settings: RemoteEngineSettings) -> aiohttp.ClientSession:
     try:
         key = settings.key()
     except OSError as exc:
@@ -268,7 +268,7 @@ async def _check_server(
     session: aiohttp.ClientSession,
     url: str,
     name: str,
-    settings: EngineSettings,
+    settings: RemoteEngineSettings,
     no: int,
     yes: int,
 ) -> int:

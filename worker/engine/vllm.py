@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from ..config import EngineSettings
+from ..config import LocalEngineSettings
 from ..prompts import Tokenizer, answer_token_ids
 from ..subprocesses import StarterThread, bind_children
 from . import EngineDead, EngineError, EngineStartError, Score
@@ -21,7 +21,7 @@ from .orphans import find_orphans, orphans_line
 log = structlog.get_logger("worker.engine")
 
 
-def engine_args(settings: EngineSettings) -> dict[str, Any]:
+def engine_args(settings: LocalEngineSettings) -> dict[str, Any]:
     """vLLM AsyncEngineArgs from our settings. Prefix caching and logprob mode are not optional."""
     args: dict[str, Any] = {
         "model": settings.model,
@@ -129,7 +129,7 @@ class VllmClassifier:
         self._ids = itertools.count()
 
     @classmethod
-    async def start(cls, settings: EngineSettings) -> VllmClassifier:
+    async def start(cls, settings: LocalEngineSettings) -> VllmClassifier:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM

@@ -283,7 +283,11 @@ def test_default_config_matches_worker_defaults_where_the_chart_does_not_choose(
         ("config.routing.review_high=0.9", ("routing", "review_high"), 0.9),
         ("config.engine.gpu_memory_utilization=0.92", ("engine", "gpu_memory_utilization"), 0.92),
         ("config.engine.quantization=fp8", ("engine", "quantization"), "fp8"),
-        ("config.engine.request_timeout_s=2.5", ("engine", "request_timeout_s"), 2.5),
+        (
+            "config.engine.kind=remote,config.engine.url=http://v,config.engine.request_timeout_s=2.5",
+            ("engine", "request_timeout_s"),
+            2.5,
+        ),
         ("config.batch.max_items=128", ("batch", "max_items"), 128),
         ("config.batch.linger_ms=2.5", ("batch", "linger_ms"), 2.5),
         ("config.drain_deadline_s=60", ("drain_deadline_s",), 60.0),

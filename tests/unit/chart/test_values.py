@@ -9,9 +9,10 @@ the key that replaced them.
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import helm_python as helm
 import pytest
@@ -80,6 +81,17 @@ def test_the_check_command_fails_on_a_stale_schema_and_the_command_fixes_it(
     assert chart_schema.main(["--schema", str(stale), "--check"]) == 0
 
 
+def settings_models(annotation: Any) -> list[type[BaseModel]]:
+    """The settings models a field holds: its own, or each of a union's (engine, by kind)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) is Annotated:
+        return settings_models(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [model for arg in get_args(annotation) for model in settings_models(arg)]
+    return []
+
+
 def test_every_setting_is_in_the_schema_except_secrets(chart: helm.Chart) -> None:
     config = chart.schema["properties"]["config"]
     defs = config["$defs"]
@@ -89,8 +101,7 @@ def test_every_setting_is_in_the_schema_except_secrets(chart: helm.Chart) -> Non
         for name, field in model.model_fields.items():
             secret = "Secret" in str(field.annotation)
             assert (name in schema["properties"]) != secret, f"{where}{name}"
-            sub = field.annotation
-            if isinstance(sub, type) and issubclass(sub, BaseModel):
+            for sub in settings_models(field.annotation):
                 walk(sub, defs[sub.__name__], f"{where}{name}.")
 
     walk(Settings, config, "config.")
@@ -108,10 +119,11 @@ def float_fields() -> Iterator[tuple[str, Any, dict[str, Any]]]:
 
     def walk(model: type[BaseModel], schema: dict[str, Any], where: str):
         for name, field in model.model_fields.items():
-            sub = field.annotation
-            if isinstance(sub, type) and issubclass(sub, BaseModel):
-                yield from walk(sub, defs[sub.__name__], f"{where}{name}.")
-            elif "float" in str(sub) and name in schema["properties"]:
+            subs = settings_models(field.annotation)
+            for sub in subs:
+                kind = f"({sub.__name__})" if len(subs) > 1 else ""
+                yield from walk(sub, defs[sub.__name__], f"{where}{name}{kind}.")
+            if not subs and "float" in str(field.annotation) and name in schema["properties"]:
                 yield f"{where}{name}", field, schema["properties"][name]
 
     yield from walk(Settings, chart_schema.config_schema(), "")
@@ -152,6 +164,13 @@ def test_decimal_strings_pass_the_schema_iff_the_worker_takes_them(
         ({"engine": {"gpu_memory_utilization": 1.2}}, "/config/engine/gpu_memory_utilization"),
         ({"engine": {"overlong": "drop"}}, "/config/engine/overlong"),
         ({"engine": {"max_model_len": 16}}, "/config/engine/max_model_len"),
+        # Each engine kind takes only its own settings, and a remote one needs its servers.
+        ({"engine": {"url": "http://vllm:8000"}}, "additional properties 'url' not allowed"),
+        (
+            {"engine": {"kind": "remote", "url": "http://v", "seed": 1}},
+            "additional properties 'seed' not allowed",
+        ),
+        ({"engine": {"kind": "remote"}}, "missing property 'url'"),
         ({"engnie": {"max_model_len": 4096}}, "engnie"),
         ({"kafka": {"security_protocol": "TLS"}}, "/config/kafka/security_protocol"),
         ({"kafka": {"sasl_password": "hunter2"}}, "sasl_password"),
@@ -273,7 +292,6 @@ def test_templates_refuse_inconsistent_chart_values(
             "routing.policies names policies that are not loaded: no-such-policy",
         ),
         ({"kafka": {"security_protocol": "SASL_SSL"}}, "sasl_mechanism is required"),
-        ({"engine": {"kind": "remote"}}, "url is required when kind is remote"),
     ],
 )
 def test_the_worker_rules_are_left_to_the_worker(

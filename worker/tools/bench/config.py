@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ...config import EngineSettings, Settings, load_settings
+from ...config import LocalEngineSettings, Settings, load_settings
 
 PHASES = ("engine", "worker", "remote", "naive", "overhead", "cache", "shadow")
 DEFAULT_PHASES = ("engine", "worker", "remote", "naive", "overhead")
@@ -73,12 +73,13 @@ class BenchConfig:
 
     # ---- settings the systems under test run with ----------------------------------------
 
-    def engine_settings(self) -> EngineSettings:
-        """Known EngineSettings fields go there; the rest pass through as vLLM arguments."""
-        known = set(EngineSettings.model_fields) - {"extra_args", "model", "max_model_len"}
+    def engine_settings(self) -> LocalEngineSettings:
+        """Known engine settings go there; the rest pass through as vLLM arguments."""
+        fixed = {"kind", "extra_args", "model", "max_model_len"}
+        known = set(LocalEngineSettings.model_fields) - fixed
         direct = {k: v for k, v in self.engine_args.items() if k in known}
         extra = {k: v for k, v in self.engine_args.items() if k not in known}
-        return EngineSettings(
+        return LocalEngineSettings(
             model=self.model, max_model_len=self.max_model_len, extra_args=extra, **direct
         )
 

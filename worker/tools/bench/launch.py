@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ...config import EngineSettings
+from ...config import RemoteEngineSettings
 from ...engine import Classifier
 from ...engine.factory import instant_classifier, start_classifier
 from ...subprocesses import bound_to_parent
@@ -94,8 +94,11 @@ async def _remote(config: BenchConfig, spec: Spec) -> System:
     await server.start(config.wait_timeout_s)
     try:
         settings = config.worker_settings(spec.bootstrap, spec.topics, spec.group)
-        remote = {**settings.engine.model_dump(), "kind": "remote", "url": server.url}
-        settings = settings.model_copy(update={"engine": EngineSettings(**remote)})
+        # What both kinds take carries over (model, context, retries); vLLM's own options
+        # went to the server.
+        shared = settings.engine.model_dump(include=set(RemoteEngineSettings.model_fields))
+        engine = RemoteEngineSettings(**{**shared, "kind": "remote", "url": server.url})
+        settings = settings.model_copy(update={"engine": engine})
         classifier = await start_classifier(settings.engine)
     except BaseException:
         server.stop()
