@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import orjson
 import typer
 
-from .config import ConfigError, Settings, load_settings
+from .cli_common import ConfigOpt, ModelOpt, PoliciesOpt, die, settings_for, tool_settings
+from .config import Settings
 from .errors import WorkerError
 from .policies import load_policies
-
-if TYPE_CHECKING:
-    from .tools.evaluate.command import EvalRequest
+from .tools.evaluate.cli import eval_app
 
 app = typer.Typer(
     help="Streaming content moderation: Kafka in, a policy-steered classifier, verdicts out.",
@@ -27,48 +25,7 @@ app = typer.Typer(
 )
 policies_app = typer.Typer(help="Work with policy files.", no_args_is_help=True)
 app.add_typer(policies_app, name="policies")
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config file (env WORKER_* wins).")
-]
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Model path or hub id (engine.model).")
-]
-PoliciesOpt = Annotated[
-    Path | None, typer.Option("--policies", help="Policy directory (policies.dir).")
-]
-
-
-def _settings(
-    config: Path | None,
-    model: str | None = None,
-    policies: Path | None = None,
-    **sections: dict[str, Any],
-) -> Settings:
-    overrides: dict[str, Any] = {k: v for k, v in sections.items() if v}
-    if model:
-        overrides.setdefault("engine", {})["model"] = model
-    if policies:
-        overrides.setdefault("policies", {})["dir"] = policies
-    try:
-        return load_settings(config, **overrides)
-    except ConfigError as exc:
-        _die(str(exc))
-
-
-def _tool_settings(config: Path | None, model: str | None, policies: Path | None) -> Settings:
-    """Settings for commands whose stdout is their result: their logs, vLLM's too, to stderr."""
-    from .observability.telemetry import configure_logging
-
-    settings = _settings(config, model, policies)
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    configure_logging(settings.log, stream=sys.stderr)
-    return settings
-
-
-def _die(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+app.add_typer(eval_app, name="eval")
 
 
 @app.command()
@@ -76,7 +33,7 @@ def run(config: ConfigOpt = None, model: ModelOpt = None, policies: PoliciesOpt 
     """Run the worker: consume, classify, publish, commit. Stops cleanly on SIGTERM."""
     from .app import run_worker
 
-    _serve(_settings(config, model, policies), run_worker)
+    _serve(settings_for(config, model, policies), run_worker)
 
 
 def _serve(settings: Settings, command: Callable[[Settings], Awaitable[int]]) -> None:
@@ -87,7 +44,7 @@ def _serve(settings: Settings, command: Callable[[Settings], Awaitable[int]]) ->
     try:
         code = asyncio.run(command(settings))
     except WorkerError as exc:
-        _die(str(exc), code=1)
+        die(str(exc), code=1)
     raise typer.Exit(code)
 
 
@@ -106,7 +63,7 @@ def classify(
     """Classify one text, or content events as JSON lines on stdin; print verdicts as JSONL."""
     from .tools.classify_lines import classify_lines
 
-    settings = _tool_settings(config, model, policies)
+    settings = tool_settings(config, model, policies)
     if text is not None:
         lines, origin = [orjson.dumps({"id": "cli", "content": text})], "argv"
     else:
@@ -114,7 +71,7 @@ def classify(
     try:
         code = asyncio.run(classify_lines(settings, lines, origin, policy or None))
     except WorkerError as exc:
-        _die(str(exc), code=1)
+        die(str(exc), code=1)
     raise typer.Exit(code)
 
 
@@ -132,14 +89,14 @@ def policies_check(
     from .catalog import compile_catalog
     from .preflight import load_tokenizer, model_max_len
 
-    settings = _settings(config, model, directory)
+    settings = settings_for(config, model, directory)
     try:
         registry = load_policies(directory, settings.policies.default, settings.shadow.pairs)
         tok = load_tokenizer(tokenizer or settings.engine.tokenizer or settings.engine.model)
         max_len = model_max_len(settings.engine.max_model_len, None, tok)
         catalog = compile_catalog(registry, tok, max_len, settings.routing)
     except WorkerError as exc:
-        _die(str(exc), code=1)
+        die(str(exc), code=1)
     _print_policy_table(catalog, max_len)
     plain = [policy for policy in registry if not policy.front_matter]
     if plain:
@@ -163,7 +120,7 @@ def prompt(
     from .preflight import load_tokenizer, model_max_len
     from .tools.prompt_view import format_prompt, prompt_ids
 
-    settings = _settings(config, model, policies)
+    settings = settings_for(config, model, policies)
     engine = settings.engine
     try:
         tok = load_tokenizer(engine.tokenizer or engine.model)
@@ -171,7 +128,7 @@ def prompt(
         registry = load_policies(settings.policies.dir, settings.policies.default)
         built = prompt_ids(tok, registry, policy, text, max_len, engine.overlong)
     except (WorkerError, ValueError) as exc:
-        _die(str(exc), code=1)
+        die(str(exc), code=1)
     sys.stdout.write(format_prompt(tok, built, ids))
 
 
@@ -207,7 +164,7 @@ def broker(
             while running.process and running.process.poll() is None:
                 time.sleep(0.5)
     except BrokerError as exc:
-        _die(str(exc), code=1)
+        die(str(exc), code=1)
     except KeyboardInterrupt:
         pass
 
@@ -276,117 +233,7 @@ def bench(
     try:
         raise typer.Exit(run_command(options))
     except ValueError as exc:
-        _die(str(exc))
-
-
-DatasetOpt = Annotated[
-    Path | None, typer.Option("--dataset", "-d", help="Golden JSONL: id, content, label.")
-]
-PolicyOpt = Annotated[
-    str | None, typer.Option("--policy", "-p", help="Policy id or file for rows naming none.")
-]
-ContrastiveOpt = Annotated[
-    Path | None, typer.Option(help="JSONL pairs: content, policy_pos, policy_neg.")
-]
-CompareOpt = Annotated[
-    str | None, typer.Option(help="Another version of --policy (file or id), side by side.")
-]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Report directory.")]
-PrecisionOpt = Annotated[
-    float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this precision.")
-]
-RecallOpt = Annotated[
-    float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this recall.")
-]
-BudgetOpt = Annotated[
-    float | None, typer.Option(min=0.0, max=1.0, help="Suggest a band for this review share.")
-]
-ShadowOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--shadow",
-        help="Compare a shadow policy with production instead: a JSONL file of shadow "
-        "records, or kafka:TOPIC to read the shadow topic (kafka.* settings).",
-    ),
-]
-DecisionsOpt = Annotated[
-    str | None,
-    typer.Option(help="Reviewers' decisions (JSONL file or topic): measure against them."),
-]
-VerdictsOpt = Annotated[
-    str | None,
-    typer.Option(help="Review records the decisions answer (file or topic; default: review)."),
-]
-
-
-@app.command("eval")
-def eval_command(
-    dataset: DatasetOpt = None,
-    policy: PolicyOpt = None,
-    contrastive: ContrastiveOpt = None,
-    compare: CompareOpt = None,
-    out: OutOpt = Path("eval-report"),
-    target_precision: PrecisionOpt = None,
-    target_recall: RecallOpt = None,
-    review_budget: BudgetOpt = None,
-    shadow: ShadowOpt = None,
-    decisions: DecisionsOpt = None,
-    verdicts: VerdictsOpt = None,
-    config: ConfigOpt = None,
-    model: ModelOpt = None,
-    policies: PoliciesOpt = None,
-) -> None:
-    """Measure policies on a labelled sample: metrics, threshold suggestions, steerability.
-
-    With --decisions: measure the automatic decisions against what reviewers decided.
-    With --shadow: how many decisions a shadow policy would change.
-    """
-    from .tools.evaluate.command import EvalRequest
-    from .tools.evaluate.errors import EvalError
-    from .tools.evaluate.evaluation import Targets
-
-    settings = _tool_settings(config, model, policies)
-    if shadow is not None:
-        _compare_shadow(settings, shadow, out)
-    if decisions is not None and (dataset or contrastive):
-        _die("pass either --decisions or --dataset/--contrastive, not both")
-    targets = Targets(target_precision, target_recall, review_budget)
-    request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
-    try:
-        code = asyncio.run(_evaluation(settings, request, decisions, verdicts))
-    except EvalError as exc:
-        _die(str(exc))
-    except WorkerError as exc:
-        _die(str(exc), code=1)
-    raise typer.Exit(code)
-
-
-def _evaluation(
-    settings: Settings, request: EvalRequest, decisions: str | None, verdicts: str | None
-) -> Coroutine[Any, Any, int]:
-    """The evaluation to run: against reviewers' decisions (no engine), or a labelled sample."""
-    from .tools.evaluate.console import consoles
-
-    if decisions is None:
-        from .app import start_classifier
-        from .tools.evaluate.command import run_eval
-
-        return run_eval(settings, request, start_classifier, *consoles())
-    from .tools.evaluate.feedback_command import FeedbackRequest, run_feedback
-
-    feedback = FeedbackRequest(decisions, verdicts, request.out, request.targets)
-    return run_feedback(settings, feedback, consoles()[0])
-
-
-def _compare_shadow(settings: Settings, source: str, out: Path) -> None:
-    """How many decisions each shadow policy would change, with examples of each flip."""
-    from .tools.evaluate.shadow import compare_to_files
-
-    try:
-        typer.echo(compare_to_files(settings.kafka, source, out), nl=False)
-    except WorkerError as exc:
-        _die(str(exc), code=1)
-    raise typer.Exit(0)
+        die(str(exc))
 
 
 @app.command()
@@ -394,7 +241,7 @@ def coop(config: ConfigOpt = None) -> None:
     """Connect the review topic to ROOST's Coop: reports out, decision webhooks in."""
     from .coop.command import run_adapter
 
-    _serve(_settings(config), run_adapter)
+    _serve(settings_for(config), run_adapter)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The decisions contract: what a person decided about one item under one policy.
 
-Review tools publish these to the decisions topic; ``eval --decisions`` joins them with the
+Review tools publish these to the decisions topic; ``eval decisions`` joins them with the
 review records they answer. ``schemas/decision.schema.json`` is generated from ``Decision``
 (``python -m worker.decisions``) and checked against it by the tests.
 """

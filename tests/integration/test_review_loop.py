@@ -1,4 +1,4 @@
-"""The review loop end to end: audit copies from the worker, decisions back, eval --decisions.
+"""The review loop end to end: audit copies from the worker, decisions back, eval decisions.
 
 Real broker, real CPU engine and the test model, whose labels are exact: a reviewer's "truth"
 can then be chosen to differ from the model in a known way (here: the reviewer also flags
@@ -131,7 +131,7 @@ async def test_audit_copies_and_decisions_close_the_loop(broker, engine, test_mo
     }
     result = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "worker.cli", "eval", "--decisions", decisions_topic,
+        [sys.executable, "-m", "worker.cli", "eval", "decisions", decisions_topic,
          "--verdicts", topics["review"], "--out", str(out), "--target-precision", "0.9"],
         capture_output=True, env=env, timeout=300, check=False,
     )  # fmt: skip

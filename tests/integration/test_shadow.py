@@ -132,7 +132,7 @@ async def test_shadow_policy_changes_no_verdict_and_reloads(broker, engine, test
         for outcome, count in [("agree", 12), ("flip_1_to_0", 6), ("flip_0_to_1", 6)]:
             assert _decisions(after, outcome) - _decisions(before, outcome) == count, outcome
 
-        # eval --shadow reads the topic and counts the same decisions the draft would change.
+        # eval shadow reads the topic and counts the same decisions the draft would change.
         [pair] = compare(await read_shadow_topic(settings.kafka, topics["shadow"]))
         assert (pair.events, pair.flips) == (len(kinds), {"0->1": PER_KIND, "1->0": PER_KIND})
 

@@ -39,7 +39,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("scoring", ("scoring",)),
     ("observability", ("observability",)),
     ("pipeline", ("pipeline",)),
-    ("app", ("app", "preflight", "cli", "coop", "tools")),
+    ("app", ("app", "preflight", "cli", "cli_common", "coop", "tools")),
 ]
 ENGINE_PUBLIC = {"worker.engine", "worker.engine.factory"}
 # The record's path, intake to commit; offsets is the ledger intake opens and commits close.

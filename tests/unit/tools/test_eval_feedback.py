@@ -1,4 +1,4 @@
-"""eval --decisions on files: the join, the weighted figures and the report, no broker."""
+"""eval decisions on files: the join, the weighted figures and the report, no broker."""
 
 import asyncio
 from datetime import UTC, datetime, timedelta

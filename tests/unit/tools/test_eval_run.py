@@ -373,7 +373,7 @@ def test_cli_eval_command(workspace, tokenizer, monkeypatch):
     monkeypatch.setattr(worker_app, "start_classifier", factory)
     args = [
         "eval",
-        "--dataset",
+        "dataset",
         str(workspace["golden"]),
         "--policy",
         "alpha",
@@ -390,6 +390,16 @@ def test_cli_eval_command(workspace, tokenizer, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "review_low: 0.2" in result.output and "review_low: 0.5" in result.output
     assert (workspace["out"] / "report.html").is_file()
+    assert "deprecated" not in result.stderr
+
+    (workspace["out"] / "report.html").unlink()
+    old_form = ["eval", "--dataset", *args[2:]]
+    result = CliRunner().invoke(app, old_form)
+    assert result.exit_code == 0, result.output
+    assert "review_low: 0.2" in result.output and (workspace["out"] / "report.html").is_file()
+    assert result.stderr.splitlines()[0] == (
+        'warning: "eval --dataset FILE" is deprecated; use "eval dataset FILE"'
+    )
 
     result = CliRunner().invoke(app, [*args, "--policy", "gamma"])
     assert result.exit_code == 2 and "unknown policy 'gamma'" in result.output

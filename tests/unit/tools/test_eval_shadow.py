@@ -1,4 +1,4 @@
-"""``eval --shadow``: counting what a draft would change, from a file of shadow records."""
+"""``eval shadow``: counting what a draft would change, from a file of shadow records."""
 
 from __future__ import annotations
 
@@ -58,18 +58,31 @@ def test_eval_shadow_reads_a_file_and_writes_the_comparison(tmp_path: Path):
     source = tmp_path / "shadow.jsonl"
     source.write_bytes(b"\n".join(r.to_json() for r in RECORDS) + b"\n")
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["eval", "--shadow", str(source), "--out", str(out)])
+    result = CliRunner().invoke(app, ["eval", "shadow", str(source), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "flips 0->1 (would flag): 7; 1->0 (would clear): 3" in result.output
     written = orjson.loads((out / "shadow-comparison.json").read_bytes())
     assert [p["changed"] for p in written] == [10, 0]
 
 
+def test_eval_shadow_in_its_old_form_still_runs_and_says_what_to_type(tmp_path: Path):
+    source = tmp_path / "shadow.jsonl"
+    source.write_bytes(b"\n".join(r.to_json() for r in RECORDS) + b"\n")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["eval", "--out", str(out), f"--shadow={source}"])
+    assert result.exit_code == 0, result.output
+    assert "flips 0->1 (would flag): 7; 1->0 (would clear): 3" in result.stdout
+    assert (
+        result.stderr == 'warning: "eval --shadow SOURCE" is deprecated; use "eval shadow SOURCE"\n'
+    )
+    assert (out / "shadow-comparison.json").is_file()
+
+
 def test_eval_shadow_names_a_bad_line(tmp_path: Path):
     source = tmp_path / "shadow.jsonl"
     source.write_bytes(RECORDS[0].to_json() + b'\n{"id": "x"}\n')
-    result = CliRunner().invoke(app, ["eval", "--shadow", str(source)])
+    result = CliRunner().invoke(app, ["eval", "shadow", str(source)])
     assert result.exit_code == 1
     assert f"{source}:2: not a shadow record" in result.output
-    missing = CliRunner().invoke(app, ["eval", "--shadow", str(tmp_path / "nope.jsonl")])
+    missing = CliRunner().invoke(app, ["eval", "shadow", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 1 and "does not exist" in missing.output

@@ -1,4 +1,5 @@
-"""``moderation-worker eval``: read the sample, start the engine, score, print, write the report.
+"""``moderation-worker eval dataset``: read the sample, start the engine, score, print, write
+the report.
 
 Everything that can be checked without the engine (policies, sample files) is checked first,
 so a typo fails in a second rather than after the model has loaded.
@@ -77,7 +78,7 @@ async def evaluate_sample(
 
 def prepare(settings: Settings, request: EvalRequest) -> tuple[Selection, Sample]:
     if request.dataset is None and request.pairs is None:
-        raise EvalError("nothing to evaluate: pass --dataset and/or --contrastive")
+        raise EvalError("nothing to evaluate: pass DATASET and/or --contrastive")
     try:
         selection = select_policies(settings.policies.dir, request.policy, request.compare)
     except PolicyError as exc:

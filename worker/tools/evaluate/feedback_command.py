@@ -1,4 +1,4 @@
-"""``moderation-worker eval --decisions``: read decisions and review records, report, write.
+"""``moderation-worker eval decisions``: read decisions and review records, report, write.
 
 No engine is started: every figure comes from scores already in the review records and the
 decisions people made about them.

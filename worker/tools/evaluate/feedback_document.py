@@ -1,4 +1,4 @@
-"""Reviewers' decisions as a report document: the blocks ``eval --decisions`` prints and writes."""
+"""Reviewers' decisions as a report document: the blocks ``eval decisions`` prints and writes."""
 
 from __future__ import annotations
 

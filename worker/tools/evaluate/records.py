@@ -1,4 +1,4 @@
-"""Reading review records and decisions for ``eval --decisions``: from a JSONL file or a topic.
+"""Reading review records and decisions for ``eval decisions``: from a JSONL file or a topic.
 
 A source is a file when such a file exists, otherwise a topic on the configured brokers, read
 from its beginning to the end it had when reading began. Bad decisions read from a topic are

@@ -1,4 +1,4 @@
-"""``eval --shadow``: what a shadow policy would change, read from its records.
+"""``eval shadow``: what a shadow policy would change, read from its records.
 
 Records come from the shadow topic (read from the beginning to its current end, outside any
 consumer group) or from a JSONL file of the same records. Redelivered records are counted
