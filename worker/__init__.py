@@ -28,9 +28,10 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
    (committing the contiguous prefix of finished offsets), ``worker`` (the ``Worker``
    wiring these parts: ``from worker.pipeline import Worker``).
 7. Applications: ``app`` (start-up order and shutdown, with ``preflight`` checks before the
-   model loads), ``cli`` (the commands), ``coop/`` (the review-tool adapter, a
-   long-running service of its own), ``tools/``: ``bench/`` (``summary``: its ratios and
-   targets), ``evaluate/``, ``demo``, ``broker`` (an embedded broker), ``prompt_view``,
+   model loads), ``cli`` (the commands; ``cli_common``: what they share), ``coop/`` (the
+   review-tool adapter, a long-running service of its own), ``tools/``: ``bench/``
+   (``summary``: its ratios and targets), ``evaluate/`` (``cli``: the ``eval``
+   subcommands), ``demo``, ``broker`` (an embedded broker), ``prompt_view``,
    ``classify_lines`` (the classify command's work).
 """
 
