@@ -1,7 +1,8 @@
 """Worker settings: environment (``WORKER_*``, nested with ``__``) over an optional YAML file.
 
-Every field is documented here because this module is the configuration reference: the README
-and the Helm chart's values mirror it.
+Every field is documented here (the Coop adapter's section in coop_settings.py) because this
+is the configuration reference: the README and the Helm chart's values mirror it. The engine
+section is a union on ``kind``: each kind's class takes only its own settings.
 """
 
 from __future__ import annotations
@@ -155,9 +156,7 @@ class _Engine(_Section):
 class LocalEngineSettings(_Engine):
     """vLLM in this process; the options below pass through to vLLM's engine arguments."""
 
-    kind: Literal["local"] = Field(
-        "local", description="local: vLLM in this process; remote: vLLM OpenAI-compatible servers."
-    )
+    kind: Literal["local"] = Field("local", description="local (default): vLLM in this process.")
     dtype: str = "auto"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_num_seqs: int | None = Field(None, ge=1)
