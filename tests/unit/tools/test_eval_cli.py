@@ -34,6 +34,11 @@ from .test_eval_feedback import decision, lines, review
             ("--contrastive PAIRS", "dataset --contrastive PAIRS"),
         ),
         (
+            ["--policy", "p"],
+            ["dataset", "--policy", "p"],
+            ("OPTIONS", "dataset OPTIONS"),
+        ),
+        (
             ["--out", "r", "--shadow", "kafka:shadow"],
             ["shadow", "kafka:shadow", "--out", "r"],
             ("--shadow SOURCE", "shadow SOURCE"),

@@ -55,9 +55,11 @@ def rewrite_old_form(args: list[str]) -> tuple[list[str], str, str]:
             die("pass either --decisions or --dataset/--contrastive, not both")
         return [mode, source, *rest], f"{flag} SOURCE", f"{mode} SOURCE"
     dataset, rest = _take(args, ("--dataset", "-d"))
-    if dataset is None:  # contrastive pairs alone
+    if dataset is not None:
+        return ["dataset", dataset, *rest], "--dataset FILE", "dataset FILE"
+    if _take(rest, ("--contrastive",))[0] is not None:  # contrastive pairs alone
         return ["dataset", *rest], "--contrastive PAIRS", "dataset --contrastive PAIRS"
-    return ["dataset", dataset, *rest], "--dataset FILE", "dataset FILE"
+    return ["dataset", *rest], "OPTIONS", "dataset OPTIONS"
 
 
 def _take(args: list[str], flags: tuple[str, ...]) -> tuple[str | None, list[str]]:
