@@ -32,7 +32,8 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
    review-tool adapter, a long-running service of its own), ``tools/``: ``bench/``
    (``summary``: its ratios and targets), ``evaluate/`` (``cli``: the ``eval``
    subcommands), ``demo``, ``broker`` (an embedded broker), ``prompt_view``,
-   ``classify_lines`` (the classify command's work).
+   ``classify_lines`` (the classify command's work), ``chart_schema`` (the Helm chart's
+   values schema, generated from ``config``).
 """
 
 from .subprocesses import bind_if_spawned_child

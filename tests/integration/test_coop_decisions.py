@@ -1,6 +1,6 @@
 """Every human decision made in Coop reaches the decisions topic, and nothing else does.
 
-Real broker, the adapter as it runs, and ``eval --decisions`` as users run it. Coop's side is
+Real broker, the adapter as it runs, and ``eval decisions`` as users run it. Coop's side is
 recreated from its server code (roostorg/coop): action callbacks have the shape its
 ActionPublisher builds (``rules`` from the matching rules, ``actorEmail`` only when a person
 acted), Ignore callbacks the ``{id, typeId, data}`` its review console posts to the Ignore
@@ -107,7 +107,7 @@ async def _eval(broker, topics: dict, out: Path) -> dict:
     }
     result = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "worker.cli", "eval", "--decisions", topics["decisions"],
+        [sys.executable, "-m", "worker.cli", "eval", "decisions", topics["decisions"],
          "--verdicts", topics["review"], "--out", str(out)],
         capture_output=True, env=env, timeout=300, check=False,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The 95 % intervals of ``eval --decisions`` cover the truth 95 % of the time.
+"""The 95 % intervals of ``eval decisions`` cover the truth 95 % of the time.
 
 Many audits of populations whose precision, recall and NPV are known are simulated, each
 through the real estimators: the audit is Poisson sampling, as the worker's hash-based draw
