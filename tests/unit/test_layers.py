@@ -19,7 +19,16 @@ ROOT = Path(worker.__file__).parent
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
     (
         "foundation",
-        ("worker", "errors", "retry", "subprocesses", "config", "coop_settings", "testing"),
+        (
+            "worker",
+            "errors",
+            "retry",
+            "supervise",
+            "subprocesses",
+            "config",
+            "coop_settings",
+            "testing",
+        ),
     ),
     (
         "domain",
@@ -41,7 +50,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("pipeline", ("pipeline",)),
     ("app", ("app", "preflight", "cli", "cli_common", "coop", "tools")),
 ]
-ENGINE_PUBLIC = {"worker.engine", "worker.engine.factory"}
+ENGINE_PUBLIC = {"worker.engine", "worker.engine.factory", "worker.engine.tokenizer"}
 # The record's path, intake to commit; offsets is the ledger intake opens and commits close.
 PIPELINE_ORDER = [
     "offsets",

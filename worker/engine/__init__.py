@@ -1,6 +1,7 @@
 """The classifier behind the worker: a protocol, so the pipeline does not know about vLLM.
 
-Outside this package, code imports this module and ``factory`` (opening an engine) only;
+Outside this package, code imports this module, ``factory`` (opening an engine) and
+``tokenizer`` (loading the model's tokenizer, which checks need before any engine) only;
 the engines' own modules are private to it."""
 
 from __future__ import annotations
