@@ -1,30 +1,44 @@
 """Policies: Markdown or text files, loaded into an immutable registry.
 
-Our own files carry YAML front matter (id, title, thresholds). Published policy packs are
-plain Markdown: a file without front matter takes its id from its file name and its title
-from its first heading, and the whole file is the policy text.
+Our own files carry YAML front matter (id, title, thresholds). Published packs are often
+plain Markdown, or carry front matter written for other tools (``title``, ``versions``,
+``redirect_from``): keys the worker does not read are kept as the policy's metadata, never a
+reason to refuse it. Without an ``id`` of its own, a policy is named by its file (or by its
+folder, for a folder's main file: see ``packs.py``); its title is the front matter's, else
+the line that opens the text, else its first heading that is more than a section name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from .errors import FatalError
+from .packs import PackError, PackFile, scan_pack
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n(.*)\Z", re.DOTALL)
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n(.*))?\Z", re.DOTALL)
 _OPENS_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n")
 _NOT_IN_ID = re.compile(r"[^a-z0-9._-]+")
 _HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
-POLICY_SUFFIXES = (".md", ".txt")
-# Files a published pack ships beside its policies; never policies themselves.
-NOT_POLICIES = frozenset({"readme", "license", "licence", "changelog", "contributing", "notice"})
+_BOLD_LINE = re.compile(r"^\*\*([^*]+)\*\*$")
+ID_MAX = 64
+# Front matter keys the worker reads; any other key is kept as metadata.
+KNOWN_KEYS = ("id", "title", "description", "threshold", "review_low", "review_high", "shadow_of")
+# Headings that name a section, not the policy (Zentropi's format opens with "# Criteria").
+SECTION_NAMES = frozenset(
+    {
+        "criteria", "overview", "policy", "goal", "goals", "definitions", "definition of terms",
+        "instructions", "introduction", "summary", "contents", "table of contents", "content",
+    }
+)  # fmt: skip
 
 
 class PolicyError(FatalError):
@@ -42,7 +56,9 @@ class Policy:
     review_high: float | None = None
     path: Path | None = None
     shadow_of: str | None = None  # the production policy this draft is scored beside
-    front_matter: bool = True  # False: id and title were taken from the file
+    front_matter: bool = True  # False: the file has no front matter at all
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # front matter we do not read
+    id_from: str = "front matter"  # where the id came from: front matter, pack.yaml, file, folder
 
 
 def policy_version(text: str) -> str:
@@ -50,75 +66,134 @@ def policy_version(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def parse_policy(source: str, path: Path | None = None) -> Policy:
-    """A policy from a file's text; front matter optional when ``path`` names the file."""
+def parse_policy(source: str, path: Path | None = None, found: PackFile | None = None) -> Policy:
+    """A policy from a file's text; ``found`` says how its pack names it (default: the file)."""
     source = source.removeprefix("\ufeff")  # editors on Windows write a byte-order mark
-    if not _OPENS_FRONT_MATTER.match(source):
-        return _plain_policy(source, path)
     where = str(path) if path else "policy"
+    meta, text = _split(source, where)
+    if not text:
+        raise PolicyError(f"{where}: policy {'body ' if meta is not None else ''}is empty")
+    values = meta or {}
+    policy_id, id_from = _policy_id(values, path, found, where)
+    shadow_of = values.get("shadow_of")
+    if shadow_of is not None and (not isinstance(shadow_of, str) or not _ID.match(shadow_of)):
+        raise PolicyError(f"{where}: 'shadow_of' must be a policy id, got {shadow_of!r}")
+    return Policy(
+        id=policy_id,
+        title=_title(values, text, found, path, policy_id),
+        text=text,
+        version=policy_version(text),
+        threshold=_unit_float(values, "threshold", where),
+        review_low=_unit_float(values, "review_low", where),
+        review_high=_unit_float(values, "review_high", where),
+        path=path,
+        shadow_of=shadow_of,
+        front_matter=meta is not None,
+        metadata={k: v for k, v in values.items() if k not in KNOWN_KEYS},
+        id_from=id_from,
+    )
+
+
+def _split(source: str, where: str) -> tuple[dict[str, Any] | None, str]:
+    """(front matter or None, the policy text)."""
+    if not _OPENS_FRONT_MATTER.match(source):
+        return None, source.strip()
     match = _FRONT_MATTER.match(source)
     if not match:
         raise PolicyError(f"{where}: front matter opened with '---' is never closed by '---'")
     try:
         meta = yaml.safe_load(match.group(1)) or {}
     except yaml.YAMLError as exc:
-        raise PolicyError(f"{where}: front matter is not valid YAML: {exc}") from None
+        reason = " ".join(str(exc).split())
+        raise PolicyError(f"{where}: front matter is not valid YAML: {reason}") from None
     if not isinstance(meta, dict):
         raise PolicyError(f"{where}: front matter must be a mapping")
-    text = match.group(2).strip()
-    if not text:
-        raise PolicyError(f"{where}: policy body is empty")
-    policy_id = meta.get("id")
-    if not isinstance(policy_id, str) or not _ID.match(policy_id):
-        raise PolicyError(f"{where}: 'id' must be a lowercase identifier, got {policy_id!r}")
-    shadow_of = meta.get("shadow_of")
-    if shadow_of is not None and (not isinstance(shadow_of, str) or not _ID.match(shadow_of)):
-        raise PolicyError(f"{where}: 'shadow_of' must be a policy id, got {shadow_of!r}")
-    return Policy(
-        id=policy_id,
-        title=str(meta.get("title") or policy_id),
-        text=text,
-        version=policy_version(text),
-        threshold=_unit_float(meta, "threshold", where),
-        review_low=_unit_float(meta, "review_low", where),
-        review_high=_unit_float(meta, "review_high", where),
-        path=path,
-        shadow_of=shadow_of,
-    )
+    return {str(k): v for k, v in meta.items()}, (match.group(2) or "").strip()
 
 
-def _plain_policy(source: str, path: Path | None) -> Policy:
-    """A policy without front matter: the whole text, id from the file name."""
+def _policy_id(
+    meta: Mapping[str, Any], path: Path | None, found: PackFile | None, where: str
+) -> tuple[str, str]:
+    if found is not None and found.forced_id:
+        return _checked_id(found.default_id, where, "pack.yaml 'id'"), "pack.yaml"
+    if "id" in meta:
+        return _checked_id(meta["id"], where, "'id'"), "front matter"
     if path is None:
         raise PolicyError("policy: no front matter (a '---' block with id) and no file name")
-    text = source.strip()
-    if not text:
-        raise PolicyError(f"{path}: policy is empty")
-    policy_id = id_from_file_name(path.stem)
+    by_folder = found is not None and found.default_id is not None
+    policy_id = id_from_name(found.default_id if by_folder else _stem(path))  # type: ignore[union-attr,arg-type]
     if not policy_id:
+        what = "folder" if by_folder else "file"
         raise PolicyError(
-            f"{path}: no front matter and no id in the file name: rename the file or add "
-            "front matter with an 'id'"
+            f"{where}: no id in the {what} name: rename the {what}, add front matter with an "
+            "'id', or give one in pack.yaml"
         )
-    return Policy(
-        id=policy_id,
-        title=first_heading(text) or path.stem,
-        text=text,
-        version=policy_version(text),
-        path=path,
-        front_matter=False,
-    )
+    return policy_id, "folder name" if by_folder else "file name"
 
 
-def id_from_file_name(stem: str) -> str:
-    """A policy id from a file name: lowercase, other characters as '-' ("" when none)."""
-    return _NOT_IN_ID.sub("-", stem.lower()).strip("-._")
+def _checked_id(value: Any, where: str, what: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise PolicyError(f"{where}: {what} must be a lowercase identifier, got {value!r}")
+    return value
 
 
-def first_heading(text: str) -> str | None:
-    """The text of the first Markdown ``#`` heading, if any."""
-    match = _HEADING.search(text)
-    return match.group(1).strip() if match else None
+def _stem(path: Path) -> str:
+    return path.stem if path.suffix.lower() in (".md", ".markdown", ".txt") else path.name
+
+
+def id_from_name(name: str) -> str:
+    """A readable id from a file or folder name ("" when none): accents dropped, lowercase,
+    each run of other characters one '-', at most 64 characters, cut at a '-'."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    policy_id = _NOT_IN_ID.sub("-", ascii_name.lower())
+    policy_id = re.sub(r"-[-._]*-|-{2,}", "-", policy_id).strip("-._")
+    if len(policy_id) > ID_MAX:
+        policy_id = policy_id[: ID_MAX + 1].rsplit("-", 1)[0].strip("-._")
+    return policy_id
+
+
+def _title(
+    meta: Mapping[str, Any], text: str, found: PackFile | None, path: Path | None, policy_id: str
+) -> str:
+    if found is not None and found.title:
+        return found.title
+    if meta.get("title"):
+        return str(meta["title"])
+    if path is None:
+        return policy_id
+    fallback = found.default_id if found is not None and found.default_id else _stem(path)
+    return title_of(text) or fallback
+
+
+def title_of(text: str) -> str | None:
+    """The policy's own name: the line that opens it (a heading, a bold line, or a short
+    line followed by a heading), else the first heading that is not a section name."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines:
+        first = _line_title(lines[0], lines[1] if len(lines) > 1 else "")
+        if first and first.lower().rstrip(":") not in SECTION_NAMES:
+            return first
+    for match in _HEADING.finditer(text):
+        heading = _plain(match.group(1))
+        if heading.lower().rstrip(":") not in SECTION_NAMES:
+            return heading
+    return None
+
+
+def _line_title(line: str, following: str) -> str | None:
+    heading = _HEADING.match(line)
+    if heading:
+        return _plain(heading.group(1))
+    bold = _BOLD_LINE.match(line)
+    if bold:
+        return _plain(bold.group(1))
+    if len(line) <= 80 and not line.endswith((".", ":", ";", ",")) and _HEADING.match(following):
+        return line
+    return None
+
+
+def _plain(heading: str) -> str:
+    return heading.strip().strip("*_").strip()
 
 
 def _unit_float(meta: Mapping[str, object], key: str, where: str) -> float | None:
@@ -208,29 +283,48 @@ def _shadow_pairs(by_id: Mapping[str, Policy], configured: Mapping[str, str]) ->
     return pairs
 
 
+@dataclass(frozen=True)
+class PackResult:
+    """One file of a pack: its policy, the error that kept it out, or why it is not one."""
+
+    file: PackFile
+    policy: Policy | None = None
+    error: str | None = None
+
+
+def read_pack(directory: Path) -> list[PackResult]:
+    """Every file of the pack, parsed where it is a policy; raises PolicyError only when the
+    pack itself cannot be read (no directory, a broken pack.yaml)."""
+    try:
+        files = scan_pack(directory)
+    except PackError as exc:
+        raise PolicyError(str(exc)) from None
+    return [_read(found) if found.skipped is None else PackResult(found) for found in files]
+
+
 def load_policies(
     directory: Path, default: Iterable[str] = (), shadow_pairs: Mapping[str, str] | None = None
 ) -> PolicyRegistry:
-    """Load every ``*.md`` and ``*.txt`` in ``directory`` (README, LICENSE and kin excepted)."""
-    if not directory.is_dir():
-        raise PolicyError(f"policy directory {directory} does not exist")
-    files = sorted(p for p in directory.iterdir() if is_policy_file(p.name) and p.is_file())
-    return PolicyRegistry((_read(f) for f in files), default, shadow_pairs)
+    """The pack's policies (``packs.py`` says which files); PolicyError naming every file
+    that cannot load, in one line."""
+    results = read_pack(directory)
+    errors = [r.error for r in results if r.error is not None]
+    if len(errors) == 1:
+        raise PolicyError(errors[0])
+    if errors:
+        raise PolicyError(f"{len(errors)} policy files cannot load: " + "; ".join(errors))
+    return PolicyRegistry((r.policy for r in results if r.policy), default, shadow_pairs)
 
 
-def is_policy_file(name: str) -> bool:
-    stem, dot, suffix = name.rpartition(".")
-    return (
-        bool(dot)
-        and f".{suffix.lower()}" in POLICY_SUFFIXES
-        and stem.lower() not in NOT_POLICIES
-        and not name.startswith(".")  # editors' swap files, ConfigMap's ..data links
-    )
-
-
-def _read(path: Path) -> Policy:
+def _read(found: PackFile) -> PackResult:
+    path = found.path
     try:
         source = path.read_text(encoding="utf-8")
+        return PackResult(found, policy=parse_policy(source, path, found))
     except UnicodeDecodeError as exc:
-        raise PolicyError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return parse_policy(source, path)
+        error = f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except OSError as exc:
+        error = f"{path}: cannot be read: {exc.strerror or exc}"
+    except PolicyError as exc:
+        error = str(exc)
+    return PackResult(found, error=error)
