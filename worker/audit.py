@@ -21,7 +21,7 @@ _SCALE = float(2**64)
 def audit_rate(policy: str, label: int, routing: RoutingSettings) -> float:
     """The configured audit share for one policy's label: its override, else the global one."""
     name = "audit_label_1" if label == 1 else "audit_label_0"
-    override = routing.policies.get(policy)
+    override = routing.override(policy)
     value = getattr(override, name, None) if override is not None else None
     return float(value if value is not None else getattr(routing, name))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import RoutingSettings
+from .config import RoutingSettings, env_spelling
 from .policies import Policy, PolicyError, PolicyRegistry
 from .prompt_check import check_splice
 from .prompts import PolicyPrompt, Tokenizer, build_policy_prompt
@@ -52,7 +52,9 @@ def compile_catalog(
 
 def check_routing(registry: PolicyRegistry, routing: RoutingSettings) -> None:
     """Per-policy overrides must name loaded policies and leave every band ordered."""
-    unknown = sorted(set(routing.policies) - {policy.id for policy in registry})
+    ids = {policy.id for policy in registry}
+    reached = ids | {env_spelling(policy_id) for policy_id in ids}
+    unknown = sorted(set(routing.policies) - reached)
     if unknown:
         raise PolicyError(
             f"routing.policies names policies that are not loaded: {', '.join(unknown)}"

@@ -30,7 +30,8 @@ from pydantic_settings import (
 )
 
 from .coop_settings import CoopSettings
-from .errors import FatalError
+from .errors import FatalError, nearest
+from .settings_env import EnvError, StrictEnvSource
 
 
 class ConfigError(FatalError):
@@ -261,6 +262,11 @@ class Band(_Section):
         return self
 
 
+def env_spelling(policy_id: str) -> str:
+    """How an id is written inside an environment variable's name."""
+    return policy_id.replace("-", "_").replace(".", "_")
+
+
 class RoutingSettings(_Section):
     threshold: float = Field(0.5, ge=0, le=1, description="Label is 1 when P('1') >= this.")
     review_low: float = Field(0.2, ge=0, le=1, description="Lower edge of the review band.")
@@ -276,6 +282,13 @@ class RoutingSettings(_Section):
     policies: dict[str, Band] = Field(
         default_factory=dict, description="Per-policy overrides; win over policy front matter."
     )
+
+    def override(self, policy_id: str) -> Band | None:
+        """The per-policy override for an id, also under the id's env spelling (its '-' and
+        '.' as '_': WORKER_ROUTING__POLICIES__HATE_SPEECH__THRESHOLD reaches hate-speech);
+        the exact id wins."""
+        exact = self.policies.get(policy_id)
+        return exact if exact is not None else self.policies.get(env_spelling(policy_id))
 
     @model_validator(mode="after")
     def _band_is_ordered(self) -> RoutingSettings:
@@ -363,10 +376,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Precedence: explicit arguments, then environment, then the YAML file.
+        # Precedence: explicit arguments, then environment, then the YAML file. The
+        # environment is read strictly: see settings_env.py.
         return (
             init_settings,
-            env_settings,
+            StrictEnvSource(settings_cls),
             YamlConfigSettingsSource(settings_cls),
             file_secret_settings,
         )
@@ -383,6 +397,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    except EnvError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_yaml(path: Path) -> None:
@@ -397,14 +413,32 @@ def _check_yaml(path: Path) -> None:
 
 
 def _describe(exc: ValidationError) -> str:
-    lines = ["invalid configuration:"]
+    """One line naming every offending field (and its env variable)."""
+    problems = []
     for err in exc.errors():
-        loc, msg = _engine_error(err["loc"], err["type"], err["msg"])
-        field = ".".join(str(part) for part in loc) or "(settings)"
-        env = "WORKER_" + "__".join(str(p).upper() for p in loc) if loc else ""
+        loc, message = _engine_error(err["loc"], err["type"], err["msg"])
+        parts = [str(part) for part in loc]
+        field = ".".join(parts) or "(settings)"
+        env = "WORKER_" + "__".join(p.upper() for p in parts) if parts else ""
         where = f"{field} (env {env})" if env else field
-        lines.append(f"  {where}: {msg}")
-    return "\n".join(lines)
+        if err["type"] == "extra_forbidden" and parts and "not of" not in message:
+            message += nearest(parts[-1], _siblings(parts[:-1]))
+        problems.append(f"{where}: {message}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def _siblings(loc: list[str]) -> list[str]:
+    """The field names of the section at ``loc`` (for a misspelt key's nearest match); the
+    engine section offers every kind's names."""
+    if loc == ["engine"]:
+        return sorted({name for model in ENGINE_KINDS.values() for name in model.model_fields})
+    model: Any = Settings
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
 
 
 def _engine_error(loc: tuple[Any, ...], kind: str, msg: str) -> tuple[tuple[Any, ...], str]:

@@ -23,6 +23,8 @@ those modules looks at a foreign exception type.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import ClassVar
 
@@ -71,3 +73,9 @@ class Rejected(WorkerError):
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
+
+
+def nearest(word: str, known: Iterable[str], cutoff: float = 0.6) -> str:
+    """' (did you mean X?)' for the known word closest to a misspelt one, else ''."""
+    match = difflib.get_close_matches(word, list(known), n=1, cutoff=cutoff)
+    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -27,15 +27,14 @@ This module decides; ``policies.py`` reads and parses the files it picks.
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from .errors import FatalError
+from .errors import FatalError, nearest
 
 MANIFEST = "pack.yaml"
 SUFFIXES = frozenset({".md", ".markdown", ".txt"})
@@ -214,9 +213,3 @@ def _names_an_id(path: Path) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     return bool(_OPENS_WITH_ID.match(head))
-
-
-def nearest(word: str, known: Iterable[str], cutoff: float = 0.6) -> str:
-    """' (did you mean X?)' for the known word closest to a misspelt one, else ''."""
-    match = difflib.get_close_matches(word, list(known), n=1, cutoff=cutoff)
-    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .packs import nearest
+from .errors import nearest
 from .policies import KNOWN_KEYS, Policy
 
 _SECTION_LINE = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*)?(POLICY|CONTENT)[ \t]*:?[ \t]*$")

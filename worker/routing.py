@@ -26,7 +26,7 @@ class Thresholds:
 
 def thresholds_for(policy: Policy, settings: RoutingSettings) -> Thresholds:
     """Config override for the policy, then its front matter, then the global values."""
-    override = settings.policies.get(policy.id)
+    override = settings.override(policy.id)
 
     def pick(name: str) -> float:
         candidates = (getattr(override, name, None), getattr(policy, name), getattr(settings, name))

@@ -137,3 +137,90 @@ def test_remote_engine_urls_and_key_file_win(monkeypatch, tmp_path):
     assert engine.urls() == ["http://a:8000", "http://b:8000"]
     assert engine.key() == "from-file"
     assert "from-env" not in repr(engine) and "from-env" not in str(engine.model_dump())
+
+
+# ---- the environment, held to the YAML file's standard ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "nearest"),
+    [
+        ("WORKER_ENGNIE__MAX_MODEL_LEN", "WORKER_ENGINE__MAX_MODEL_LEN"),
+        ("WORKER_KAFKA_BOOTSTRAP_SERVERS", "WORKER_KAFKA__BOOTSTRAP_SERVERS"),  # one '_' short
+        ("WORKER_BATCH__MAX_ITEMZ", "WORKER_BATCH__MAX_ITEMS"),
+        ("WORKER_ROUTING__POLICIES__SPAM__TRESHOLD", "WORKER_ROUTING__POLICIES__X__THRESHOLD"),
+    ],
+)
+def test_unknown_worker_variables_are_refused_naming_the_nearest(monkeypatch, env, nearest):
+    monkeypatch.setenv(env, "1")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert f"{env} names no setting" in message and repr(nearest) in message
+    assert "\n" not in message
+
+
+def test_kubernetes_service_links_are_not_settings(monkeypatch):
+    for name in ("WORKER_SERVICE_HOST", "WORKER_SERVICE_PORT", "WORKER_PORT_8080_TCP_ADDR"):
+        monkeypatch.setenv(name, "10.0.0.1")
+    monkeypatch.setenv("WORKER_PORT", "tcp://10.0.0.1:8080")
+    assert load_settings().health.port == 8080
+
+
+def test_lists_and_mappings_take_a_plain_form(monkeypatch):
+    monkeypatch.setenv("WORKER_POLICIES__DEFAULT", "hate-speech, spam")
+    monkeypatch.setenv("WORKER_SHADOW__PAIRS", "hate-speech-v2:hate-speech,spam-v2:spam")
+    monkeypatch.setenv("WORKER_ENGINE__EXTRA_ARGS", "enforce_eager:true,block_size:32")
+    settings = load_settings()
+    assert settings.policies.default == ["hate-speech", "spam"]
+    assert settings.shadow.pairs == {"hate-speech-v2": "hate-speech", "spam-v2": "spam"}
+    assert settings.engine.extra_args == {"enforce_eager": True, "block_size": 32}
+
+
+def test_json_still_works_for_lists_and_mappings(monkeypatch):
+    monkeypatch.setenv("WORKER_POLICIES__DEFAULT", '["a", "b"]')
+    monkeypatch.setenv("WORKER_ENGINE__EXTRA_ARGS", '{"enforce_eager": true}')
+    settings = load_settings()
+    assert settings.policies.default == ["a", "b"]
+    assert settings.engine.extra_args == {"enforce_eager": True}
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "needle"),
+    [
+        ("WORKER_SHADOW__PAIRS", "draft", "WORKER_SHADOW__PAIRS: 'draft' is not key:value"),
+        ("WORKER_ROUTING__POLICIES", "spam:0.7", "WORKER_ROUTING__POLICIES__HATE_SPEECH__"),
+        ("WORKER_KAFKA", "bootstrap", "WORKER_KAFKA must be a JSON object"),
+    ],
+)
+def test_values_that_fit_no_form_are_one_line_naming_the_variable(monkeypatch, env, value, needle):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_per_policy_env_form_reaches_ids_with_hyphens_and_dots(monkeypatch):
+    monkeypatch.setenv("WORKER_ROUTING__POLICIES__HATE_SPEECH__THRESHOLD", "0.7")
+    monkeypatch.setenv("WORKER_ROUTING__POLICIES__SPAM_V1_2__AUDIT_LABEL_1", "0.5")
+    monkeypatch.setenv("WORKER_ROUTING__POLICIES__SELF_HARM__THRESHOLD", "0.2")
+    routing = load_settings(routing={"policies": {"self_harm": {"threshold": 0.9}}}).routing
+    assert routing.override("hate-speech").threshold == 0.7
+    assert routing.override("spam-v1.2").audit_label_1 == 0.5
+    assert routing.override("hate-speech-v2") is None
+    # The exact id wins over an env spelling.
+    routing = load_settings(
+        routing={"policies": {"self_harm": {"threshold": 0.9}, "self-harm": {"threshold": 0.4}}}
+    ).routing
+    assert routing.override("self-harm").threshold == 0.4
+
+
+def test_misspelt_yaml_keys_name_the_nearest_one_in_one_line(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("engine:\n  max_modle_len: 8\nbatch:\n  linger: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    message = str(info.value)
+    assert "engine.max_modle_len" in message and "'max_model_len'" in message
+    assert "batch.linger" in message and "'linger_ms'" in message
+    assert "\n" not in message
