@@ -53,13 +53,18 @@ async def run_worker(
     settings: Settings, classifier_factory: ClassifierFactory = start_classifier
 ) -> int:
     """The whole process: engine, policies, Kafka clients, worker loop. Returns exit code."""
-    # Policies are compiled before the engine loads so a bad pack fails in a second, not a minute.
-    compile_policies(settings)
-    # So are credentials and certificates the brokers refuse (brokers merely down are waited for).
+    # Everything that needs no engine is checked before it loads, so a mistake costs seconds,
+    # not a model load per crash-loop restart: the policies, credentials and certificates
+    # the brokers refuse, then (below) the brokers' reachability and the topics.
+    catalog = compile_policies(settings)
     await check_credentials(settings.kafka)
     tracing.configure_tracing()
     # Probes answer from here on: /readyz says what is still loading while the engine loads.
     async with serve_health(settings.health) as health:
+        brokers = _BrokerWait()
+        health.set_check("consumer", brokers.check(None))
+        shadow = bool(catalog.registry.shadows)
+        await retry_unreachable(lambda: ensure_topics(settings, shadow), settings.kafka, brokers)
         classifier = await classifier_factory(settings)
         try:
             async with open_worker(settings, classifier, health) as worker:
@@ -91,7 +96,8 @@ async def open_worker(
     # Brokers that cannot be reached yet are waited for (kafka.connect_retry_s), not fatal.
     brokers = _BrokerWait()
     health.set_check("consumer", brokers.check(None))
-    await retry_unreachable(lambda: ensure_topics(settings), settings.kafka, brokers)
+    shadow = bool(catalog.registry.shadows)
+    await retry_unreachable(lambda: ensure_topics(settings, shadow), settings.kafka, brokers)
     producer = await retry_unreachable(
         lambda: start_producer(settings.kafka), settings.kafka, brokers
     )
@@ -153,6 +159,8 @@ async def _reload_on_change(settings: Settings, classifier: Classifier, worker: 
     async for _ in awatch(directory, recursive=True, force_polling=True, poll_delay_ms=500):
         try:
             catalog = load_catalog(settings, classifier)
+            if catalog.registry.shadows and not worker.catalog.registry.shadows:
+                await ensure_topics(settings, shadow=True)  # the first shadow needs its topic
         except WorkerError as exc:
             log.error("policy reload rejected; keeping the previous policies", error=str(exc))
             metrics.record_policy_reload(ok=False)

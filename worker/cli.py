@@ -12,7 +12,15 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from .cli_common import ConfigOpt, ModelOpt, PoliciesOpt, die, settings_for, tool_settings
+from .cli_common import (
+    ConfigOpt,
+    ModelOpt,
+    PoliciesOpt,
+    TokenizerOpt,
+    die,
+    settings_for,
+    tool_settings,
+)
 from .config import Settings
 from .errors import WorkerError
 from .policies import load_policies
@@ -44,7 +52,7 @@ def _serve(settings: Settings, command: Callable[[Settings], Awaitable[int]]) ->
     try:
         code = asyncio.run(command(settings))
     except WorkerError as exc:
-        die(str(exc), code=1)
+        die(str(exc), code=exc.exit_code)
     raise typer.Exit(code)
 
 
@@ -71,40 +79,43 @@ def classify(
     try:
         code = asyncio.run(classify_lines(settings, lines, origin, policy or None))
     except WorkerError as exc:
-        die(str(exc), code=1)
+        die(str(exc), code=exc.exit_code)
     raise typer.Exit(code)
 
 
 @policies_app.command("check")
 def policies_check(
-    directory: Annotated[Path, typer.Argument(help="Policy directory.")] = Path("policies"),
-    tokenizer: Annotated[
-        str | None,
-        typer.Option(help="Tokenizer (model path) to count tokens with; default engine.model."),
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Policy directory; default policies.dir (config, env)."),
     ] = None,
+    tokenizer: TokenizerOpt = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 on warnings too (for CI).")
+    ] = False,
     config: ConfigOpt = None,
     model: ModelOpt = None,
 ) -> None:
-    """Validate a policy directory and print each policy's prompt length in tokens."""
-    from .catalog import compile_catalog
-    from .preflight import load_tokenizer, model_max_len
+    """Check the pack that will be deployed, file by file: loaded (id, title, prompt tokens,
+    room for content) or why not, and warnings."""
+    from .tools.pack_check import check_pack
 
     settings = settings_for(config, model, directory)
     try:
-        registry = load_policies(directory, settings.policies.default, settings.shadow.pairs)
-        tok = load_tokenizer(tokenizer or settings.engine.tokenizer or settings.engine.model)
-        max_len = model_max_len(settings.engine.max_model_len, None, tok)
-        catalog = compile_catalog(registry, tok, max_len, settings.routing)
+        tok, max_len = _tokenizer_and_limit(settings, tokenizer)
+        tally = check_pack(settings, tok, max_len, typer.echo)
     except WorkerError as exc:
-        die(str(exc), code=1)
-    _print_policy_table(catalog, max_len)
-    plain = [policy for policy in registry if not policy.front_matter]
-    if plain:
-        typer.echo(
-            f"no front matter in {len(plain)} of {len(registry)} (id from the file name, title "
-            "from the first heading, default thresholds): "
-            + ", ".join(f"{policy.id} ({policy.path.name})" for policy in plain)
-        )
+        die(str(exc), code=exc.exit_code)
+    raise typer.Exit(1 if tally.errors or (strict and tally.warnings) else 0)
+
+
+def _tokenizer_and_limit(settings: Settings, tokenizer: str | None) -> tuple[Any, int]:
+    """The tokenizer (``--tokenizer``, else the engine's) and the context it counts against."""
+    from .preflight import load_tokenizer, model_max_len
+
+    engine = settings.engine
+    tok = load_tokenizer(tokenizer or engine.tokenizer or engine.model)
+    return tok, model_max_len(engine.max_model_len, tokenizer or engine.model, tok)
 
 
 @app.command()
@@ -112,42 +123,23 @@ def prompt(
     text: Annotated[str, typer.Argument(help="Content to build the prompt for.")],
     policy: Annotated[str, typer.Option("--policy", "-p", help="Policy id.")],
     ids: Annotated[bool, typer.Option("--ids", help="Print the token ids as a JSON list.")] = False,
+    tokenizer: TokenizerOpt = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
     policies: PoliciesOpt = None,
 ) -> None:
     """Print exactly what the engine receives for TEXT and one policy (needs only the tokenizer)."""
-    from .preflight import load_tokenizer, model_max_len
     from .tools.prompt_view import format_prompt, prompt_ids
 
     settings = settings_for(config, model, policies)
     engine = settings.engine
     try:
-        tok = load_tokenizer(engine.tokenizer or engine.model)
-        max_len = model_max_len(engine.max_model_len, None, tok)
+        tok, max_len = _tokenizer_and_limit(settings, tokenizer)
         registry = load_policies(settings.policies.dir, settings.policies.default)
         built = prompt_ids(tok, registry, policy, text, max_len, engine.overlong)
     except (WorkerError, ValueError) as exc:
-        die(str(exc), code=1)
+        die(str(exc), code=exc.exit_code)
     sys.stdout.write(format_prompt(tok, built, ids))
-
-
-def _print_policy_table(catalog: Any, max_len: int) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"policies (max_model_len {max_len})")
-    for column in ("id", "title", "prompt tokens", "room for content", "version"):
-        table.add_column(column)
-    for entry in catalog.entries.values():
-        table.add_row(
-            entry.policy.id,
-            entry.policy.title,
-            str(entry.prompt.overhead),
-            str(entry.prompt.max_content_tokens),
-            entry.policy.version[:12],
-        )
-    Console().print(table)
 
 
 @app.command()
@@ -164,7 +156,7 @@ def broker(
             while running.process and running.process.poll() is None:
                 time.sleep(0.5)
     except BrokerError as exc:
-        die(str(exc), code=1)
+        die(str(exc), code=exc.exit_code)
     except KeyboardInterrupt:
         pass
 

@@ -17,6 +17,13 @@ ConfigOpt = Annotated[
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="Model path or hub id (engine.model).")
 ]
+TokenizerOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Model directory (or hub id) whose tokenizer and context length to use; default "
+        "engine.tokenizer, else engine.model. A directory works offline."
+    ),
+]
 PoliciesOpt = Annotated[
     Path | None, typer.Option("--policies", help="Policy directory (policies.dir).")
 ]

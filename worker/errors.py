@@ -54,10 +54,18 @@ class WorkerError(Exception):
     """Base of the worker's own errors; ``str()`` is the one line to show."""
 
     retriable: ClassVar[bool] = False  # whether the same call may succeed if tried again
+    exit_code: ClassVar[int] = 1  # what a command exits with when this error ends it
 
 
 class FatalError(WorkerError):
     """The worker cannot go on safely (engine gone, broker refusing our output, bad setup)."""
+
+
+class UsageError(FatalError):
+    """A name or value given on the command line that cannot be used (a policy id that is
+    not loaded, say): found before anything slow starts, and exits 2 like a bad option."""
+
+    exit_code = 2
 
 
 class TransientError(WorkerError):

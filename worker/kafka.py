@@ -150,10 +150,11 @@ async def start_consumer(
     return consumer
 
 
-async def ensure_topics(settings: Settings) -> None:
-    """Check that our topics exist; create the missing ones when topics.create is set."""
+async def ensure_topics(settings: Settings, shadow: bool = True) -> None:
+    """Check that our topics exist (the shadow topic only with ``shadow``: when shadow
+    policies are loaded); create the missing ones when topics.create is set."""
     topics = settings.topics
-    wanted = _topic_names(topics)
+    wanted = topic_names(topics, shadow)
     admin = AIOKafkaAdminClient(**client_options(settings.kafka))
     try:
         await admin.start()
@@ -197,10 +198,11 @@ async def _create(
         await admin.create_topics([NewTopic(n, partitions, replication_factor) for n in names])
 
 
-def _topic_names(topics: TopicSettings) -> list[str]:
-    # The shadow topic is checked even with no shadow policy loaded: a reload may add one.
-    names = [topics.content, topics.results, topics.review, topics.dead_letter, topics.shadow]
-    return list(dict.fromkeys(names))
+def topic_names(topics: TopicSettings, shadow: bool) -> list[str]:
+    """The topics the worker uses. A reload that adds the first shadow policy checks the
+    shadow topic then (app.py), so it is not required before."""
+    names = [topics.content, topics.results, topics.review, topics.dead_letter]
+    return list(dict.fromkeys([*names, topics.shadow] if shadow else names))
 
 
 def _describe(exc: BaseException) -> str:

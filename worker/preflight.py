@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
+
 from .catalog import Catalog, compile_catalog
 from .config import Settings
 from .engine.tokenizer import load_tokenizer
-from .policies import load_policies
+from .errors import UsageError
+from .model_files import pretrained_config
+from .policies import PolicyError, PolicyRegistry, load_policies
+from .policy_lint import lint
 from .prompts import PromptError
 
+log = structlog.get_logger("worker.preflight")
 DEFAULT_MAX_MODEL_LEN = 8192  # when neither the settings nor the model say
 UNBOUNDED = 2**62  # a context no policy outgrows
 
@@ -31,41 +37,53 @@ def model_max_len(configured: int | None, model: str | None, tokenizer: Any) -> 
 
 
 def _position_limit(model: str) -> Any:
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(model)
-    except Exception:  # no config to read: the caller falls back on the tokenizer
-        return None
+    config = pretrained_config(model)  # None: the caller falls back on the tokenizer
     config = getattr(config, "text_config", None) or config
     return getattr(config, "max_position_embeddings", None)
 
 
-def compile_policies(settings: Settings) -> Catalog:
-    """The policy pack compiled as the worker will serve it; raises PolicyError, PromptError
-    or EngineStartError (the model's tokenizer cannot load)."""
+def compile_policies(settings: Settings, registry: PolicyRegistry | None = None) -> Catalog:
+    """The policy pack (or ``registry``) compiled as the worker will serve it; raises
+    PolicyError, PromptError or EngineStartError (the model's tokenizer cannot load)."""
     engine = settings.engine
     tokenizer = load_tokenizer(engine.tokenizer or engine.model)
     if engine.kind == "remote":
         # The servers' context is theirs to say: the policies' lengths are checked against it
         # once they answer, with the number they serve.
-        return compile_for(settings, tokenizer, UNBOUNDED)
-    return compile_for(
-        settings, tokenizer, model_max_len(engine.max_model_len, engine.model, tokenizer)
-    )
+        return compile_for(settings, tokenizer, UNBOUNDED, registry)
+    limit = model_max_len(engine.max_model_len, engine.model, tokenizer)
+    return compile_for(settings, tokenizer, limit, registry)
 
 
-def compile_for(settings: Settings, tokenizer: Any, max_model_len: int) -> Catalog:
-    """The configured policies (shadows too) compiled for this tokenizer and context; a
-    policy too long for the context names the limit to raise."""
-    policies = settings.policies
-    registry = load_policies(policies.dir, policies.default, settings.shadow.pairs)
+def compile_for(
+    settings: Settings, tokenizer: Any, max_model_len: int, registry: PolicyRegistry | None = None
+) -> Catalog:
+    """The configured policies (shadows too; or ``registry``) compiled for this tokenizer and
+    context; a policy too long for the context names the limit to raise. What
+    ``policies check`` would warn about is logged."""
+    if registry is None:
+        policies = settings.policies
+        registry = load_policies(policies.dir, policies.default, settings.shadow.pairs)
+    for policy in registry:
+        for finding in lint(policy):
+            if finding.level == "warning":
+                log.warning("policy warning", policy=policy.id, warning=finding.message)
     try:
         return compile_catalog(registry, tokenizer, max_model_len, settings.routing)
     except PromptError as exc:
         if exc.kind != "policy_too_long":
             raise
         raise PromptError(exc.kind, f"{exc.reason}: {_context_hint(settings)}") from None
+
+
+def check_policy_ids(catalog: Catalog, ids: list[str] | None, option: str) -> None:
+    """Policy ids named on the command line must be loaded production policies."""
+    try:
+        catalog.registry.resolve(ids or None)
+    except PolicyError as exc:
+        registry = catalog.registry
+        loaded = ", ".join(sorted(p.id for p in registry if p.id not in registry.shadows))
+        raise UsageError(f"{option}: {exc} (loaded: {loaded})") from None
 
 
 def _context_hint(settings: Settings) -> str:

@@ -17,15 +17,16 @@ from ..config import Settings
 from ..engine import Classifier
 from ..errors import Rejected
 from ..events import Source
-from ..preflight import compile_policies
+from ..preflight import check_policy_ids, compile_policies
 from ..scoring.classify import build_verdict, make_job, score_jobs
 
 
 async def classify_lines(
     settings: Settings, lines: Any, origin: str, policy_ids: list[str] | None
 ) -> int:
-    """Classify every non-blank line with one engine; the exit code."""
-    compile_policies(settings)
+    """Classify every non-blank line with one engine; the exit code. The policies and the
+    ids named with -p are checked before the engine starts."""
+    check_policy_ids(compile_policies(settings), policy_ids, "--policy")
     classifier = await start_classifier(settings)
     failures = 0
     try:

@@ -109,7 +109,7 @@ def dataset_command(
     Scores DATASET (golden rows), --contrastive pairs or both with the worker's own scoring.
     """
     from ... import app as worker_app
-    from .command import EvalRequest, run_eval
+    from .command import EvalRequest, check_lengths, run_eval
     from .console import consoles
     from .errors import EvalError
     from .evaluation import Targets
@@ -118,11 +118,13 @@ def dataset_command(
     targets = Targets(target_precision, target_recall, review_budget)
     request = EvalRequest(dataset, policy, contrastive, compare, out, targets)
     try:
-        code = asyncio.run(run_eval(settings, request, worker_app.start_classifier, *consoles()))
+        code = asyncio.run(
+            run_eval(settings, request, worker_app.start_classifier, *consoles(), check_lengths)
+        )
     except EvalError as exc:
         die(str(exc))
     except WorkerError as exc:
-        die(str(exc), code=1)
+        die(str(exc), code=exc.exit_code)
     raise typer.Exit(code)
 
 
@@ -149,7 +151,7 @@ def shadow_command(
     try:
         typer.echo(compare_to_files(settings.kafka, source, out), nl=False)
     except WorkerError as exc:
-        die(str(exc), code=1)
+        die(str(exc), code=exc.exit_code)
 
 
 @eval_app.command("decisions")
@@ -185,5 +187,5 @@ def decisions_command(
     except EvalError as exc:
         die(str(exc))
     except WorkerError as exc:
-        die(str(exc), code=1)
+        die(str(exc), code=exc.exit_code)
     raise typer.Exit(code)

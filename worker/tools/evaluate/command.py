@@ -46,9 +46,14 @@ async def run_eval(
     classifier_factory: ClassifierFactory,
     out: Console,
     err: Console,
+    preflight: Callable[[Settings, Selection, Sample], None] | None = None,
 ) -> int:
-    """Exit code: 0, or 1 when some rows could not be used (they are listed). Raises EvalError."""
+    """Exit code: 0, or 1 when some rows could not be used (they are listed). Raises EvalError.
+
+    ``preflight`` runs the checks that need only the tokenizer before the engine starts."""
     selection, sample = prepare(settings, request)
+    if preflight is not None:
+        preflight(settings, selection, sample)
     # vLLM logs to stdout unless told otherwise; here stdout carries the results.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     classifier = await classifier_factory(settings)
@@ -114,11 +119,7 @@ def _plan(
     sample: Sample,
     targets: Targets,
 ) -> Plan:
-    # Only the policies the sample names: an unrelated policy too long for this model's
-    # context must not stop the evaluation of the others.
-    used = {r.policy for r in sample.rows} | {selection.primary or ""}
-    used |= {p for pair in sample.pairs for p in (pair.policy_pos, pair.policy_neg)}
-    registry = PolicyRegistry(p for p in selection.registry if p.id in used)
+    registry = used_policies(selection, sample)
     try:
         catalog = compile_catalog(
             registry, classifier.tokenizer, classifier.max_model_len, settings.routing
@@ -127,6 +128,27 @@ def _plan(
     except (PromptError, PolicyError) as exc:
         raise EvalError(str(exc)) from None
     return Plan(catalog, sample, targets, selection.primary, other)
+
+
+def used_policies(selection: Selection, sample: Sample) -> PolicyRegistry:
+    """Only the policies the sample names: an unrelated policy too long for this model's
+    context must not stop the evaluation of the others."""
+    used = {r.policy for r in sample.rows} | {selection.primary or ""}
+    used |= {p for pair in sample.pairs for p in (pair.policy_pos, pair.policy_neg)}
+    return PolicyRegistry(p for p in selection.registry if p.id in used)
+
+
+def check_lengths(settings: Settings, selection: Selection, sample: Sample) -> None:
+    """The policies the evaluation uses compiled with the tokenizer alone: one too long for
+    the model, or a tokenizer that cannot load, fails before the engine starts."""
+    from ...preflight import compile_policies
+
+    try:
+        compile_policies(settings, used_policies(selection, sample))
+        if selection.other is not None:
+            compile_policies(settings, PolicyRegistry([selection.other]))
+    except (PromptError, PolicyError) as exc:
+        raise EvalError(str(exc)) from None
 
 
 def _compile_one(settings: Settings, classifier: Classifier, selection: Selection) -> Entry:

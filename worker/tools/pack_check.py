@@ -1,0 +1,111 @@
+"""``moderation-worker policies check``: the pack that will be deployed, file by file.
+
+For every file of the pack: loaded (id, where the id came from, title, prompt tokens and the
+room left for content in ``max_model_len``) or why not (an error, or the reason it is not a
+policy); then the warnings ``policy_lint`` finds. The pack-wide checks the worker makes at
+start-up (ids unique, default set, shadow pairs, routing overrides, the model's chat
+template) follow. Exit code: 1 when anything would stop the worker, or with ``strict``
+when there is any warning; else 0. Needs only the tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..catalog import check_routing
+from ..config import Settings
+from ..policies import PackResult, Policy, PolicyError, PolicyRegistry, read_pack
+from ..policy_lint import Finding, lint
+from ..prompt_check import check_splice
+from ..prompts import PromptError, Tokenizer, build_policy_prompt
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class Tally:
+    loaded: int = 0
+    errors: int = 0
+    skipped: int = 0
+    warnings: int = 0
+
+    def line(self) -> str:
+        return (
+            f"{self.loaded} loaded, {self.errors} error{'s' * (self.errors != 1)}, "
+            f"{self.skipped} not policies, {self.warnings} warning{'s' * (self.warnings != 1)}"
+        )
+
+
+def check_pack(settings: Settings, tokenizer: Tokenizer, max_model_len: int, echo: Echo) -> Tally:
+    """Print the report on ``settings.policies.dir``; the tally it ends with. Raises
+    PolicyError when the pack cannot be read at all (no directory, a broken pack.yaml)."""
+    directory = settings.policies.dir
+    results = read_pack(directory)
+    echo(f"policy pack {directory} (max_model_len {max_model_len})")
+    tally = Tally()
+    for result in results:
+        _report_file(result, tokenizer, max_model_len, echo, tally)
+    policies = [r.policy for r in results if r.policy is not None]
+    for problem in pack_problems(settings, policies, tokenizer):
+        echo(f"error    pack: {problem}")
+        tally.errors += 1
+    echo(tally.line())
+    return tally
+
+
+def _report_file(
+    result: PackResult, tokenizer: Tokenizer, max_model_len: int, echo: Echo, tally: Tally
+) -> None:
+    name = result.file.name
+    if result.file.skipped is not None:
+        echo(f"skipped  {name}: {result.file.skipped}")
+        tally.skipped += 1
+        return
+    if result.policy is None:
+        echo(f"error    {name}: {_without_path(result.error or '', result.file.path)}")
+        tally.errors += 1
+        return
+    policy = result.policy
+    length = _length(tokenizer, policy, max_model_len)
+    status = "error   " if length.startswith("too long") else "loaded  "
+    tally.errors += status == "error   "
+    tally.loaded += status == "loaded  "
+    echo(f"{status} {name}: id {policy.id} ({policy.id_from}), title {policy.title!r}, {length}")
+    for finding in lint(policy):
+        _finding(finding, echo, tally)
+
+
+def _length(tokenizer: Tokenizer, policy: Policy, max_model_len: int) -> str:
+    try:
+        prompt = build_policy_prompt(tokenizer, policy, max_model_len)
+    except PromptError as exc:
+        if exc.kind != "policy_too_long":
+            return f"not compiled: {exc.reason}"
+        return f"too long: {exc.reason}; raise engine.max_model_len or shorten the policy"
+    return f"{prompt.overhead} prompt tokens, {prompt.max_content_tokens} left for content"
+
+
+def _finding(finding: Finding, echo: Echo, tally: Tally) -> None:
+    echo(f"         {finding.level}: {finding.message}")
+    tally.warnings += finding.level == "warning"
+
+
+def pack_problems(
+    settings: Settings, policies: Iterable[Policy], tokenizer: Tokenizer
+) -> list[str]:
+    """What the worker would refuse about the pack as a whole."""
+    policies = list(policies)
+    try:
+        registry = PolicyRegistry(policies, settings.policies.default, settings.shadow.pairs)
+        check_routing(registry, settings.routing)
+        check_splice(tokenizer, registry)
+    except (PolicyError, PromptError) as exc:
+        return [str(exc)]
+    return []
+
+
+def _without_path(error: str, path: Path) -> str:
+    """Errors name their file; the report's line already does."""
+    return error.removeprefix(f"{path}: ")
