@@ -22,8 +22,8 @@ _RULE_LINE = re.compile(r"^[ \t]*=+[ \t]*$")
 _JSON = re.compile(r"\bjson\b", re.IGNORECASE)
 _VALID_INVALID = re.compile(r"\b(?:VALID|INVALID)\b")
 _ANSWER_FORMAT = re.compile(
-    r"\b(?:respond|reply|answer|return|output)(?:s|ing)?\b[^.\n]{0,40}?"
-    r"\b(?:with|as follows|exactly|only|in the format|format)\b|^\W*output\W*:",
+    r"\b(?:respond|reply|answer|return|output)[ \t]+(?:with|as follows|exactly|only)\b"
+    r"|^\W*output(?:[ \t]+format)?\W*:",
     re.IGNORECASE,
 )
 
