@@ -78,7 +78,7 @@ def test_policies_check_rejects_a_bad_pack(tmp_path, test_model):
     (tmp_path / "a.md").write_text("---\nid: a\n---\n")
     result = _cli("policies", "check", str(tmp_path), "--tokenizer", str(test_model))
     assert result.returncode == 1
-    assert "policy body is empty" in result.stderr.decode()
+    assert "error    a.md: policy body is empty" in result.stdout.decode()
 
 
 def _published_pack(directory):
@@ -91,15 +91,14 @@ def _published_pack(directory):
     return directory
 
 
-def test_policies_check_names_the_policies_without_front_matter(tmp_path, test_model):
+def test_policies_check_says_where_each_id_comes_from(tmp_path, test_model):
     pack = _published_pack(tmp_path)
     result = _cli("policies", "check", str(pack), "--tokenizer", str(test_model))
     assert result.returncode == 0, result.stderr.decode()
     out = result.stdout.decode()
-    assert "Boat gear" in out and "orchard" in out and "Nature mentions" in out
-    [line] = [line for line in out.splitlines() if "no front matter" in line]
-    assert "2 of 3" in line and "boats (Boats.md)" in line and "orchard (orchard.txt)" in line
-    assert "nature" not in line
+    assert "loaded   Boats.md: id boats (file name), title 'Boat gear'" in out
+    assert "loaded   orchard.txt: id orchard (file name), title 'orchard'" in out
+    assert "loaded   nature.md: id nature (front matter), title 'Nature mentions" in out
 
 
 def test_policies_without_front_matter_steer_the_model(tmp_path, test_model):

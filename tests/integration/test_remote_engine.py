@@ -254,6 +254,7 @@ def _run_cli(env: dict[str, str], bootstrap: str) -> subprocess.CompletedProcess
         "WORKER_HEALTH__ENABLED": "false",
         "WORKER_ENGINE__KIND": "remote",
         "WORKER_ENGINE__CONNECT_RETRY_S": "1",
+        "WORKER_TOPICS__CREATE": "true",  # brokers and topics are checked before the engine
     }
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", "run"],

@@ -118,9 +118,12 @@ def test_a_model_that_is_not_there_stops_run_naming_the_setting(tmp_path):
     assert "Traceback" not in result.stderr.decode()
 
 
-def test_an_engine_that_cannot_start_is_one_line_with_its_cause(test_model):
+def test_an_engine_that_cannot_start_is_one_line_with_its_cause(test_model, broker):
     result = _run_cli(
         {
+            "WORKER_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "WORKER_KAFKA__ENABLE_IDEMPOTENCE": "false",
+            "WORKER_TOPICS__CREATE": "true",  # brokers and topics are checked before the engine
             "WORKER_ENGINE__MODEL": str(test_model),
             "WORKER_ENGINE__MAX_MODEL_LEN": "4096",
             "WORKER_ENGINE__EXTRA_ARGS": '{"enforce_eager": true, "block_size": 32}',
