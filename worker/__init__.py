@@ -5,13 +5,14 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
 
 1. Foundation: ``errors`` and ``retry`` (the shared vocabulary: the error tree and the
    dead-letter kinds; the jittered retry loop), ``supervise`` (the task group every
-   long-lived loop runs in), ``config`` (every setting; ``coop_settings``: the Coop
-   adapter's section), ``subprocesses`` (child processes bound to the worker), ``testing/``
-   (``devmodel`` builds the trigger-word test model the tests and the demo use; ``words``:
-   its vocabulary; ``circuit``: its weights).
-2. Domain: ``events`` (the wire models), ``policies``, ``prompts``, ``prompt_check``,
-   ``routing``, ``catalog``, ``audit``, ``decisions`` (the reviewers' decision records),
-   ``kafka`` (client factories and the translation of broker errors).
+   long-lived loop runs in), ``config`` (every setting; ``settings_env``: the environment
+   read strictly; ``coop_settings``: the Coop adapter's section), ``subprocesses`` (child
+   processes bound to the worker), ``testing/`` (``devmodel`` builds the trigger-word test
+   model the tests and the demo use; ``words``: its vocabulary; ``circuit``: its weights).
+2. Domain: ``events`` (the wire models), ``policies`` (with ``packs``: which files of a
+   pack are policies; ``policy_lint``: what ``policies check`` warns about), ``prompts``,
+   ``prompt_check``, ``routing``, ``catalog``, ``audit``, ``decisions`` (the reviewers'
+   decision records), ``kafka`` (client factories and the translation of broker errors).
 3. ``engine/``: the ``Classifier`` protocol; ``tokenizer`` loads the model's tokenizer;
    ``factory`` opens an engine (vLLM in this process, remote vLLM servers, or the instant
    engine). Nothing outside the package imports its other modules.
@@ -28,12 +29,13 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
    (committing the contiguous prefix of finished offsets), ``worker`` (the ``Worker``
    wiring these parts: ``from worker.pipeline import Worker``).
 7. Applications: ``app`` (start-up order and shutdown, with ``preflight`` checks before the
-   model loads), ``cli`` (the commands; ``cli_common``: what they share), ``coop/`` (the
-   review-tool adapter, a long-running service of its own), ``tools/``: ``bench/``
-   (``summary``: its ratios and targets), ``evaluate/`` (``cli``: the ``eval``
-   subcommands), ``demo``, ``broker`` (an embedded broker), ``prompt_view``,
-   ``classify_lines`` (the classify command's work), ``chart_schema`` (the Helm chart's
-   values schema, generated from ``config``).
+   model loads; ``model_files``: a model's files from a directory, the cache or the hub,
+   failing fast offline), ``cli`` (the commands; ``cli_common``: what they share),
+   ``coop/`` (the review-tool adapter, a long-running service of its own), ``tools/``:
+   ``bench/`` (``summary``: its ratios and targets), ``evaluate/`` (``cli``: the ``eval``
+   subcommands), ``demo``, ``broker`` (an embedded broker), ``prompt_view``, ``pack_check``
+   (the policies check report), ``classify_lines`` (the classify command's work),
+   ``chart_schema`` (the Helm chart's values schema, generated from ``config``).
 """
 
 from .subprocesses import bind_if_spawned_child

@@ -214,6 +214,16 @@ def test_a_wrong_policy_id_in_classify_is_found_before_the_engine(tmp_path, test
     assert "--policy: unknown policy id(s): fruits (loaded: fruit, nature, tools)" in line
 
 
+def test_a_wrong_policy_id_in_eval_is_found_before_the_engine(tmp_path, test_model):
+    dataset = tmp_path / "golden.jsonl"
+    dataset.write_text('{"id": "1", "content": "x", "label": 1}\n')
+    ran = worker(
+        "eval", "--dataset", str(dataset), "--policy", "fruits", "--model", str(test_model),
+        "--policies", str(TEST_POLICIES), "--out", str(tmp_path / "report"), tmp=tmp_path,
+    )  # fmt: skip
+    assert "unknown policy 'fruits'" in _failed_quickly(ran, 2)
+
+
 def test_a_policy_too_long_for_eval_is_found_before_the_engine(tmp_path, test_model):
     words = " ".join(f"word{n}" for n in range(300))
     (tmp_path / "long.md").write_text(f"---\nid: long\n---\nFlag content about {words}.\n")
