@@ -80,3 +80,41 @@ async def test_symlink_swap_reloads_policies_without_restart(broker, engine, tes
         assert running.worker.catalog.entries["fruit"].policy.version == policy_version(V2)
         kept = await _verdict_for(broker.bootstrap_servers, topics, "kept", 3)
         assert kept["policy_version"] == policy_version(V2)
+
+
+async def _wait_for(condition, seconds: float = 15) -> bool:
+    for _ in range(int(seconds / 0.25)):
+        if condition():
+            return True
+        await asyncio.sleep(0.25)
+    return False
+
+
+async def test_a_reload_adding_the_first_shadow_policy_needs_its_topic(
+    broker, engine, test_model, tmp_path
+):
+    """With no shadow policy the shadow topic is not required at start-up; a reload that adds
+    one is refused until the topic exists, and the previous policies keep serving."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "fruit.md").write_text(f"---\nid: fruit\n---\n{V1}\n")
+    topics = topic_names("reload-shadow")
+    settings = worker_settings(
+        broker.bootstrap_servers,
+        test_model,
+        topics,
+        partitions=1,
+        policies={"dir": str(policies), "watch": True},
+    )
+    settings.topics.create = False
+    present = [name for key, name in topics.items() if key != "shadow"]
+    await create_topics(broker.bootstrap_servers, present, 1)
+    async with RunningWorker(settings, engine) as running:
+        draft = f"---\nid: fruit-v2\nshadow_of: fruit\n---\n{V2}\n"
+        (policies / "fruit-v2.md").write_text(draft)
+        await asyncio.sleep(4)  # the watcher polls every half second
+        assert "fruit-v2" not in running.worker.catalog.entries  # refused: no shadow topic
+
+        await create_topics(broker.bootstrap_servers, [topics["shadow"]], 1)
+        (policies / "fruit-v2.md").write_text(draft + "\n")  # a change, for the watcher
+        assert await _wait_for(lambda: "fruit-v2" in running.worker.catalog.entries)
