@@ -148,7 +148,8 @@ def id_from_name(name: str) -> str:
     policy_id = _NOT_IN_ID.sub("-", ascii_name.lower())
     policy_id = re.sub(r"-[-._]*-|-{2,}", "-", policy_id).strip("-._")
     if len(policy_id) > ID_MAX:
-        policy_id = policy_id[: ID_MAX + 1].rsplit("-", 1)[0].strip("-._")
+        cut = policy_id[: ID_MAX + 1]
+        policy_id = (cut.rsplit("-", 1)[0] if "-" in cut else cut[:ID_MAX]).strip("-._")
     return policy_id
 
 

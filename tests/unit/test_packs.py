@@ -242,6 +242,7 @@ def test_ids_are_readable_and_bounded():
     )
     long = id_from_name("a very long policy file name " * 5)
     assert len(long) <= 64 and not long.endswith("-") and long.startswith("a-very-long-policy")
+    assert id_from_name("x" * 300) == "x" * 64
     assert id_from_name("中文") == ""
 
 

@@ -362,7 +362,7 @@ async def test_problems_found_before_the_engine_starts(workspace):
         prepare(settings, _request(workspace))
 
 
-def test_cli_eval_command(workspace, tokenizer, monkeypatch):
+def test_cli_eval_command(workspace, tokenizer, test_model, monkeypatch):
     from worker import app as worker_app
     from worker.cli import app
 
@@ -379,6 +379,8 @@ def test_cli_eval_command(workspace, tokenizer, monkeypatch):
         "alpha",
         "--policies",
         str(workspace["policies"]),
+        "--model",  # the policies are checked with its tokenizer before the engine starts
+        str(test_model),
         "--out",
         str(workspace["out"]),
         "--target-precision",
