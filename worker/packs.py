@@ -74,7 +74,11 @@ def scan_pack(directory: Path) -> list[PackFile]:
     if not directory.is_dir():
         raise PackError(f"policy directory {directory} does not exist")
     manifest = directory / MANIFEST
-    files = _from_manifest(directory, manifest) if manifest.is_file() else _walk(directory)
+    try:
+        files = _from_manifest(directory, manifest) if manifest.is_file() else _walk(directory)
+    except OSError as exc:  # a folder that cannot be listed, say
+        reason = f"{exc.strerror or exc}: {exc.filename}"
+        raise PackError(f"policy directory {directory} cannot be read: {reason}") from None
     return sorted(files, key=lambda f: (f.skipped is not None, f.name))
 
 

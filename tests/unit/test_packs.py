@@ -273,3 +273,18 @@ def test_a_broken_manifest_is_one_clear_error(tmp_path, manifest, needle):
     with pytest.raises(PolicyError, match="pack.yaml") as info:
         load_policies(tmp_path)
     assert needle in str(info.value)
+
+
+def test_a_folder_that_cannot_be_listed_is_one_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "a.md").write_text("Flag a.")
+    (tmp_path / "locked").mkdir()
+    listing = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "locked":  # as a folder of another user's, with mode 0700
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(PolicyError, match="cannot be read: Permission denied: .*locked"):
+        load_policies(tmp_path)
