@@ -224,3 +224,29 @@ def test_misspelt_yaml_keys_name_the_nearest_one_in_one_line(tmp_path):
     assert "engine.max_modle_len" in message and "'max_model_len'" in message
     assert "batch.linger" in message and "'linger_ms'" in message
     assert "\n" not in message
+
+
+def test_env_names_reach_every_member_of_a_union_section():
+    """A section may become a union of models (an engine per kind): any member's field is a
+    setting, a field of none is not."""
+    from typing import Annotated, Literal
+
+    from pydantic import BaseModel, Field
+
+    from worker.settings_env import EnvError, env_target
+
+    class Local(BaseModel):
+        kind: Literal["local"] = "local"
+        dtype: str = "auto"
+
+    class Remote(BaseModel):
+        kind: Literal["remote"]
+        url: str
+
+    class Root(BaseModel):
+        engine: Annotated[Local | Remote, Field(discriminator="kind")] = Local()
+
+    assert env_target(Root, "WORKER_ENGINE__URL") is str
+    assert env_target(Root, "WORKER_ENGINE__DTYPE") is str
+    with pytest.raises(EnvError, match="did you mean 'WORKER_ENGINE__URL'"):
+        env_target(Root, "WORKER_ENGINE__URLS")
