@@ -44,30 +44,32 @@ def _position_limit(model: str) -> Any:
 
 def compile_policies(settings: Settings, registry: PolicyRegistry | None = None) -> Catalog:
     """The policy pack (or ``registry``) compiled as the worker will serve it; raises
-    PolicyError, PromptError or EngineStartError (the model's tokenizer cannot load)."""
+    PolicyError, PromptError or EngineStartError (the model's tokenizer cannot load). What
+    ``policies check`` would warn about is logged, once per start."""
     engine = settings.engine
     tokenizer = load_tokenizer(engine.tokenizer or engine.model)
     if engine.kind == "remote":
         # The servers' context is theirs to say: the policies' lengths are checked against it
         # once they answer, with the number they serve.
-        return compile_for(settings, tokenizer, UNBOUNDED, registry)
-    limit = model_max_len(engine.max_model_len, engine.model, tokenizer)
-    return compile_for(settings, tokenizer, limit, registry)
+        catalog = compile_for(settings, tokenizer, UNBOUNDED, registry)
+    else:
+        limit = model_max_len(engine.max_model_len, engine.model, tokenizer)
+        catalog = compile_for(settings, tokenizer, limit, registry)
+    for policy in catalog.registry:
+        for finding in lint(policy):
+            if finding.level == "warning":
+                log.warning("policy warning", policy=policy.id, warning=finding.message)
+    return catalog
 
 
 def compile_for(
     settings: Settings, tokenizer: Any, max_model_len: int, registry: PolicyRegistry | None = None
 ) -> Catalog:
     """The configured policies (shadows too; or ``registry``) compiled for this tokenizer and
-    context; a policy too long for the context names the limit to raise. What
-    ``policies check`` would warn about is logged."""
+    context; a policy too long for the context names the limit to raise."""
     if registry is None:
         policies = settings.policies
         registry = load_policies(policies.dir, policies.default, settings.shadow.pairs)
-    for policy in registry:
-        for finding in lint(policy):
-            if finding.level == "warning":
-                log.warning("policy warning", policy=policy.id, warning=finding.message)
     try:
         return compile_catalog(registry, tokenizer, max_model_len, settings.routing)
     except PromptError as exc:
