@@ -12,7 +12,9 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
 2. Domain: ``events`` (the wire models), ``policies`` (with ``packs``: which files of a
    pack are policies; ``policy_lint``: what ``policies check`` warns about), ``prompts``,
    ``prompt_check``, ``routing``, ``catalog``, ``audit``, ``decisions`` (the reviewers'
-   decision records), ``kafka`` (client factories and the translation of broker errors).
+   decision records), ``kafka`` (client factories and the translation of broker errors),
+   ``model_files`` (a model's files from a directory, the cache or the hub, failing fast
+   offline).
 3. ``engine/``: the ``Classifier`` protocol; ``tokenizer`` loads the model's tokenizer;
    ``factory`` opens an engine (vLLM in this process, remote vLLM servers, or the instant
    engine). Nothing outside the package imports its other modules.
@@ -29,8 +31,7 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
    (committing the contiguous prefix of finished offsets), ``worker`` (the ``Worker``
    wiring these parts: ``from worker.pipeline import Worker``).
 7. Applications: ``app`` (start-up order and shutdown, with ``preflight`` checks before the
-   model loads; ``model_files``: a model's files from a directory, the cache or the hub,
-   failing fast offline), ``cli`` (the commands; ``cli_common``: what they share),
+   model loads), ``cli`` (the commands; ``cli_common``: what they share),
    ``coop/`` (the review-tool adapter, a long-running service of its own), ``tools/``:
    ``bench/`` (``summary``: its ratios and targets), ``evaluate/`` (``cli``: the ``eval``
    subcommands), ``demo``, ``broker`` (an embedded broker), ``prompt_view``, ``pack_check``

@@ -26,6 +26,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "supervise",
             "subprocesses",
             "config",
+            "settings_env",
             "coop_settings",
             "testing",
         ),
@@ -35,6 +36,9 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         (
             "events",
             "policies",
+            "packs",
+            "policy_lint",
+            "model_files",
             "prompts",
             "prompt_check",
             "routing",
