@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from worker.config import load_settings
+from worker.packs import scan_pack
 from worker.tools.evaluate.thresholds import Band, BandOutcome, Suggestion, helm_values
 
 from .support import (
@@ -107,6 +108,16 @@ def check_renders(chart: helm.Chart, values: dict[str, Any], tmp_path: Path) -> 
     load_rendered_config(rendered, tmp_path)
 
 
+def check_manifest(manifest: dict[str, Any], pack: Path) -> None:
+    """The documented manifest, with the files it names, is read as a pack."""
+    (pack / "pack.yaml").write_text(yaml.safe_dump(manifest), encoding="utf-8")
+    for entry in manifest["policies"]:
+        path = pack / (entry["file"] if isinstance(entry, dict) else entry)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("Flag content that names a fruit.\n", encoding="utf-8")
+    assert len(scan_pack(pack)) == len(manifest["policies"])
+
+
 def test_the_docs_hold_the_examples_this_module_checks() -> None:
     assert {"values-prod.yaml", "values-remote.yaml"} <= set(values_files())
     assert len(list(helm_commands())) >= 5 and len(list(prose_sets())) >= 3
@@ -120,6 +131,9 @@ def test_documented_yaml_renders_or_loads(
         config = tmp_path / "config.yaml"
         config.write_text(body, encoding="utf-8")
         load_settings(config_file=config)
+        return
+    if body.startswith("# pack.yaml"):  # a policy pack's manifest (docs/policy-packs.md)
+        check_manifest(yaml.safe_load(body), tmp_path)
         return
     check_renders(chart, yaml.safe_load(body), tmp_path)
 
