@@ -15,6 +15,8 @@ from .config import Settings
 from .engine import Classifier
 from .engine.factory import start_classifier as start_engine
 from .errors import WorkerError
+from .hashbanks import BankSet
+from .hashbanks.reload import load_for_serving, reload_on_change, summary
 from .kafka import (
     check_credentials,
     ensure_topics,
@@ -54,9 +56,11 @@ async def run_worker(
 ) -> int:
     """The whole process: engine, policies, Kafka clients, worker loop. Returns exit code."""
     # Everything that needs no engine is checked before it loads, so a mistake costs seconds,
-    # not a model load per crash-loop restart: the policies, credentials and certificates
-    # the brokers refuse, then (below) the brokers' reachability and the topics.
+    # not a model load per crash-loop restart: the policies, the hash banks (checked against
+    # them), credentials and certificates the brokers refuse, then (below) the brokers'
+    # reachability and the topics.
     catalog = compile_policies(settings)
+    banks = await load_for_serving(settings.banks, catalog.registry)
     await check_credentials(settings.kafka)
     tracing.configure_tracing()
     # Probes answer from here on: /readyz says what is still loading while the engine loads.
@@ -67,7 +71,7 @@ async def run_worker(
         await retry_unreachable(lambda: ensure_topics(settings, shadow), settings.kafka, brokers)
         classifier = await classifier_factory(settings)
         try:
-            async with open_worker(settings, classifier, health) as worker:
+            async with open_worker(settings, classifier, health, banks) as worker:
                 _install_signal_handlers(worker)
                 return await worker.run()
         finally:
@@ -77,15 +81,20 @@ async def run_worker(
 
 @asynccontextmanager
 async def open_worker(
-    settings: Settings, classifier: Classifier, health: Health | None = None
+    settings: Settings,
+    classifier: Classifier,
+    health: Health | None = None,
+    banks: BankSet | None = None,
 ) -> AsyncIterator[Worker]:
-    """A ready-to-run Worker on a started producer, with policy watching while it lives.
+    """A ready-to-run Worker on a started producer, with policy and bank watching while it
+    lives.
 
-    Without ``health`` from the caller, it serves its own health endpoints meanwhile.
+    Without ``health`` from the caller, it serves its own health endpoints meanwhile; without
+    ``banks``, it loads the configured ones.
     """
     if health is None:
         async with serve_health(settings.health) as served:
-            async with open_worker(settings, classifier, served) as worker:
+            async with open_worker(settings, classifier, served, banks) as worker:
                 yield worker
         return
     health.set_check("engine", engine_check(classifier))
@@ -93,6 +102,10 @@ async def open_worker(
     catalog = load_catalog(settings, classifier)
     health.set_check("policies", lambda: None)  # compiled; a rejected reload keeps these
     log.info("policies loaded", policies=sorted(catalog.entries))
+    if banks is None:
+        banks = await load_for_serving(settings.banks, catalog.registry)
+    if banks is not None:
+        log.info("hash banks loaded", entries=summary(banks), pdq_hashes=banks.pdq_hashes)
     # Brokers that cannot be reached yet are waited for (kafka.connect_retry_s), not fatal.
     brokers = _BrokerWait()
     health.set_check("consumer", brokers.check(None))
@@ -107,12 +120,24 @@ async def open_worker(
             lambda: start_consumer(settings, rebalance), settings.kafka, brokers
         )
         try:
-            worker = rebalance.worker = Worker(settings, classifier, catalog, consumer, producer)
+            worker = rebalance.worker = Worker(
+                settings, classifier, catalog, consumer, producer, banks
+            )
             health.set_check("consumer", brokers.check(worker))
             health.watch_progress(progress_check(worker.stalled, engine_check(classifier)))
             if settings.policies.watch:
                 worker.also_run(
                     "policy watch loop", lambda: _reload_on_change(settings, classifier, worker)
+                )
+            if settings.banks.dir is not None and settings.banks.watch:
+                worker.also_run(
+                    "bank watch loop",
+                    lambda: reload_on_change(
+                        settings.banks,
+                        lambda: worker.catalog.registry,
+                        worker.swap_banks,
+                        lambda ok: metrics.record_bank_reload(ok=ok),
+                    ),
                 )
             yield worker
         finally:

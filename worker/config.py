@@ -316,6 +316,22 @@ class CacheSettings(_Section):
     ttl_s: float = Field(3600.0, gt=0, description="How long a score is served after scoring.")
 
 
+class HashBankSettings(_Section):
+    """Banks of known content (docs/hash-banks.md), matched before the cache and the model."""
+
+    dir: Path | None = Field(
+        None, description="Directory of bank files (a ConfigMap or volume); unset: no banks."
+    )
+    watch: bool = Field(True, description="Reload the banks when the directory changes.")
+    pdq_distance: int = Field(
+        31,
+        ge=0,
+        le=63,
+        description="Largest Hamming distance (of 256 bits) at which two PDQ hashes match; "
+        "31 is PDQ's confident-match threshold.",
+    )
+
+
 class ShadowSettings(_Section):
     """Draft policies scored beside production ones; their scores never decide a verdict."""
 
@@ -359,6 +375,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     policies: PolicySettings = Field(default_factory=PolicySettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    banks: HashBankSettings = Field(default_factory=HashBankSettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -86,13 +86,28 @@ class Latency(BaseModel):
     total: float
 
 
+class HashMatch(BaseModel):
+    """The bank entry that decided a policy: a bank, a signal type, a Hamming distance (0
+    for exact types)."""
+
+    bank: str
+    signal_type: str
+    distance: int
+
+
 class PolicyVerdict(BaseModel):
+    """One policy's decision. ``source`` says who decided: ``model`` (``score`` = P("1"),
+    ``confidence`` = probability of the label) or ``hash_match`` (a bank held the content:
+    ``match`` names it, and there is no score or confidence)."""
+
     policy: str
     policy_version: str
     label: Literal[0, 1]
-    score: float
-    confidence: float
+    score: float | None
+    confidence: float | None
     cached: bool = False  # the score came from the verdict cache, not an engine request
+    source: Literal["model", "hash_match"] = "model"
+    match: HashMatch | None = None
 
 
 class Verdict(BaseModel):

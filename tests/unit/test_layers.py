@@ -46,6 +46,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "audit",
             "decisions",
             "kafka",
+            "hashbanks",
         ),
     ),
     ("engine", ("engine",)),

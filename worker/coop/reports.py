@@ -70,6 +70,14 @@ def reports_for(record: Any, coop: CoopSettings) -> list[Report]:
 
 
 def _reason(origin: str, verdict: dict[str, Any], rate: float | None) -> str:
+    if verdict.get("source") == "hash_match":
+        match = verdict.get("match") or {}
+        why = f"audit sample (rate {rate:g})" if origin == "audit_sample" else "hash bank review"
+        return (
+            f"moderation-worker {why}: policy {verdict['policy']}, label {verdict['label']} "
+            f"from hash bank {match.get('bank')} ({match.get('signal_type')}, distance "
+            f"{match.get('distance')})"
+        )
     why = f"audit sample (rate {rate:g})" if origin == "audit_sample" else "uncertain score"
     return (
         f"moderation-worker {why}: policy {verdict['policy']}, model label {verdict['label']}, "

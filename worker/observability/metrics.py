@@ -130,6 +130,17 @@ shadow_score = _histogram(
     "Shadow policies' scores, by production and shadow policy.",
 )
 policy_reloads = _counter("moderation.policy.reloads", "{reload}", "Policy reloads, by result.")
+hash_matches = _counter(
+    "moderation.hash_bank.matches",
+    "{match}",
+    "Events whose signal a hash bank holds, by bank and signal type.",
+)
+hash_decisions = _counter(
+    "moderation.hash_bank.decisions",
+    "{decision}",
+    "Per-policy decisions made by hash banks without the model, by policy and label.",
+)
+bank_reloads = _counter("moderation.hash_bank.reloads", "{reload}", "Bank reloads, by result.")
 _gauge(
     "moderation.in_flight",
     observe_in_flight,
@@ -193,6 +204,8 @@ def record_batch(results: Sequence[Scored], verdict_cache: bool = False) -> None
         queue_duration.record(max(0.0, result.started - result.job.received))
         spared = result.cached or (False,) * (len(result.scores or ()) + len(result.shadow_scores))
         for score, hit in zip([*(result.scores or ()), *result.shadow_scores], spared, strict=True):
+            if score is None:  # a bank decided it: no score, no lookup
+                continue
             lookups += 1
             if verdict_cache:
                 verdict_cache_window.add(1, int(hit))
@@ -212,6 +225,26 @@ def record_batch(results: Sequence[Scored], verdict_cache: bool = False) -> None
         verdict_cache_lookups.add(hits, {"result": "hit"})
         verdict_cache_lookups.add(lookups - hits, {"result": "miss"})
         verdict_cache_saved_tokens.add(saved)
+
+
+def record_hash_matches(results: Sequence[Scored]) -> None:
+    """Bank matches and the decisions they made, counted once a batch."""
+    matches = Counter(
+        (match.bank.name, match.signal_type) for result in results for match in result.job.matches
+    )
+    for (bank, signal_type), count in matches.items():
+        hash_matches.add(count, {"bank": bank, "signal_type": signal_type})
+    decisions = Counter(
+        (policy, decision.label)
+        for result in results
+        for policy, decision in result.job.decided.items()
+    )
+    for (policy, label), count in decisions.items():
+        hash_decisions.add(count, {"policy": policy, "label": str(label)})
+
+
+def record_bank_reload(ok: bool) -> None:
+    bank_reloads.add(1, {"result": "success" if ok else "failure"})
 
 
 def record_shadow(records: Sequence[ShadowRecord]) -> None:

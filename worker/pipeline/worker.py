@@ -23,6 +23,7 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..engine import Classifier
 from ..errors import Rejected
+from ..hashbanks import BankSet
 from ..observability import metrics, tracing
 from ..observability.collector import collector_tuned
 from ..scoring.classify import score_jobs
@@ -46,10 +47,12 @@ class Worker:
         catalog: Catalog,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
+        banks: BankSet | None = None,
     ) -> None:
         self.settings = settings
         self.classifier = classifier
         self.catalog = catalog
+        self.banks = banks  # None: no hash banks configured
         self._consumer = consumer
         self._tracker = OffsetTracker()
         self._stopping = asyncio.Event()
@@ -83,6 +86,10 @@ class Worker:
     def also_run(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``loop`` beside the pipeline's own, supervised like them (policy watching)."""
         self._also[name] = loop
+
+    def swap_banks(self, banks: BankSet) -> None:
+        """New banks apply to batches scored from now on."""
+        self.banks = banks
 
     async def run(self) -> int:
         """Run until stopped; return the process exit code (1 when any loop failed)."""
@@ -148,9 +155,11 @@ class Worker:
         with tracing.inference([i.trace for i in batch], self.classifier.model_name):
             jobs = [item.job for item in batch]
             results = await score_jobs(
-                self.classifier, jobs, engine.overlong, engine.max_retries, self._cache
+                self.classifier, jobs, engine.overlong, engine.max_retries, self._cache, self.banks
             )
         metrics.record_batch(results, verdict_cache=self._cache is not None)
+        if self.banks is not None:
+            metrics.record_hash_matches(results)
         debug = debug_enabled()
         outputs = self._outputs
         published = await asyncio.gather(

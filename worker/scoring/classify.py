@@ -15,7 +15,17 @@ import structlog
 from ..catalog import Catalog, Entry
 from ..engine import Classifier, Score
 from ..errors import DeadLetterKind, Rejected, TransientError
-from ..events import BadEvent, ContentEvent, Latency, PolicyVerdict, Source, Verdict, decode_event
+from ..events import (
+    BadEvent,
+    ContentEvent,
+    HashMatch,
+    Latency,
+    PolicyVerdict,
+    Source,
+    Verdict,
+    decode_event,
+)
+from ..hashbanks import BankSet, Decision, Match, decide
 from ..policies import PolicyError
 from ..prompts import Overlong, PromptError, assemble, tokenize_contents
 from ..retry import Backoff, retriable, retry
@@ -32,10 +42,14 @@ class Job:
     received: float = field(default_factory=time.monotonic)
     # Shadow policies to score beside production ones: (index into entries, shadow entry).
     shadows: tuple[tuple[int, Entry], ...] = ()
+    matches: tuple[Match, ...] = ()  # the hash banks that hold this content
+    decided: dict[str, Decision] = field(default_factory=dict)  # by policy id, by the banks
 
     def scored_entries(self) -> list[Entry]:
-        """Every entry that gets a score: production ones, then shadows."""
-        return [*self.entries, *(entry for _, entry in self.shadows)]
+        """Every entry the engine (or the verdict cache) scores: production ones the banks
+        did not decide, then shadows."""
+        production = [e for e in self.entries if e.policy.id not in self.decided]
+        return [*production, *(entry for _, entry in self.shadows)]
 
 
 def make_job(value: bytes | None, catalog: Catalog, policy_ids: list[str] | None = None) -> Job:
@@ -50,16 +64,17 @@ def make_job(value: bytes | None, catalog: Catalog, policy_ids: list[str] | None
 
 @dataclass(frozen=True)
 class Scored:
-    """One job's scores per entry (in entry order), or the reason it could not be scored."""
+    """One job's scores per entry (in entry order; None where a bank decided), or the
+    reason it could not be scored."""
 
     job: Job
-    scores: list[Score] | None = None
+    scores: list[Score | None] | None = None
     error: Rejected | None = None
     started: float = 0.0
     finished: float = 0.0
     shadow_scores: list[Score] = field(default_factory=list)  # in job.shadows order
-    # Per scored entry (production, then shadows): the score came without an engine request
-    # of its own (the verdict cache, or a copy earlier in the same batch). Empty: none did.
+    # Per entry, then per shadow: the score came without an engine request of its own (the
+    # verdict cache, or a copy earlier in the same batch). Empty: none did.
     cached: tuple[bool, ...] = ()
     saved_tokens: int = 0  # prompt tokens past the policy prefix that the cache spared
 
@@ -81,12 +96,16 @@ async def score_jobs(
     overlong: Overlong,
     max_retries: int,
     cache: VerdictCache | None = None,
+    banks: BankSet | None = None,
 ) -> list[Scored]:
     """Score every (job, policy) pair concurrently. Raises EngineDead when the engine dies.
 
-    With a cache, pairs scored before are answered from it and copies within the batch share
-    one engine request; without one, every pair is its own request.
+    With banks, the policies they decide are never scored. With a cache, pairs scored before
+    are answered from it and copies within the batch share one engine request; without one,
+    every pair is its own request.
     """
+    if banks is not None:
+        hash_pass(banks, jobs)
     plan = await _plan(classifier, jobs, overlong, cache)
     # Prompts of one policy go in together, so they meet that policy's cached prefix.
     keys = sorted(plan.prompts, key=lambda k: plan.prompts[k][0])
@@ -105,6 +124,29 @@ async def score_jobs(
         _collect(job, keys_of, plan, fresh, started, finished)
         for job, keys_of in plan.wanted.items()
     ]
+
+
+def hash_pass(banks: BankSet, jobs: Sequence[Job]) -> None:
+    """classify's first pass: record each job's bank matches and the decisions they make.
+
+    A job's policies that a bank decides are taken out of what the engine scores, and so
+    are their shadows (a draft is compared with a production score; a bank decision has
+    none).
+    """
+    for job in jobs:
+        matches = banks.match_text(job.event.content)
+        # Media joins here once events carry it: each image's bytes through
+        # banks.match_image, each video's through banks.match_video (off the event loop:
+        # decoding an image takes milliseconds, and the first PDQ lookup compiles its loop).
+        if not matches:
+            continue
+        job.matches = tuple(matches)
+        job.decided = decide(matches, [entry.policy.id for entry in job.entries])
+        job.shadows = tuple(
+            (index, shadow)
+            for index, shadow in job.shadows
+            if job.entries[index].policy.id not in job.decided
+        )
 
 
 async def _plan(
@@ -160,7 +202,9 @@ def _collect(
     started: float,
     finished: float,
 ) -> Scored:
-    scores, cached, saved = [], [], 0
+    scores: list[Score] = []
+    cached: list[bool] = []
+    saved = 0
     for entry, key in zip(job.scored_entries(), keys, strict=True):
         answer = plan.hits[key] if key in plan.hits else fresh[key]
         if isinstance(answer, TransientError):  # retries spent: this job alone fails
@@ -173,14 +217,18 @@ def _collect(
         if spared:
             saved += max(0, answer.prompt_tokens - len(entry.prompt.prefix))
         scores.append(answer)
-    count = len(job.entries)
+    count = len(job.entries) - len(job.decided)
+    production, spared = iter(scores[:count]), iter(cached[:count])
+    decided = [entry.policy.id in job.decided for entry in job.entries]
+    per_entry = [None if d else next(production) for d in decided]
+    cached_per_entry = [False if d else next(spared) for d in decided] + cached[count:]
     return Scored(
         job,
-        scores=scores[:count],
+        scores=per_entry,
         started=started,
         finished=finished,
         shadow_scores=scores[count:],
-        cached=tuple(cached) if any(cached) else (),
+        cached=tuple(cached_per_entry) if any(cached) else (),
         saved_tokens=saved,
     )
 
@@ -209,6 +257,12 @@ def build_verdict(scored: Scored, model: str, source: Source) -> Verdict:
     uncertain = []
     cached = scored.cached[: len(job.entries)] or (False,) * len(job.entries)
     for entry, score, from_cache in zip(job.entries, scored.scores, cached, strict=True):
+        decision = job.decided.get(entry.policy.id)
+        if decision is not None:
+            uncertain.append(decision.route == "review")
+            per_policy.append(_bank_verdict(entry, decision))
+            continue
+        assert score is not None  # scored: no bank decided this policy
         p_yes = float(score.p_yes)
         label = entry.thresholds.label(p_yes)
         uncertain.append(entry.thresholds.uncertain(p_yes))
@@ -220,6 +274,8 @@ def build_verdict(scored: Scored, model: str, source: Source) -> Verdict:
                 score=p_yes,
                 confidence=confidence(p_yes, label),
                 cached=from_cache,
+                source="model",
+                match=None,
             )
         )
     now = time.monotonic()
@@ -237,6 +293,23 @@ def build_verdict(scored: Scored, model: str, source: Source) -> Verdict:
             total=_ms(now - job.received),
         ),
         classified_at=datetime.now(UTC),
+    )
+
+
+def _bank_verdict(entry: Entry, decision: Decision) -> PolicyVerdict:
+    """A policy a bank decided: its label, and the match instead of a score."""
+    match = decision.match
+    return PolicyVerdict.model_construct(
+        policy=entry.policy.id,
+        policy_version=entry.policy.version,
+        label=decision.label,
+        score=None,
+        confidence=None,
+        cached=False,
+        source="hash_match",
+        match=HashMatch.model_construct(
+            bank=match.bank.name, signal_type=match.signal_type, distance=match.distance
+        ),
     )
 
 

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from worker.engine import Score
 from worker.events import ContentEvent, Latency, PolicyVerdict, Source, Verdict
+from worker.hashbanks import Bank, Decision, Match
 from worker.observability import gauges, metrics
 from worker.scoring.classify import Job, Scored
 from worker.scoring.shadow import ShadowRecord
@@ -63,6 +64,11 @@ def exposed() -> set[str]:
     metrics.record_consumed("dash")
     metrics.record_dead_letter("dash")
     metrics.record_policy_reload(ok=True)
+    bank = Bank("dash", ("dash",), 1, "auto", Path("dash.yaml"))
+    matched = Job(ContentEvent(id="h", content="x"), [], matches=(Match(bank, "pdq", 3),))
+    matched.decided = {"dash": Decision(1, "auto", matched.matches[0])}
+    metrics.record_hash_matches([Scored(matched, scores=[])])
+    metrics.record_bank_reload(ok=True)
     worker_gauges = metrics.WorkerGauges()
     worker_gauges.lag = {("dash", 0): 1}
     stats = _Stats()
@@ -105,7 +111,7 @@ def _dashboard_metrics(dashboard: dict) -> set[str]:
 
 def test_every_exposed_metric_is_on_the_dashboard_and_nothing_else(exposed) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
-    assert len(exposed) == 20
+    assert len(exposed) == 23
     assert _dashboard_metrics(dashboard) == {_base(n) for n in exposed}
 
 

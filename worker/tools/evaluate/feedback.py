@@ -116,6 +116,8 @@ def _review_items(data: Any) -> list[Reviewed]:
             rate=float(rates[v["policy"]]) if v["policy"] in rates else None,
         )
         for v in data["verdicts"]
+        # A bank's decision has no score to calibrate thresholds with.
+        if v.get("source", "model") == "model"
     ]
 
 
