@@ -109,6 +109,28 @@ def test_a_policy_too_long_for_the_model_stops_run_before_the_model_loads(tmp_pa
     assert "EngineCore" not in result.stderr.decode()
 
 
+@pytest.mark.parametrize(
+    ("files", "why"),
+    [
+        ({"spam.yaml": "policies: [fruit]\nlabel: 1\n", "spam.txt": "pdq 12\n"}, "spam.txt:1: "),
+        ({"spam.yaml": "policies: [gone]\nlabel: 1\n"}, "spam.yaml: policies not loaded: gone"),
+    ],
+)
+def test_a_bad_bank_stops_run_before_the_model_loads(tmp_path, test_model, files, why):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    result = _run_cli(
+        {
+            "WORKER_ENGINE__MODEL": str(test_model),
+            "WORKER_POLICIES__DIR": str(TEST_POLICIES),
+            "WORKER_BANKS__DIR": str(tmp_path),
+        }
+    )
+    assert why in _error_line(result)
+    assert "Traceback" not in result.stderr.decode()
+    assert "EngineCore" not in result.stderr.decode()  # no engine was started
+
+
 def test_a_model_that_is_not_there_stops_run_naming_the_setting(tmp_path):
     result = _run_cli(
         {"WORKER_ENGINE__MODEL": str(tmp_path / "no-model"), "WORKER_POLICIES__DIR": "policies"}
