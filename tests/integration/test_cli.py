@@ -58,6 +58,30 @@ def test_classify_prints_a_verdict_per_text_and_policy(test_model):
     assert "Exception ignored" not in result.stderr.decode()
 
 
+def test_classify_shows_what_a_hash_bank_decided(test_model, tmp_path):
+    (tmp_path / "memes.yaml").write_text("policies: [fruit]\nlabel: 0\nsignal_type: raw_text\n")
+    (tmp_path / "memes.txt").write_text("a basket with one mango in it\n")
+    result = _cli(
+        "classify",
+        "a basket with one mango in it",
+        "-p",
+        "fruit",
+        "-p",
+        "nature",
+        "--model",
+        str(test_model),
+        "--policies",
+        str(TEST_POLICIES),
+        env={**CPU_ENV, "WORKER_BANKS__DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    fruit, nature = orjson.loads(result.stdout)["verdicts"]
+    # The model says 1 for fruit (the test above); the known-good bank says 0.
+    assert (fruit["label"], fruit["source"], fruit["score"]) == (0, "hash_match", None)
+    assert fruit["match"] == {"bank": "memes", "signal_type": "raw_text", "distance": 0}
+    assert (nature["label"], nature["source"]) == (0, "model")
+
+
 def test_policies_check_prints_token_lengths(test_model):
     result = _cli(
         "policies",

@@ -17,6 +17,8 @@ from ..config import Settings
 from ..engine import Classifier
 from ..errors import Rejected
 from ..events import Source
+from ..hashbanks import BankSet
+from ..hashbanks.reload import load_for_serving
 from ..preflight import check_policy_ids, compile_policies
 from ..scoring.classify import build_verdict, make_job, score_jobs
 
@@ -24,9 +26,12 @@ from ..scoring.classify import build_verdict, make_job, score_jobs
 async def classify_lines(
     settings: Settings, lines: Any, origin: str, policy_ids: list[str] | None
 ) -> int:
-    """Classify every non-blank line with one engine; the exit code. The policies and the
-    ids named with -p are checked before the engine starts."""
-    check_policy_ids(compile_policies(settings), policy_ids, "--policy")
+    """Classify every non-blank line with one engine; the exit code. The policies, the ids
+    named with -p and the hash banks are checked before the engine starts."""
+    catalog = compile_policies(settings)
+    check_policy_ids(catalog, policy_ids, "--policy")
+    registry = catalog.registry
+    banks = await load_for_serving(settings.banks, registry)
     classifier = await start_classifier(settings)
     failures = 0
     try:
@@ -41,6 +46,7 @@ async def classify_lines(
                     raw,
                     Source(topic=origin, partition=0, offset=number - 1),
                     policy_ids,
+                    banks,
                 )
     finally:
         classifier.close()
@@ -54,15 +60,17 @@ async def _classify_line(
     raw: bytes,
     source: Source,
     policy_ids: list[str] | None,
+    banks: BankSet | None,
 ) -> bool:
-    """Print one line's verdict, or say on stderr why it has none; whether it had one."""
+    """Print one line's verdict (policies a bank decided say so), or say on stderr why it
+    has none; whether it had one."""
     try:
         job = make_job(raw, catalog, policy_ids)
     except Rejected as exc:
         typer.echo(f"line {source.offset + 1}: {exc}", err=True)
         return False
     engine = settings.engine
-    [scored] = await score_jobs(classifier, [job], engine.overlong, engine.max_retries)
+    [scored] = await score_jobs(classifier, [job], engine.overlong, engine.max_retries, banks=banks)
     if scored.error is not None:
         error = scored.error
         typer.echo(f"line {source.offset + 1}: {error.kind}: {error.reason}", err=True)
