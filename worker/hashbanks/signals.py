@@ -81,8 +81,10 @@ def _library(validate: Callable[[str], str]) -> Callable[[str], str]:
     def check(value: str) -> str:
         try:
             return validate(value.strip())
-        except ValueError as exc:  # the library's message names the value
-            raise SignalError(str(exc)) from None
+        except ValueError as exc:
+            message = str(exc)
+            shown = value.strip()[:80]
+            raise SignalError(message if shown in message else f"{message}: {shown!r}") from None
 
     return check
 
