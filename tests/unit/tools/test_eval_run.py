@@ -20,8 +20,10 @@ from typer.testing import CliRunner
 from worker.config import Settings
 from worker.engine import EngineError, Score
 from worker.tools.evaluate.command import EvalRequest, evaluate_sample, prepare, run_eval
+from worker.tools.evaluate.document import build
 from worker.tools.evaluate.errors import EvalError
 from worker.tools.evaluate.evaluation import Targets
+from worker.tools.evaluate.report import to_markdown
 from worker.tools.evaluate.thresholds import Band
 
 ALPHA = "Flag content of kind alpha."
@@ -407,3 +409,44 @@ def test_cli_eval_command(workspace, tokenizer, test_model, monkeypatch):
     assert result.exit_code == 2 and "unknown policy 'gamma'" in result.output
     result = CliRunner().invoke(app, [*args, "--target-recall", "1.5"])
     assert result.exit_code == 2
+
+
+async def test_rows_a_hash_bank_decides_are_shown_with_their_agreement(workspace, tokenizer):
+    banks = workspace["out"].parent / "banks"
+    banks.mkdir()
+    (banks / "known.yaml").write_text("policies: [alpha]\nlabel: 1\nsignal_type: raw_text\n")
+    (banks / "known.txt").write_text("c8\nc2\n")  # c8 is labelled 1, c2 is labelled 0
+    (banks / "beta-good.yaml").write_text("policies: [beta]\nlabel: 0\nsignal_type: raw_text\n")
+    (banks / "beta-good.txt").write_text("b2\nc8\n")  # c8's row is an alpha row: not decided
+    settings = Settings(
+        policies={"dir": workspace["policies"]}, engine={"max_retries": 0}, banks={"dir": banks}
+    )
+    request = _request(workspace)
+    selection, sample = prepare(settings, request)
+    evaluation = await evaluate_sample(
+        settings,
+        request,
+        TableClassifier(tokenizer),
+        selection,
+        sample,
+        Console(file=io.StringIO()),
+    )
+    got = [
+        (c.id, c.policy, c.label, c.bank, c.bank_label, c.agrees) for c in evaluation.bank_checks
+    ]
+    assert got == [
+        ("c2", "alpha", 0, "known", 1, False),
+        ("c8", "alpha", 1, "known", 1, True),
+        ("b2", "beta", 0, "beta-good", 0, True),
+    ]
+    # The model's figures still cover every row.
+    assert sum(len(p.items) for p in evaluation.policies) == 12
+    text = to_markdown(build(evaluation))
+    assert "## Hash banks" in text and "Rows decided by a hash bank: 3." in text
+    assert "| known | 2 | 1 | 1 |" in text and "| beta-good | 1 | 1 | 0 |" in text
+
+
+async def test_without_banks_the_report_has_no_bank_section(workspace, tokenizer):
+    evaluation = await _evaluate(workspace, tokenizer)
+    assert evaluation.bank_checks is None
+    assert "Hash banks" not in to_markdown(build(evaluation))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -17,8 +17,11 @@ from rich.console import Console
 from ...catalog import Entry, compile_catalog
 from ...config import Settings
 from ...engine import Classifier
+from ...hashbanks import BankError
+from ...hashbanks.reload import load_for_serving
 from ...policies import PolicyError, PolicyRegistry
 from ...prompts import PromptError
+from .bank_check import check_rows
 from .console import print_document, progress_bar
 from .dataset import DatasetError, parse_pairs, parse_rows, read_lines
 from .document import build
@@ -77,8 +80,15 @@ async def evaluate_sample(
     """Score a prepared sample on a started classifier, with a progress bar on ``err``."""
     plan = _plan(settings, classifier, selection, sample, request.targets)
     engine = settings.engine
+    try:
+        banks = await load_for_serving(settings.banks, selection.registry)
+    except BankError as exc:
+        raise EvalError(str(exc)) from None
     with progress_bar(err, total=len(plan_tasks(plan))) as advance:
-        return await evaluate(classifier, plan, engine.overlong, engine.max_retries, advance)
+        result = await evaluate(classifier, plan, engine.overlong, engine.max_retries, advance)
+    if banks is None:
+        return result
+    return replace(result, bank_checks=check_rows(sample.rows, banks))
 
 
 def prepare(settings: Settings, request: EvalRequest) -> tuple[Selection, Sample]:

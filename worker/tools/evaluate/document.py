@@ -76,6 +76,10 @@ def build(evaluation: Evaluation) -> list[Block]:
         blocks += _steerability_blocks(evaluation.steerability)
     if evaluation.comparison is not None:
         blocks += _comparison_blocks(evaluation.comparison)
+    if evaluation.bank_checks is not None:
+        from .bank_check import bank_blocks  # it builds on this module's blocks
+
+        blocks += bank_blocks(evaluation.bank_checks)
     if evaluation.targets.goals():
         blocks += [
             Heading(2, "Helm values"),

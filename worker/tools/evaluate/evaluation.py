@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...catalog import Catalog, Entry
 from ...engine import Classifier
@@ -133,6 +134,8 @@ class Evaluation:
     steerability: SteerabilityResult | None
     comparison: Comparison | None
     bad_rows: list[BadRow]
+    # Rows the hash banks decide (bank_check.BankCheck); None when no banks are configured.
+    bank_checks: list[Any] | None = None
 
 
 @dataclass(frozen=True)
