@@ -152,3 +152,29 @@ def test_missing_settings_stop_the_adapter_with_one_line_naming_them(tmp_path):
         stderr = result.stderr.decode()
         assert result.returncode != 0 and message in stderr, stderr
         assert "Traceback" not in stderr
+
+
+def test_a_bank_decision_under_review_is_reported_with_its_match():
+    record = {
+        "id": "a",
+        "origin": "review_band",
+        "classified_at": "2026-11-23T00:00:00Z",
+        "metadata": {},
+        "verdicts": [
+            {
+                "policy": "fruit",
+                "policy_version": "v1",
+                "label": 1,
+                "score": None,
+                "confidence": None,
+                "source": "hash_match",
+                "match": {"bank": "removed", "signal_type": "pdq", "distance": 7},
+            },
+        ],  # fmt: skip
+    }
+    [report] = reports_for(record, COOP)
+    reason = report.body["reportedForReason"]["reason"]
+    assert reason == (
+        "moderation-worker hash bank review: policy fruit, label 1 from hash bank removed "
+        "(pdq, distance 7)"
+    )

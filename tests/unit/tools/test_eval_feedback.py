@@ -100,3 +100,33 @@ def test_report_on_files(tmp_path):
     assert "routing:" in markdown and "fruit:" in markdown and "Wilson" in markdown
     assert (tmp_path / "report" / "reliability-fruit.svg").exists()
     assert "precision (label 1 confirmed)" in console.export_text()
+
+
+def test_bank_decisions_under_review_have_no_score_to_calibrate_with():
+    record = {
+        "id": "a",
+        "route": "review",
+        "origin": "review_band",
+        "verdicts": [
+            {
+                "policy": "fruit",
+                "policy_version": "v1",
+                "label": 1,
+                "score": None,
+                "confidence": None,
+                "source": "hash_match",
+                "match": {"bank": "removed", "signal_type": "pdq", "distance": 3},
+            },
+            {
+                "policy": "nature",
+                "policy_version": "v2",
+                "label": 0,
+                "score": 0.3,
+                "confidence": 0.7,
+                "source": "model",
+                "match": None,
+            },
+        ],  # fmt: skip
+    }
+    reviewed, bad = parse_review_records([Raw(orjson.dumps(record), "f:1")])
+    assert bad == [] and list(reviewed) == [("a", "nature")]
