@@ -7,13 +7,13 @@ it. A ``BankSet`` is immutable: a reload builds a new one off the event loop and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .files import Bank, Entry, read_directory
+from .files import Bank, Signals, read_directory
 from .pdq_index import HASH_BYTES, PdqIndex
 from .signals import (
     PDQ,
@@ -50,27 +50,26 @@ class BankSet:
     """Banks and their signals, ready to match."""
 
     def __init__(
-        self, banks: Iterable[tuple[Bank, Sequence[Entry]]], pdq_distance: int, source: Path
+        self, banks: Sequence[tuple[Bank, Signals]], pdq_distance: int, source: Path
     ) -> None:
         self.source = source
         self.banks: tuple[Bank, ...] = tuple(bank for bank, _ in banks)
         self.counts: dict[tuple[str, str], int] = {}  # (bank, signal type): entries
         self._exact: dict[str, dict[str, tuple[tuple[int, str], ...]]] = {}
-        pdq_codes: list[bytes] = []
-        pdq_owner: list[int] = []
-        for number, (bank, entries) in enumerate(banks):
-            for entry in entries:
+        for number, (bank, signals) in enumerate(banks):
+            if len(signals.pdq):
+                self.counts[(bank.name, PDQ)] = len(signals.pdq)
+            for entry in signals.entries:
                 kind = (bank.name, entry.signal_type)
                 self.counts[kind] = self.counts.get(kind, 0) + 1
-                if entry.signal_type == PDQ:
-                    pdq_codes.append(pdq_bytes(entry.key))
-                    pdq_owner.append(number)
-                    continue
                 table = self._exact.setdefault(_TABLE[entry.signal_type], {})
                 owners = table.get(entry.key, ())
                 if (number, entry.signal_type) not in owners:
                     table[entry.key] = (*owners, (number, entry.signal_type))
-        self._pdq = _PdqOwners(pdq_codes, pdq_owner, pdq_distance)
+        codes = [signals.pdq for _, signals in banks]
+        owners = np.repeat(np.arange(len(codes), dtype=np.int32), [len(c) for c in codes])
+        all_codes = np.concatenate(codes) if codes else np.empty((0, HASH_BYTES), np.uint8)
+        self._pdq = _PdqOwners(all_codes, owners, pdq_distance)
 
     @property
     def pdq_hashes(self) -> int:
@@ -116,12 +115,11 @@ class BankSet:
 class _PdqOwners:
     """The PDQ index of unique hashes, and which banks hold each."""
 
-    def __init__(self, codes: list[bytes], owner: list[int], distance: int) -> None:
-        array = np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(-1, HASH_BYTES)
-        unique, inverse = np.unique(array, axis=0, return_inverse=True)
+    def __init__(self, codes: np.ndarray, owner: np.ndarray, distance: int) -> None:
+        unique, inverse = np.unique(codes, axis=0, return_inverse=True)
         inverse = inverse.ravel()
         order = np.argsort(inverse, kind="stable")
-        self._owners = np.asarray(owner, dtype=np.int32)[order]
+        self._owners = owner[order]
         self._starts = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
         self.index = PdqIndex(unique, distance)
 

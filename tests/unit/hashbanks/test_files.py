@@ -17,6 +17,10 @@ PDQ_B = "0" * 63 + "1"
 MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 
 
+def _hex(codes) -> list[str]:
+    return [row.tobytes().hex() for row in codes]
+
+
 def _bank(directory: Path, name: str, config: str, **signals: str) -> None:
     (directory / f"{name}.yaml").write_text(config)
     for suffix, body in signals.items():
@@ -31,15 +35,15 @@ def test_txt_lines_name_their_type_as_the_library_writes_them(tmp_path):
         txt=f"# exported list\n\npdq {PDQ_A}\nvideo_md5 {MD5.upper()}\n"
         "raw_text buy cheap pills now\nurl HTTPS://Spam.example/offer\n",
     )
-    [(bank, entries)] = read_directory(tmp_path)
+    [(bank, signals)] = read_directory(tmp_path)
     assert (bank.name, bank.policies, bank.label, bank.route) == (
         "known-bad",
         ("spam",),
         1,
         "review",
     )
-    assert [(e.signal_type, e.key) for e in entries] == [
-        ("pdq", PDQ_A),
+    assert _hex(signals.pdq) == [PDQ_A]
+    assert [(e.signal_type, e.key) for e in signals.entries] == [
         ("video_md5", MD5),  # normalized by the library: lowercase
         ("raw_text", text_key("buy cheap pills now")),
         ("url", url_key("https://spam.example/offer")),
@@ -48,8 +52,8 @@ def test_txt_lines_name_their_type_as_the_library_writes_them(tmp_path):
 
 def test_bare_lines_take_the_banks_signal_type(tmp_path):
     _bank(tmp_path, "memes", "policies: [spam]\nlabel: 0\nsignal_type: pdq\n", txt=f"{PDQ_B}\n")
-    [(bank, entries)] = read_directory(tmp_path)
-    assert bank.route == "auto" and [(e.signal_type, e.key) for e in entries] == [("pdq", PDQ_B)]
+    [(bank, signals)] = read_directory(tmp_path)
+    assert bank.route == "auto" and _hex(signals.pdq) == [PDQ_B] and signals.entries == []
 
 
 def test_csv_as_the_threatexchange_cli_exports_it(tmp_path):
@@ -62,9 +66,9 @@ def test_csv_as_the_threatexchange_cli_exports_it(tmp_path):
         f"pdq,{PDQ_A},Sample,,\ntext_sha256,{digest},Sample,,\n"
         '"raw_text","two\nlines",Sample,,\n',
     )
-    [(_, entries)] = read_directory(tmp_path)
-    assert [(e.signal_type, e.key) for e in entries] == [
-        ("pdq", PDQ_A),
+    [(_, signals)] = read_directory(tmp_path)
+    assert _hex(signals.pdq) == [PDQ_A]
+    assert [(e.signal_type, e.key) for e in signals.entries] == [
         ("text_sha256", digest),
         ("raw_text", text_key("two\nlines")),
     ]
@@ -82,7 +86,9 @@ def test_a_bank_may_be_split_over_files(tmp_path):
 @pytest.mark.parametrize(
     ("body", "where", "why"),
     [
-        (f"pdq {PDQ_A}\npdq 12345\n", "big.txt:2", "PDQ"),
+        (f"pdq {PDQ_A}\npdq 12345\n", "big.txt:2", "invalid PDQ hash: '12345'"),
+        (f"pdq {PDQ_A}\npdq {PDQ_A.upper()}\n", "big.txt:2", "invalid PDQ hash"),
+        (f"pdq {PDQ_A[:-1]}\npdq {PDQ_B}0\n", "big.txt:1", "invalid PDQ hash"),
         (f"pdq {PDQ_A}\n\nvpdq {PDQ_A}\n", "big.txt:3", "signal type 'vpdq' is not supported"),
         ("video_md5 not-a-digest\n", "big.txt:1", "MD5"),
         ("text_sha256 abc\n", "big.txt:1", "not a sha256"),
