@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 
 import faiss
-import numba
 import numpy as np
 
 HASH_BYTES = 32
@@ -89,7 +88,7 @@ class PdqIndex:
         assert self._orders is not None and self._starts is not None
         hits = np.empty((max(64, 4 * len(queries)), 3), dtype=np.int64)
         while True:  # rarely more than one round: the buffer doubles when matches overflow it
-            count = _probe(
+            count = compiled_probe()(
                 self._words,
                 self._orders,
                 self._starts,
@@ -108,13 +107,26 @@ class PdqIndex:
         return [sorted(found, key=lambda h: (h[1], h[0])) for found in out]
 
 
-@numba.njit(nogil=True, cache=False)
-def _probe(words, orders, starts, masks, keys, qwords, distance, hits):  # pragma: no cover
-    """Fill ``hits`` with (query, hash id, distance) rows; -1 when it is too small.
+_compiled: list = []  # the probe loop, once compiled
 
-    Compiled (numba): the probes and checks are a few thousand small steps per query, which
-    Python or array-at-a-time numpy would spend most of their time dispatching.
+
+def compiled_probe():  # noqa: ANN201 (a numba dispatcher)
+    """The probe loop compiled with numba, on first use.
+
+    Compiled because the probes and checks are a few thousand small steps per query, which
+    Python or array-at-a-time numpy spend most of their time dispatching. Imported and
+    compiled only at the first search, never at import: vLLM's CPU engine processes, forked
+    from the worker at start-up, scan every module loaded in it and fail on numba's objects.
     """
+    if not _compiled:
+        import numba
+
+        _compiled.append(numba.njit(nogil=True, cache=False)(_probe))
+    return _compiled[0]
+
+
+def _probe(words, orders, starts, masks, keys, qwords, distance, hits):  # pragma: no cover
+    """Fill ``hits`` with (query, hash id, distance) rows; -1 when it is too small."""
     count = 0
     for q in range(keys.shape[0]):
         first = count
@@ -126,7 +138,13 @@ def _probe(words, orders, starts, masks, keys, qwords, distance, hits):  # pragm
                     dist = 0
                     for w in range(4):
                         x = words[hash_id, w] ^ qwords[q, w]
-                        dist += _popcount(x)
+                        # popcount, written out: numba compiles it to the CPU instruction
+                        x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+                        x = (x & np.uint64(0x3333333333333333)) + (
+                            (x >> np.uint64(2)) & np.uint64(0x3333333333333333)
+                        )
+                        x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+                        dist += (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
                     if dist > distance:
                         continue
                     seen = False
@@ -143,14 +161,6 @@ def _probe(words, orders, starts, masks, keys, qwords, distance, hits):  # pragm
                     hits[count, 2] = dist
                     count += 1
     return count
-
-
-@numba.njit(inline="always")
-def _popcount(x):  # pragma: no cover
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
 def _sorted(ids: np.ndarray, dists: np.ndarray) -> list[tuple[int, int]]:

@@ -3,6 +3,9 @@ multi-index tables, each checked against a brute-force count of differing bits."
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -94,3 +97,27 @@ def test_threads_share_the_queries_and_agree(monkeypatch):
     index = PdqIndex(codes, 31)
     queries = np.concatenate([_flip(codes[:40], 25, rng), codes[40:50]])
     assert index.search(queries, threads=3) == index.search(queries)
+
+
+def test_numba_is_loaded_only_by_the_first_search(tmp_path):
+    """vLLM's CPU engine processes, forked from the worker, fail on numba's objects: banks
+    may load before the engine starts, so loading must not import it."""
+    script = (
+        "import sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "import worker.app\n"
+        "from worker.hashbanks import load_banks, pdq_index\n"
+        "d = Path(sys.argv[1])\n"
+        "(d / 'b.yaml').write_text('policies: [x]\\nlabel: 1\\nsignal_type: pdq\\n')\n"
+        "codes = np.random.default_rng(0).integers(0, 256, (70000, 32), dtype=np.uint8)\n"
+        "(d / 'b.txt').write_text(''.join(r.tobytes().hex() + '\\n' for r in codes))\n"
+        "banks = load_banks(d, 31)\n"
+        "assert banks._pdq.index._orders is not None  # the multi-index tables\n"
+        "print(sorted(m for m in ('numba', 'llvmlite') if m in sys.modules))\n"
+        "banks.match_pdq([codes[0].tobytes().hex()])\n"
+        "print(sorted(m for m in ('numba', 'llvmlite') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, check=True, timeout=300
+    )
+    assert out.stdout.decode().splitlines() == ["[]", "['llvmlite', 'numba']"]
