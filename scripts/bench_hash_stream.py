@@ -4,10 +4,10 @@
 
 It starts an embedded broker and the in-process CPU engine on the test suite's tiny model,
 and runs the worker twice on the same kind of backlog: every event a distinct text against
-the test policies, so the verdict cache never helps. In the first run no text is banked; in
-the second a bank (known-bad, for every policy) holds ``--known`` of the texts. It reports
-events per second from the first event produced to the last verdict, and the engine
-prompts each run sent.
+the test policies, so the verdict cache never helps. After an unmeasured warm-up run it
+alternates, ``--rounds`` times: a run where no text is banked, then one where a bank
+(known-bad, for every policy) holds ``--known`` of the texts. It reports events per second
+from the first event produced to the last verdict, and the engine prompts each run sent.
 """
 
 from __future__ import annotations
@@ -99,21 +99,27 @@ async def main(args: argparse.Namespace) -> dict:
         engine={"model": str(model), "max_model_len": 4096, "extra_args": CPU_ENGINE_ARGS}
     ).engine
     engine = await VllmClassifier.start(engine_settings)
-    report: dict = {"known_share": args.known}
+    report: dict = {"known_share": args.known, "runs": []}
     try:
         with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
-            plain = texts(args.events, args.words, seed=1)
-            report["none_known"] = await run_once(broker.bootstrap_servers, engine, plain, None)
-            print(json.dumps(report), flush=True)
-            contents = texts(args.events, args.words, seed=2)
-            known = random.Random(3).sample(contents, round(args.known * len(contents)))
-            bank = Path(tmp)
-            (bank / "known.yaml").write_text("policies: [fruit, nature, tools]\nlabel: 1\n")
-            (bank / "known.csv").write_text(
-                "signal_type,signal_str\n" + "".join(f"raw_text,{text}\n" for text in known)
-            )
-            run = await run_once(broker.bootstrap_servers, engine, contents, bank)
-            report["share_known"] = run
+            bootstrap = broker.bootstrap_servers
+            await run_once(bootstrap, engine, texts(args.warmup, args.words, seed=0), None)
+            for round_ in range(args.rounds):  # alternated, so drift in load hits both
+                plain = texts(args.events, args.words, seed=10 * round_ + 1)
+                run = await run_once(bootstrap, engine, plain, None)
+                report["runs"].append({"known": 0.0, **run})
+                print(json.dumps(report["runs"][-1]), flush=True)
+                contents = texts(args.events, args.words, seed=10 * round_ + 2)
+                bank = Path(tmp) / f"round-{round_}"
+                bank.mkdir()
+                known = random.Random(round_).sample(contents, round(args.known * len(contents)))
+                (bank / "known.yaml").write_text("policies: [fruit, nature, tools]\nlabel: 1\n")
+                (bank / "known.csv").write_text(
+                    "signal_type,signal_str\n" + "".join(f"raw_text,{text}\n" for text in known)
+                )
+                run = await run_once(bootstrap, engine, contents, bank)
+                report["runs"].append({"known": args.known, **run})
+                print(json.dumps(report["runs"][-1]), flush=True)
     finally:
         engine.close()
     return report
@@ -124,6 +130,8 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=600)
     parser.add_argument("--known", type=float, default=0.3)
     parser.add_argument("--words", type=int, default=40, help="words per content")
+    parser.add_argument("--warmup", type=int, default=200, help="events of an unmeasured run")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path)
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))
