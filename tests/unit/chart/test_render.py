@@ -167,6 +167,30 @@ def test_health_port_moves_container_port_and_config_together(
     assert service["targetPort"] == "http"
 
 
+def test_a_bank_directory_mounts_from_a_configmap_or_a_volume(
+    chart: helm.Chart, tmp_path: Path
+) -> None:
+    """docs/hash-banks.md's recipe: the worker reads config.banks.dir, mounted by the pod."""
+    path = "/etc/moderation-worker/banks"
+    for source in (
+        {"configMap": {"name": "hash-banks"}},
+        {"persistentVolumeClaim": {"claimName": "hash-banks"}},
+    ):
+        rendered = render(
+            chart,
+            {
+                "config": {"banks": {"dir": path, "pdq_distance": 24}},
+                "extraVolumes": [{"name": "banks", **source}],
+                "extraVolumeMounts": [{"name": "banks", "mountPath": path, "readOnly": True}],
+            },
+        )
+        validate_manifests(rendered)
+        banks = load_rendered_config(rendered, tmp_path).banks
+        assert (str(banks.dir), banks.pdq_distance, banks.watch) == (path, 24, True)
+        assert rendered.mount("banks")["mountPath"] == path
+        assert rendered.volume("banks") == {"name": "banks", **source}
+
+
 @pytest.mark.parametrize("drain", [30, 45.5, 300])
 def test_grace_period_exceeds_drain_deadline(chart: helm.Chart, drain: float) -> None:
     rendered = render(chart, {"config": {"drain_deadline_s": drain}})
