@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from worker.config import load_settings
+from worker.hashbanks.files import BankConfig
 from worker.packs import scan_pack
 from worker.tools.evaluate.thresholds import Band, BandOutcome, Suggestion, helm_values
 
@@ -134,6 +135,9 @@ def test_documented_yaml_renders_or_loads(
         return
     if body.startswith("# pack.yaml"):  # a policy pack's manifest (docs/policy-packs.md)
         check_manifest(yaml.safe_load(body), tmp_path)
+        return
+    if body.startswith("# banks/"):  # a hash bank's YAML (docs/hash-banks.md)
+        BankConfig.model_validate(yaml.safe_load(body))
         return
     check_renders(chart, yaml.safe_load(body), tmp_path)
 
