@@ -9,7 +9,7 @@ with every key that close finds every match; the candidates are then checked on 
 bits. Each table is the stored ids sorted by their substring plus where each substring value
 starts: 4 bytes per hash per table, so memory is fixed once built, about 32 + 8m bytes per
 hash. (faiss's own multi-hash index keeps a hash map of id vectors per table: 2.6 GB for 10
-million hashes as measured here, and it answered under 50 lookups/s.)
+million hashes as measured here, and several times slower to query.)
 
 An index is immutable: built off the event loop, then swapped in whole. Searches release
 the GIL, so threads can share one index.
