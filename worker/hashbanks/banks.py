@@ -67,9 +67,9 @@ class BankSet:
                 if (number, entry.signal_type) not in owners:
                     table[entry.key] = (*owners, (number, entry.signal_type))
         codes = [signals.pdq for _, signals in banks]
-        owners = np.repeat(np.arange(len(codes), dtype=np.int32), [len(c) for c in codes])
+        holders = np.repeat(np.arange(len(codes), dtype=np.int32), [len(c) for c in codes])
         all_codes = np.concatenate(codes) if codes else np.empty((0, HASH_BYTES), np.uint8)
-        self._pdq = _PdqOwners(all_codes, owners, pdq_distance)
+        self._pdq = _PdqOwners(all_codes, holders, pdq_distance)
 
     @property
     def pdq_hashes(self) -> int:
