@@ -14,12 +14,14 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
    ``prompt_check``, ``routing``, ``catalog``, ``audit``, ``decisions`` (the reviewers'
    decision records), ``kafka`` (client factories and the translation of broker errors),
    ``model_files`` (a model's files from a directory, the cache or the hub, failing fast
-   offline).
+   offline), ``hashbanks/`` (banks of known content: signal types, the bank directory, the
+   PDQ index, decisions, reloads).
 3. ``engine/``: the ``Classifier`` protocol; ``tokenizer`` loads the model's tokenizer;
    ``factory`` opens an engine (vLLM in this process, remote vLLM servers, or the instant
    engine). Nothing outside the package imports its other modules.
 4. ``scoring/``: the core the worker, ``classify``, ``eval`` and ``bench`` share:
-   ``classify`` (jobs, scoring a batch, building verdicts), ``verdict_cache``, ``shadow``.
+   ``classify`` (jobs, the hash banks' first pass, scoring a batch, building verdicts),
+   ``verdict_cache``, ``shadow``.
 5. ``observability/``: ``telemetry`` (logs), ``tracing``, ``metrics`` (with ``gauges``, the
    state read at scrape time), ``health``, ``collector`` (garbage-collector tuning).
 6. ``pipeline/``: the serving path, each part importing only those before it:
