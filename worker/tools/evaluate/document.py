@@ -5,7 +5,10 @@ One document, three renderings (terminal, Markdown, HTML), so they never disagre
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .charts import pr_curve_svg, reliability_svg
 from .evaluation import Comparison, Evaluation, PolicyResult, SteerabilityResult, Targets
@@ -77,9 +80,7 @@ def build(evaluation: Evaluation) -> list[Block]:
     if evaluation.comparison is not None:
         blocks += _comparison_blocks(evaluation.comparison)
     if evaluation.bank_checks is not None:
-        from .bank_check import bank_blocks  # it builds on this module's blocks
-
-        blocks += bank_blocks(evaluation.bank_checks)
+        blocks += _bank_blocks(evaluation.bank_checks)
     if evaluation.targets.goals():
         blocks += [
             Heading(2, "Helm values"),
@@ -334,6 +335,52 @@ def _comparison_blocks(c: Comparison) -> list[Block]:
                     ]
                     for f in c.flips
                 ],
+                long=True,
+            )
+        )
+    return blocks
+
+
+def _bank_blocks(checks: Sequence[Any]) -> list[Block]:
+    """The report's hash-bank section: rows decided per bank (``bank_check.BankCheck``),
+    their agreement with the labels, the disagreements."""
+    blocks: list[Block] = [
+        Heading(2, "Hash banks"),
+        Para(
+            f"Rows decided by a hash bank: {len(checks)}. The worker would not ask the model "
+            "about them; the figures above still score every row with the model."
+        ),
+    ]
+    if not checks:
+        return blocks
+    totals = Counter(c.bank for c in checks)
+    agreeing = Counter(c.bank for c in checks if c.agrees)
+    blocks.append(
+        Table(
+            ["bank", "rows", "agree with the label", "disagree"],
+            [
+                [bank, str(count), str(agreeing[bank]), str(count - agreeing[bank])]
+                for bank, count in sorted(totals.items())
+            ],
+        )
+    )
+    wrong = [c for c in checks if not c.agrees]
+    if wrong:
+        blocks.append(
+            Table(
+                ["line", "id", "policy", "label", "bank", "bank label", "content"],
+                [
+                    [
+                        str(c.line),
+                        c.id,
+                        c.policy,
+                        str(c.label),
+                        c.bank,
+                        str(c.bank_label),
+                        short(c.content, 60),
+                    ]
+                    for c in wrong
+                ],  # fmt: skip
                 long=True,
             )
         )
