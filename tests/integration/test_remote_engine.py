@@ -337,3 +337,66 @@ def test_policy_longer_than_the_servers_context_stops_start_up(
     assert "policy 'long' takes" in line and "max_model_len is 4096" in line, line
     assert "--max-model-len" in line
     assert API_KEY not in result.stdout.decode() + result.stderr.decode()
+
+
+def _served(server: VllmServer) -> float:
+    """Prompts the server has answered, from its own metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "vllm:request_success"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
+async def test_a_fleet_server_that_restarts_gets_its_share_of_traffic_again(
+    test_model, vllm_server, key_file, tmp_path
+):
+    from worker.policies import parse_policy
+    from worker.prompts import assemble, build_policy_prompt, tokenize_contents
+
+    # A fresh server: the worker's start-up check is the first request it ever sees.
+    fresh = VllmServer(test_model, tmp_path / "fresh.log", API_KEY).start()
+    try:
+        urls = f"{vllm_server.url},{fresh.url}"
+        settings = worker_settings(
+            "127.0.0.1:1",
+            test_model,
+            topic_names("fleet"),
+            engine=remote_engine(vllm_server, key_file, url=urls, prompts_per_request=1),
+        )
+        remote = await RemoteClassifier.start(settings.engine)
+        try:
+            health = await asyncio.to_thread(httpx.get, f"{fresh.url}/health")
+            assert fresh.alive() and health.status_code == 200
+            policy = parse_policy("---\nid: fleet\n---\nFlag content that mentions: comet.")
+            prompt = build_policy_prompt(remote.tokenizer, policy, remote.max_model_len)
+            [ids] = tokenize_contents(remote.tokenizer, ["a note about a comet"])
+
+            async def split(count: int) -> tuple[float, float]:
+                before = (_served(vllm_server), _served(fresh) if fresh.alive() else 0)
+                for _ in range(count):  # one at a time: each request picks a server
+                    assert (await remote.score(assemble(prompt, ids, "dead_letter"))).p_yes > 0.5
+                await asyncio.sleep(0.5)  # the servers count a request just after answering it
+                after = (_served(vllm_server), _served(fresh) if fresh.alive() else 0)
+                return after[0] - before[0], after[1] - before[1]
+
+            assert await split(20) == (10, 10)
+            fresh.kill()
+            assert await split(20) == (20, 0)  # waited for on the other server, not failed
+            assert remote.unready is None
+            await asyncio.to_thread(fresh.start)  # the same port, as a restart does
+            restarted = time.monotonic()
+            # Probes (backoff_max_s=1) find it within seconds; traffic is split again.
+            while (await split(2))[1] == 0:
+                assert time.monotonic() - restarted < 10, "restarted server never got traffic"
+            assert await split(20) == (10, 10)
+            assert fresh.alive()
+        finally:
+            remote.close()
+    finally:
+        fresh.stop()

@@ -78,6 +78,9 @@ class VllmServer:
             time.sleep(1)
         raise TimeoutError(f"vLLM server not ready in {timeout}s:\n{self.tail()}")
 
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def kill(self) -> None:
         """SIGKILL the server and its engine process: a crash, not a shutdown."""
         if self._proc is None:

@@ -9,15 +9,16 @@ per prompt, which would otherwise cap the fleet well below its engines' rate.
 
 A server that cannot be reached is waited for, not failed: requests hold their place (so
 the worker's in-flight bound fills and its partitions pause) and the worker reports
-not-ready with the reason until a server answers again. A request the server refuses or
-fails is an EngineError, retried and then dead-lettered by the caller as with the
-in-process engine.
+not-ready with the reason until a server answers again. While another server answers, the
+one out of reach gets no traffic and is probed (``GET /v1/models``, on a backoff schedule,
+from the callers' own tasks) until it answers, then takes its turn again. A request the
+server refuses or fails is an EngineError, retried and then dead-lettered by the caller as
+with the in-process engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +28,18 @@ import structlog
 
 from ..config import RemoteEngineSettings
 from ..errors import TransientError
-from ..prompts import Tokenizer, answer_token_ids
+from ..policies import parse_policy
+from ..prompts import (
+    PromptError,
+    Tokenizer,
+    answer_token_ids,
+    assemble,
+    build_policy_prompt,
+    tokenize_contents,
+)
 from ..retry import Backoff
 from . import EngineDead, EngineError, Score
+from .fleet import Endpoints
 from .openai_api import (
     ServerMismatch,
     check_answer_logprobs,
@@ -55,35 +65,6 @@ class _Waiting:
     answer: asyncio.Future[Score]
 
 
-@dataclass(eq=False)
-class Endpoint:
-    url: str
-    down: str | None = None  # why it is out of reach, until it answers again
-
-
-class Endpoints:
-    """The servers of ``engine.url`` in turn, skipping those out of reach while any is up."""
-
-    def __init__(self, urls: list[str]) -> None:
-        self.all = [Endpoint(url) for url in urls]
-        self._turn = itertools.cycle(range(len(self.all)))
-
-    def pick(self) -> Endpoint:
-        for _ in self.all:
-            endpoint = self.all[next(self._turn)]
-            if endpoint.down is None:
-                return endpoint
-        # Every server is out of reach: each is tried again in turn.
-        return self.all[next(self._turn)]
-
-    @property
-    def unready(self) -> str | None:
-        """Why nothing can be classified now: every server is out of reach."""
-        if all(endpoint.down for endpoint in self.all):
-            return "; ".join(str(endpoint.down) for endpoint in self.all)
-        return None
-
-
 class RemoteClassifier:
     """Scores token-id prompts on remote servers. Build with ``await RemoteClassifier.start``."""
 
@@ -102,6 +83,7 @@ class RemoteClassifier:
         self._per_request = settings.prompts_per_request
         self._queue: list[_Waiting] = []
         self._backoff_max_s = settings.backoff_max_s
+        self._probe_timeout = aiohttp.ClientTimeout(total=settings.connect_timeout_s)
         self._closed = False
         self._closing: asyncio.Task[None] | None = None  # the session's close, once asked
         self.tokenizer = tokenizer
@@ -115,12 +97,12 @@ class RemoteClassifier:
         the setting to change when one cannot serve this worker."""
         source = settings.tokenizer or settings.model
         tokenizer: Tokenizer = await asyncio.to_thread(load_tokenizer, source)
-        no, yes = answer_token_ids(tokenizer)
+        answer_token_ids(tokenizer)  # fails here, before any server is asked
         name = settings.served_model_name or settings.model
         session = _session(settings)
         try:
             lengths = [
-                await _check_server(session, url, name, settings, no, yes)
+                await _check_server(session, url, name, settings, tokenizer)
                 for url in settings.urls()
             ]
         except BaseException:
@@ -130,7 +112,8 @@ class RemoteClassifier:
         # setting when that is smaller still.
         max_len = min([*lengths, settings.max_model_len or min(lengths)])
         log.info("engine servers checked", urls=settings.urls(), model=name, max_model_len=max_len)
-        return cls(session, Endpoints(settings.urls()), tokenizer, name, max_len, settings)
+        endpoints = Endpoints(settings.urls(), settings.backoff_max_s)
+        return cls(session, endpoints, tokenizer, name, max_len, settings)
 
     async def score(self, prompt_token_ids: list[int]) -> Score:
         async with self._slots:
@@ -179,20 +162,35 @@ class RemoteClassifier:
         while True:
             if self._closed:
                 raise EngineDead("engine client closed")
+            await self._probe_due()
             endpoint = self._endpoints.pick()
             try:
                 reply = await _post(self._session, endpoint.url, body)
             except Unavailable as exc:
-                if endpoint.down is None:
-                    log.warning("engine server out of reach; waiting", error=str(exc))
-                endpoint.down = str(exc)
-                # An unlimited budget: next() always has a delay.
-                await asyncio.sleep(delays.next() or self._backoff_max_s)
+                if self._endpoints.mark_down(endpoint, str(exc)):
+                    log.warning("engine server out of reach; probing it", error=str(exc))
+                if self._endpoints.unready:
+                    # Every server is out of reach; another that answers is tried at once.
+                    # An unlimited budget: next() always has a delay.
+                    await asyncio.sleep(delays.next() or self._backoff_max_s)
                 continue
-            if endpoint.down is not None:
+            if self._endpoints.mark_up(endpoint):
                 log.info("engine server answers again", url=endpoint.url)
-                endpoint.down = None
             return reply
+
+    async def _probe_due(self) -> None:
+        """Ask each server marked down whose probe is due whether it answers again; one that
+        does takes its turn. Runs in a caller's task, like the requests themselves."""
+        for endpoint in self._endpoints.all:
+            if self._endpoints.probe_due(endpoint) != 0:
+                continue  # up, or not due yet (a due probe reschedules the next)
+            try:
+                await _get_models(self._session, endpoint.url, self._probe_timeout)
+            except (Unavailable, ServerMismatch) as exc:
+                endpoint.down = str(exc)
+                continue
+            if self._endpoints.mark_up(endpoint):
+                log.info("engine server answers again", url=endpoint.url)
 
     @property
     def unready(self) -> str | None:
@@ -264,19 +262,36 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> Any:
         raise EngineError(f"engine server {url} answered with invalid JSON") from exc
 
 
+# The start-up check is a request shaped like real traffic: a policy prompt through the
+# model's template with a short content. A degenerate one (a single token) as the first
+# request a fresh vLLM CPU server sees has killed its engine process on some CPUs.
+CHECK_POLICY = (
+    "---\nid: server-check\n---\n"
+    "Flag content that offers to sell account passwords or stolen payment card numbers.\n"
+    "Ordinary talk about security, passwords or shopping is not flagged."
+)
+CHECK_CONTENT = "Does anyone know a good recipe for lentil soup?"
+
+
+def check_prompt(tokenizer: Tokenizer, max_model_len: int) -> list[int]:
+    """The start-up check's prompt ids, built as every item's prompt is built."""
+    prompt = build_policy_prompt(tokenizer, parse_policy(CHECK_POLICY), max_model_len)
+    [content] = tokenize_contents(tokenizer, [CHECK_CONTENT])
+    return assemble(prompt, content, "truncate")
+
+
 async def _check_server(
     session: aiohttp.ClientSession,
     url: str,
     name: str,
     settings: RemoteEngineSettings,
-    no: int,
-    yes: int,
+    tokenizer: Tokenizer,
 ) -> int:
     """One server at start-up: reachable, serving ``name``, giving processed logprobs."""
     delays = Backoff(settings.connect_retry_s, settings.backoff_max_s)
     while True:
         try:
-            return await _check_once(session, url, name, no, yes)
+            return await _check_once(session, url, name, tokenizer)
         except Unavailable as exc:
             delay = delays.next()
             if delay is None:
@@ -288,22 +303,26 @@ async def _check_server(
 
 
 async def _check_once(
-    session: aiohttp.ClientSession, url: str, name: str, no: int, yes: int
+    session: aiohttp.ClientSession, url: str, name: str, tokenizer: Tokenizer
 ) -> int:
     models = await _get_models(session, url)
     length = served_max_model_len(models, name, url)
+    no, yes = answer_token_ids(tokenizer)
     try:
-        body = orjson.dumps(completion_body(name, [[yes]], no, yes))
-        reply = await _post(session, url, body)
-    except EngineError as exc:
+        prompt = check_prompt(tokenizer, length)
+        reply = await _post(session, url, orjson.dumps(completion_body(name, [prompt], no, yes)))
+    except (EngineError, PromptError) as exc:
         raise ServerMismatch(f"engine server {url} failed a test request: {exc}") from None
     check_answer_logprobs(reply, no, yes)
     return length
 
 
-async def _get_models(session: aiohttp.ClientSession, url: str) -> Any:
+async def _get_models(
+    session: aiohttp.ClientSession, url: str, timeout: aiohttp.ClientTimeout | None = None
+) -> Any:
     try:
-        async with session.get(f"{url}/v1/models") as response:
+        request = session.get(f"{url}/v1/models", **({"timeout": timeout} if timeout else {}))
+        async with request as response:
             text = await response.text()
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise Unavailable(f"engine server {url} unreachable: {_describe(exc)}") from exc
