@@ -182,9 +182,12 @@ async def _reload_on_change(settings: Settings, classifier: Classifier, worker: 
     directory = Path(settings.policies.dir)
     # ConfigMaps update by swapping a symlink; watching the directory sees the swap.
     async for _ in awatch(directory, recursive=True, force_polling=True, poll_delay_ms=500):
+        before = worker.catalog
         try:
-            catalog = load_catalog(settings, classifier)
-            if catalog.registry.shadows and not worker.catalog.registry.shadows:
+            # Compiling thousands of policies takes seconds: in a thread, so that verdicts
+            # keep flowing meanwhile.
+            catalog = await asyncio.to_thread(load_catalog, settings, classifier)
+            if catalog.registry.shadows and not before.registry.shadows:
                 await ensure_topics(settings, shadow=True)  # the first shadow needs its topic
         except WorkerError as exc:
             log.error("policy reload rejected; keeping the previous policies", error=str(exc))
@@ -192,7 +195,22 @@ async def _reload_on_change(settings: Settings, classifier: Classifier, worker: 
             continue
         worker.swap_catalog(catalog)
         metrics.record_policy_reload(ok=True)
-        log.info(
-            "policies reloaded",
-            versions={pid: e.policy.version[:12] for pid, e in catalog.entries.items()},
-        )
+        log.info("policies reloaded", **reload_summary(before, catalog))
+
+
+def reload_summary(before: Catalog, after: Catalog, named: int = 20) -> dict[str, object]:
+    """What a reload changed, for its log line: counts, and the first ``named`` changed
+    policies' new versions (a pack of thousands would otherwise make one huge line)."""
+    old = {pid: e.policy.version for pid, e in before.entries.items()}
+    changed = {
+        pid: e.policy.version[:12]
+        for pid, e in sorted(after.entries.items())
+        if old.get(pid) != e.policy.version
+    }
+    removed = sorted(set(old) - set(after.entries))
+    return {
+        "policies": len(after.entries),
+        "changed": len(changed),
+        "versions": dict(list(changed.items())[:named]),
+        "removed": removed[:named],
+    }
