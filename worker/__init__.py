@@ -15,7 +15,8 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
    decision records), ``kafka`` (client factories and the translation of broker errors),
    ``model_files`` (a model's files from a directory, the cache or the hub, failing fast
    offline), ``hashbanks/`` (banks of known content: signal types, the bank directory, the
-   PDQ index, decisions, reloads).
+   PDQ index, decisions, reloads), ``kv_footprint`` (a policy prefix's KV-cache size for a
+   model config).
 3. ``engine/``: the ``Classifier`` protocol; ``tokenizer`` loads the model's tokenizer;
    ``factory`` opens an engine (vLLM in this process, remote vLLM servers, or the instant
    engine). Nothing outside the package imports its other modules.

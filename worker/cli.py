@@ -98,12 +98,13 @@ def policies_check(
 ) -> None:
     """Check the pack that will be deployed, file by file: loaded (id, title, prompt tokens,
     room for content) or why not, and warnings."""
+    from .preflight import load_kv_shape
     from .tools.pack_check import check_pack
 
     settings = settings_for(config, model, directory)
     try:
         tok, max_len = _tokenizer_and_limit(settings, tokenizer)
-        tally = check_pack(settings, tok, max_len, typer.echo)
+        tally = check_pack(settings, tok, max_len, typer.echo, load_kv_shape(settings))
     except WorkerError as exc:
         die(str(exc), code=exc.exit_code)
     raise typer.Exit(1 if tally.errors or (strict and tally.warnings) else 0)
@@ -194,8 +195,17 @@ def bench(
     overhead_events: Annotated[int, typer.Option(help="Events per overhead run.")] = 5000,
     phases: Annotated[
         str,
-        typer.Option(help="engine,worker,remote,naive,overhead (default); also cache, shadow"),
+        typer.Option(
+            help="engine,worker,remote,naive,overhead (default); diy,cache,shadow,policies"
+        ),
     ] = "",
+    diy_in_flight: Annotated[str, typer.Option(help="diy: events in flight, a run each.")] = (
+        "64,128,256"
+    ),
+    policy_counts: Annotated[
+        str, typer.Option(help="policies phase: distinct policies, a run each.")
+    ] = "1,10,100,1000,10000",
+    many_policy_words: Annotated[str, typer.Option(help="policies: words MIN:MAX.")] = "50:2900",
     max_items: Annotated[int | None, typer.Option(help="batch.max_items")] = None,
     linger_ms: Annotated[float | None, typer.Option(help="batch.linger_ms")] = None,
     max_in_flight: Annotated[int | None, typer.Option(help="batch.max_in_flight")] = None,

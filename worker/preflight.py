@@ -15,6 +15,7 @@ from .catalog import Catalog, compile_catalog
 from .config import Settings
 from .engine.tokenizer import load_tokenizer
 from .errors import UsageError
+from .kv_footprint import KvShape, kv_shape
 from .model_files import pretrained_config
 from .policies import PolicyError, PolicyRegistry, load_policies
 from .policy_lint import lint
@@ -34,6 +35,23 @@ def model_max_len(configured: int | None, model: str | None, tokenizer: Any) -> 
     if not isinstance(limit, int):
         limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and limit < 10**7 else DEFAULT_MAX_MODEL_LEN
+
+
+def load_kv_shape(settings: Settings) -> tuple[KvShape, int] | None:
+    """The configured model's KV shape and cache block size, or None when its config cannot
+    be read (the footprint is then not shown)."""
+    engine = settings.engine
+    config = pretrained_config(engine.tokenizer or engine.model)
+    if config is None:
+        return None
+    # A remote engine's servers choose their own dtype and blocks: the defaults are shown.
+    extra_args = getattr(engine, "extra_args", {})
+    dtype = extra_args.get("kv_cache_dtype") or getattr(engine, "dtype", "auto")
+    try:
+        shape = kv_shape(config.to_dict(), None if dtype == "auto" else dtype)
+    except Exception:  # a config without attention sizes: nothing to report
+        return None
+    return shape, int(extra_args.get("block_size") or 16)
 
 
 def _position_limit(model: str) -> Any:

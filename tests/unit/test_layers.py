@@ -47,6 +47,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "decisions",
             "kafka",
             "hashbanks",
+            "kv_footprint",
         ),
     ),
     ("engine", ("engine",)),

@@ -1,7 +1,8 @@
 """``moderation-worker policies check``: the pack that will be deployed, file by file.
 
-For every file of the pack: loaded (id, where the id came from, title, prompt tokens and the
-room left for content in ``max_model_len``) or why not (an error, or the reason it is not a
+For every file of the pack: loaded (id, where the id came from, title, prompt tokens, the
+room left for content in ``max_model_len`` and, when the model's config can be read, the KV
+cache its cached prefix holds) or why not (an error, or the reason it is not a
 policy); then the warnings ``policy_lint`` finds. The pack-wide checks the worker makes at
 start-up (ids unique, default set, shadow pairs, routing overrides, the model's chat
 template) follow. Exit code: 1 when anything would stop the worker, or with ``strict``
@@ -16,12 +17,14 @@ from pathlib import Path
 
 from ..catalog import check_routing
 from ..config import Settings
+from ..kv_footprint import KvShape, kv_bytes
 from ..policies import PackResult, Policy, PolicyError, PolicyRegistry, read_pack
 from ..policy_lint import Finding, lint
 from ..prompt_check import check_splice
 from ..prompts import PromptError, Tokenizer, build_policy_prompt
 
 Echo = Callable[[str], None]
+KvLayout = tuple[KvShape, int]  # the model's KV shape and the engine's cache block size
 
 
 @dataclass
@@ -38,7 +41,13 @@ class Tally:
         )
 
 
-def check_pack(settings: Settings, tokenizer: Tokenizer, max_model_len: int, echo: Echo) -> Tally:
+def check_pack(
+    settings: Settings,
+    tokenizer: Tokenizer,
+    max_model_len: int,
+    echo: Echo,
+    kv: KvLayout | None = None,
+) -> Tally:
     """Print the report on ``settings.policies.dir``; the tally it ends with. Raises
     PolicyError when the pack cannot be read at all (no directory, a broken pack.yaml)."""
     directory = settings.policies.dir
@@ -46,7 +55,7 @@ def check_pack(settings: Settings, tokenizer: Tokenizer, max_model_len: int, ech
     echo(f"policy pack {directory} (max_model_len {max_model_len})")
     tally = Tally()
     for result in results:
-        _report_file(result, tokenizer, max_model_len, echo, tally)
+        _report_file(result, tokenizer, (max_model_len, kv), echo, tally)
     policies = [r.policy for r in results if r.policy is not None]
     for problem in pack_problems(settings, policies, tokenizer):
         echo(f"error    pack: {problem}")
@@ -56,7 +65,11 @@ def check_pack(settings: Settings, tokenizer: Tokenizer, max_model_len: int, ech
 
 
 def _report_file(
-    result: PackResult, tokenizer: Tokenizer, max_model_len: int, echo: Echo, tally: Tally
+    result: PackResult,
+    tokenizer: Tokenizer,
+    limits: tuple[int, KvLayout | None],
+    echo: Echo,
+    tally: Tally,
 ) -> None:
     name = result.file.name
     if result.file.skipped is not None:
@@ -68,7 +81,7 @@ def _report_file(
         tally.errors += 1
         return
     policy = result.policy
-    length = _length(tokenizer, policy, max_model_len)
+    length = _length(tokenizer, policy, *limits)
     status = "error   " if length.startswith("too long") else "loaded  "
     tally.errors += status == "error   "
     tally.loaded += status == "loaded  "
@@ -77,14 +90,18 @@ def _report_file(
         _finding(finding, echo, tally)
 
 
-def _length(tokenizer: Tokenizer, policy: Policy, max_model_len: int) -> str:
+def _length(tokenizer: Tokenizer, policy: Policy, max_model_len: int, kv: KvLayout | None) -> str:
     try:
         prompt = build_policy_prompt(tokenizer, policy, max_model_len)
     except PromptError as exc:
         if exc.kind != "policy_too_long":
             return f"not compiled: {exc.reason}"
         return f"too long: {exc.reason}; raise engine.max_model_len or shorten the policy"
-    return f"{prompt.overhead} prompt tokens, {prompt.max_content_tokens} left for content"
+    room = f"{prompt.overhead} prompt tokens, {prompt.max_content_tokens} left for content"
+    if kv is None:
+        return room
+    mib = kv_bytes(kv[0], len(prompt.prefix), kv[1]) / 2**20
+    return f"{room}, {mib:.1f} MiB of KV cache"
 
 
 def _finding(finding: Finding, echo: Echo, tally: Tally) -> None:
