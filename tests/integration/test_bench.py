@@ -125,10 +125,11 @@ async def test_bench_cache_and_shadow_phases(broker, engine, test_model, tmp_pat
     assert shadow["without"] == cache["unique"]
 
 
-async def test_bench_remote_phase_drives_the_worker_through_a_vllm_server(
+async def test_bench_remote_and_diy_phases_share_one_vllm_server(
     broker, test_model, tokenizer, tmp_path
 ):
-    """The remote phase starts its own OpenAI server and measures the worker through it."""
+    """The remote phase measures the worker through an OpenAI server; the DIY peer runs at
+    each in-flight bound against that same server, its verdicts checked label by label."""
     config = BenchConfig(
         model=str(test_model),
         policy_dir=REPO / "policies",
@@ -142,7 +143,8 @@ async def test_bench_remote_phase_drives_the_worker_through_a_vllm_server(
         level_rates=(20.0,),
         level_seconds=3.0,
         level_warmup_seconds=1.0,
-        phases=("remote",),
+        phases=("remote", "diy"),
+        diy_in_flight=(4, 16),
         wait_timeout_s=300.0,
         workdir=tmp_path,
     )
@@ -164,3 +166,110 @@ async def test_bench_remote_phase_drives_the_worker_through_a_vllm_server(
     for row in remote.get("cache", {}).values():
         assert 0 < row["cached_share_of_policy"] <= 1
     assert result["ratios"]["remote_over_worker"] is None  # the worker phase did not run
+
+    diy = result["phases"]["diy"]
+    assert "error" not in diy, diy
+    assert set(diy["runs"]) == {"4", "16"} and diy["best_in_flight"] in (4, 16)
+    for run in [remote, *diy["runs"].values()]:
+        sat = run["saturation"]
+        assert sat["items"] == sat["verdicts"] == 40 and sat["missing"] == 0
+        # Every verdict checked against the test model's known label; both labels occur.
+        assert run["labels"]["checked"] == 40 and run["labels"]["wrong"] == 0, run["labels"]
+        assert 0 < run["labels"]["expected_1"] < 40
+        assert run["server_api_cpu_ms_per_item"] > 0 and run["server_engine_cpu_ms_per_item"] > 0
+    assert result["ratios"]["remote_over_diy"] > 0
+    logs = {path.name for path in (tmp_path / "logs").iterdir()}
+    assert "shared-server.log" in logs and "remote-server.log" not in logs
+
+
+async def test_bench_policies_phase_sweeps_distinct_policies(broker, engine, test_model, tmp_path):
+    """Zipf traffic over 1 and then 6 generated policies, each run checked label by label."""
+    from worker.tools.bench.chart import policies_svg
+
+    config = BenchConfig(
+        model=str(test_model),
+        policy_dir=REPO / "policies",
+        max_model_len=engine.max_model_len,
+        engine_args=CPU_ENGINE_ARGS,
+        content_tokens=(20, 60),
+        events=40,
+        warmup_events=10,
+        batch={"max_items": 8},
+        phases=("policies",),
+        policy_counts=(1, 6),
+        many_policy_words=(20, 400),
+        wait_timeout_s=120.0,
+        workdir=tmp_path,
+    )
+
+    async def in_process(kind, spec):
+        return await build_system(kind, config, spec, classifier=engine)
+
+    result = await run_bench(
+        config, engine.tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
+    )
+    phase = result["phases"]["policies"]
+    assert "error" not in phase, phase
+    assert set(phase["runs"]) == {"1", "6"} and phase["over_fewest"]["1"] == 1.0
+    assert len(list((tmp_path / "policies-6").glob("*.md"))) == 6
+    for run in phase["runs"].values():
+        sat = run["saturation"]
+        assert sat["items"] == sat["verdicts"] == 40 and sat["missing"] == 0
+        assert run["labels"]["checked"] == 40 and run["labels"]["wrong"] == 0, run["labels"]
+        prefill = run["prefill"]
+        assert 0 < prefill["hit_ratio"] < 1 and prefill["computed_tokens_per_prompt"] > 0
+    # One policy stays cached; six share the traffic with colder prefixes.
+    single, six = phase["runs"]["1"]["prefill"], phase["runs"]["6"]["prefill"]
+    assert single["computed_tokens_per_prompt"] <= six["computed_tokens_per_prompt"]
+    svg = policies_svg(phase["runs"])
+    assert svg.startswith("<svg") and svg.count("<polyline") == 3
+
+
+async def test_bench_reload_phase_edits_a_policy_under_load(broker, engine, test_model, tmp_path):
+    """A pack is compiled and measured; an edit mid-run reaches the verdicts; every item
+    ends as a verdict while the pack reloads."""
+    config = BenchConfig(
+        model=str(test_model),
+        policy_dir=REPO / "policies",
+        max_model_len=engine.max_model_len,
+        engine_args=CPU_ENGINE_ARGS,
+        content_tokens=(10, 30),
+        events=40,
+        warmup_events=10,
+        phases=("reload",),
+        policy_counts=(200,),
+        many_policy_words=(20, 200),
+        wait_timeout_s=120.0,
+        workdir=tmp_path,
+    )
+
+    async def in_process(kind, spec):
+        return await build_system(kind, config, spec, classifier=engine)
+
+    result = await run_bench(
+        config, engine.tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
+    )
+    reload = result["phases"]["reload"]
+    assert "error" not in reload, reload
+    assert reload["policies"] == 200 and reload["catalog_mib"] > 0 and reload["compile_s"] > 0
+    assert reload["missing"] == 0 and reload["verdicts"] == 400
+    assert reload["reload_visible_after_s"] is not None and reload["reload_visible_after_s"] > 0
+    assert reload["longest_gap_s"] > 0
+    # The edit is undone once the run ends.
+    assert "Edited" not in (tmp_path / "reload-200" / "p00000.md").read_text()
+
+
+async def test_cold_policy_micro_batch_counts_prefix_computations(engine, test_model, tmp_path):
+    """A micro-batch on a policy the engine has never seen, through the scoring core: vLLM's
+    own counts say how many of its items computed the policy's prefix."""
+    from worker.tools.bench.cold import cold_trials
+
+    config = BenchConfig(
+        model=str(test_model), max_model_len=engine.max_model_len, content_tokens=(10, 30)
+    )
+    [trial] = await cold_trials(engine, engine.tokenizer, config, 32, trials=1, batch=8, words=600)
+    assert trial["items"] == 8 and trial["prefix_tokens"] > 600
+    assert trial["prefill_tokens"] > trial["prefix_tokens"]
+    # Computed at least once (it was cold), and by no more items than the batch holds.
+    assert 1 <= trial["items_that_computed_the_prefix"] <= 8
+    assert 1 <= trial["prefix_computed_times"] <= 8

@@ -106,6 +106,7 @@ def _phases(
         "naive": sat(naive),
         "worker-instant": sat(instant),
         "raw-loop": sat(raw),
+        "diy": {**sat(30), "labels": {"checked": 10, "wrong": 0, "expected_1": 3}},
     }
 
 
@@ -117,6 +118,8 @@ def test_ratios_and_targets():
         "remote_over_worker": pytest.approx(85 / 90),
         "remote_over_naive": pytest.approx(4.25),
         "instant_worker_over_raw_loop": pytest.approx(0.6),
+        "worker_over_diy": pytest.approx(3.0),
+        "remote_over_diy": pytest.approx(85 / 30),
     }
     met = {name: row["met"] for name, row in targets(phases).items()}
     assert met == {
@@ -125,11 +128,22 @@ def test_ratios_and_targets():
         "remote_over_worker": True,
         "remote_over_naive": False,
         "instant_worker_over_raw_loop": False,
+        "worker_over_diy": True,
         "min_policy_prefix_cached": True,
         "cache_duplicates_over_unique": None,  # the cache phase did not run
+        "policies_1000_over_1": None,  # nor the policies phase
     }
     phases["cache"] = {"duplicates_over_unique": 1.45}
     assert targets(phases)["cache_duplicates_over_unique"]["met"] is True
+    phases["policies"] = {"runs": {"1": {}, "1000": {}}, "over_fewest": {"1": 1.0, "1000": 0.6}}
+    assert targets(phases)["policies_1000_over_1"] == {"target": 0.7, "measured": 0.6, "met": False}
+
+
+def test_a_system_with_wrong_labels_has_no_rate_to_compare():
+    phases = _phases(worker=90, engine=100, naive=20, instant=600, raw=1000)
+    phases["diy"]["labels"]["wrong"] = 1  # fast but wrong: it does not count
+    assert ratios(phases)["worker_over_diy"] is None
+    assert targets(phases)["worker_over_diy"]["met"] is None
 
 
 def test_copies_are_the_share_asked_and_heavy_tailed():
@@ -242,3 +256,89 @@ def test_a_failed_phase_is_not_measured():
     assert ratios(phases)["worker_over_naive"] is None
     assert targets(phases)["worker_over_naive"]["met"] is None
     assert targets(phases)["worker_over_engine"]["met"] is True
+
+
+def test_diy_offsets_commit_below_the_lowest_event_in_flight():
+    from aiokafka import TopicPartition
+
+    from worker.tools.bench.diy import Offsets
+
+    a, b = TopicPartition("t", 0), TopicPartition("t", 1)
+    offsets = Offsets()
+    for n in (5, 6, 7):
+        offsets.taken(a, n)
+    offsets.taken(b, 0)
+    offsets.done(a, 6)  # acked out of order: 5 still holds the commit back
+    assert offsets.committable() == {a: 5, b: 0}
+    offsets.done(a, 5)
+    offsets.done(b, 0)
+    assert offsets.committable() == {a: 7, b: 1}
+    offsets.done(a, 7)
+    assert offsets.committable() == {a: 8, b: 1}
+
+
+def test_diy_reads_p_yes_from_chat_top_logprobs():
+    import math
+
+    from worker.tools.bench.diy import p_yes
+
+    def reply(top: dict[str, float]) -> dict:
+        alts = [{"token": t, "logprob": math.log(p)} for t, p in top.items()]
+        return {"choices": [{"logprobs": {"content": [{"top_logprobs": alts}]}}]}
+
+    assert p_yes(reply({"1": 0.6, "0": 0.2, "x": 0.2})) == pytest.approx(0.75)
+    assert p_yes(reply({"0": 0.9, "x": 0.1})) == 0.0
+    assert p_yes(reply({"x": 1.0})) == 0.0
+
+
+def test_expected_labels_follow_the_test_models_rule(tmp_path):
+    from transformers import AutoTokenizer
+
+    from worker.testing.devmodel import DEFAULT_DIR, build_test_model
+    from worker.testing.words import TRIGGER_WORDS
+    from worker.tools.bench.workload import (
+        expected_labels,
+        is_test_model,
+        load_workload,
+        write_policies,
+    )
+
+    model = build_test_model(DEFAULT_DIR)
+    assert is_test_model(str(model)) and not is_test_model("zentropi-ai/cope-b-a4b")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    config = BenchConfig(
+        model=str(model),
+        policy_dir=Path(__file__).parents[3] / "policies",
+        max_model_len=4096,
+        policy_tokens=200,
+        content_tokens=(10, 30),
+        events=60,
+        warmup_events=10,
+        workdir=tmp_path,
+    )
+    write_policies(config, tokenizer)
+    workload = load_workload(config, tokenizer, 60, "labels")
+    labels = expected_labels(workload, tokenizer)
+
+    def words(text: str) -> set[str]:
+        return {w.strip(".,:;()") for w in text.split()} & set(TRIGGER_WORDS)
+
+    for event, content in zip(workload.events, workload.contents, strict=True):
+        named = set().union(
+            *(words(workload.catalog.entries[p].policy.text) for p in event.policies)
+        )
+        assert labels[event.id] == int(bool(named & words(content))), event.id
+    assert 0 < sum(labels.values()) < len(labels)  # both labels occur
+
+
+def test_many_policies_are_long_tailed_in_length_and_popularity():
+    from worker.tools.bench.many import policy_lengths, zipf_picks
+
+    lengths = policy_lengths(2000, 50, 2900, "7")
+    assert min(lengths) >= 50 and max(lengths) <= 2900
+    assert sum(1 for n in lengths if n < 400) > sum(1 for n in lengths if n > 2000)
+    assert policy_lengths(2000, 50, 2900, "7") == lengths  # the same seed, the same pack
+    picks = Counter(zipf_picks(1000, 20_000, "7"))
+    assert picks[0] > picks[1] > picks[9] > 0
+    assert picks[0] / picks[9] == pytest.approx(10**1.1, rel=0.3)
+    assert len(picks) > 300  # a long tail: most policies are named at least once

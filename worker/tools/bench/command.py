@@ -74,6 +74,8 @@ def build_config(options: dict[str, Any], console: Console) -> BenchConfig:
         if (value := options.pop(key)) is not None
     }
     phases = tuple(parse_list(options.pop("phases")))
+    diy_in_flight = tuple(int(n) for n in parse_list(options.pop("diy_in_flight")))
+    policy_counts = tuple(int(n) for n in parse_list(options.pop("policy_counts")))
     levels, rates = parse_levels(options.pop("levels"))
     return BenchConfig(
         model=model,
@@ -83,6 +85,9 @@ def build_config(options: dict[str, Any], console: Console) -> BenchConfig:
         levels=levels,
         level_rates=rates,
         phases=phases or DEFAULT_PHASES,
+        diy_in_flight=diy_in_flight,
+        policy_counts=policy_counts,
+        many_policy_words=parse_range(options.pop("many_policy_words")),
         **options,
     )
 
@@ -116,6 +121,12 @@ def run_command(options: dict[str, Any]) -> int:
     if out is not None:
         write_json(result, out)
         console.print(f"wrote {out}")
+        if "runs" in result["phases"].get("policies", {}):
+            from .chart import policies_svg
+
+            chart = out.with_suffix(".policies.svg")
+            chart.write_text(policies_svg(result["phases"]["policies"]["runs"]), encoding="utf-8")
+            console.print(f"wrote {chart}")
     return 0
 
 

@@ -15,7 +15,18 @@ import orjson
 
 from ...config import LocalEngineSettings, Settings, load_settings
 
-PHASES = ("engine", "worker", "remote", "naive", "overhead", "cache", "shadow")
+PHASES = (
+    "engine",
+    "worker",
+    "remote",
+    "diy",
+    "naive",
+    "overhead",
+    "cache",
+    "shadow",
+    "policies",
+    "reload",
+)
 DEFAULT_PHASES = ("engine", "worker", "remote", "naive", "overhead")
 
 # On a CPU engine, eager mode starts fast and runs small models faster; a 32-token block
@@ -49,6 +60,12 @@ class BenchConfig:
     duplicate_share: float = 0.3
     # Share of events the draft policy shadows in the worker systems (0 = no shadow work).
     shadow_sample: float = 0.0
+    # The policies phase: how many distinct policies, one run each, and their lengths in
+    # words (about a token each on the test model), drawn log-uniformly.
+    policy_counts: tuple[int, ...] = (1, 10, 100, 1000, 10000)
+    many_policy_words: tuple[int, int] = (50, 2900)
+    # The DIY peer's bounds on events in flight, one run each.
+    diy_in_flight: tuple[int, ...] = (64, 128, 256)
     seed: int = 7
     wait_timeout_s: float = 600.0
     workdir: Path = Path(".cache/bench")
@@ -68,6 +85,8 @@ class BenchConfig:
             raise ValueError("fixed load levels must be positive rates")
         if not 0 <= self.duplicate_share < 1:
             raise ValueError("the duplicate share must be in [0, 1)")
+        if not self.diy_in_flight or min(self.diy_in_flight) < 1:
+            raise ValueError("the DIY peer's in-flight bounds must be positive")
         if not 0 <= self.shadow_sample <= 1:
             raise ValueError("the shadow sample must be in [0, 1]")
 
@@ -90,8 +109,7 @@ class BenchConfig:
         group: str,
         changes: dict[str, Any] | None = None,
     ) -> Settings:
-        sections = {"shadow": {"sample": self.shadow_sample}, **(changes or {})}
-        return load_settings(
+        sections: dict[str, Any] = dict(
             kafka={
                 "bootstrap_servers": bootstrap,
                 "enable_idempotence": False,  # the embedded broker refuses it
@@ -107,8 +125,11 @@ class BenchConfig:
             health={"enabled": False},
             log={"level": "WARNING"},
             batch=self.batch,
-            **sections,
+            shadow={"sample": self.shadow_sample},
         )
+        for section, values in (changes or {}).items():  # a run's changes win, field by field
+            sections[section] = {**sections.get(section, {}), **values}
+        return load_settings(**sections)
 
     @property
     def policies_dir(self) -> Path:
@@ -129,4 +150,7 @@ class BenchConfig:
         data["levels"] = tuple(data["levels"])
         data["level_rates"] = tuple(data["level_rates"])
         data["phases"] = tuple(data["phases"])
+        data["diy_in_flight"] = tuple(data["diy_in_flight"])
+        data["policy_counts"] = tuple(data["policy_counts"])
+        data["many_policy_words"] = tuple(data["many_policy_words"])
         return cls(**data)

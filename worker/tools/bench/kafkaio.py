@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from .workload import Event
@@ -65,6 +66,16 @@ async def produce_open_loop(
     return due
 
 
+def _label_and_version(value: bytes | None) -> tuple[object, object]:
+    """A verdict's label, and its first policy's version (which a reload changes)."""
+    try:
+        verdict = orjson.loads(value or b"")
+        versions = [v.get("policy_version") for v in verdict.get("verdicts") or []]
+        return verdict.get("label"), versions[0] if versions else None
+    except (orjson.JSONDecodeError, AttributeError):
+        return None, None
+
+
 class ResultCollector:
     """Reads the results and dead-letter topics from the start; first arrival per item id.
 
@@ -80,6 +91,8 @@ class ResultCollector:
         self.arrivals: dict[str, float] = {}
         self.produced: dict[str, float] = {}
         self.dead: dict[str, float] = {}
+        self.labels: dict[str, object] = {}  # each result's label, checked against the expected
+        self.versions: dict[str, object] = {}  # each result's first policy version
         self.duplicates = 0
         self._awaited: set[str] = set()  # ids wait_for still waits for
         self._all_in = asyncio.Event()
@@ -118,6 +131,9 @@ class ResultCollector:
                     else:
                         seen[key] = now
                         self.produced[key] = record.timestamp / 1000
+                        if seen is self.arrivals:
+                            label, version = _label_and_version(record.value)
+                            self.labels[key], self.versions[key] = label, version
                         self._awaited.discard(key)
             if not self._awaited:
                 self._all_in.set()

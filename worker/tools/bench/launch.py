@@ -25,7 +25,7 @@ from ..broker import free_port
 from .config import BenchConfig
 from .systems import RawLoopSystem, Spec, System, WorkerSystem
 
-SYSTEMS = ("worker", "worker-remote", "worker-instant", "naive", "raw-loop")
+SYSTEMS = ("worker", "worker-remote", "worker-instant", "naive", "diy", "raw-loop")
 
 
 class OwnedEngine:
@@ -64,6 +64,8 @@ async def build_system(
         return await _remote(config, spec)
     if kind == "naive":
         return await _naive(config, spec)
+    if kind == "diy":
+        return _diy(config, spec)
     raise ValueError(f"unknown system {kind!r}; choose from {SYSTEMS}")
 
 
@@ -86,18 +88,32 @@ async def _naive(config: BenchConfig, spec: Spec) -> System:
     return OwnedEngine(peer, server.stop)
 
 
+def _diy(config: BenchConfig, spec: Spec) -> System:
+    from ...policies import load_policies
+    from .diy import DiyPeerSystem
+
+    if spec.server_url is None or spec.in_flight < 1:
+        raise ValueError("the DIY peer needs a server URL and an in-flight bound")
+    registry = load_policies(config.policies_dir)
+    texts = {policy.id: policy.text for policy in registry}
+    default = list(registry.default)
+    return DiyPeerSystem(spec, spec.server_url, config.model, texts, default, spec.in_flight)
+
+
 async def _remote(config: BenchConfig, spec: Spec) -> System:
-    """The worker on engine.kind=remote, against its own vLLM OpenAI server."""
+    """The worker on engine.kind=remote, against the run's shared server or its own."""
     from .naive import OpenAIServer
 
     server = OpenAIServer(config, free_port(), config.workdir / "logs" / "remote-server.log")
-    await server.start(config.wait_timeout_s)
+    if spec.server_url is None:
+        await server.start(config.wait_timeout_s)
     try:
         settings = config.worker_settings(spec.bootstrap, spec.topics, spec.group)
         # What both kinds take carries over (model, context, retries); vLLM's own options
         # went to the server.
         shared = settings.engine.model_dump(include=set(RemoteEngineSettings.model_fields))
-        engine = RemoteEngineSettings(**{**shared, "kind": "remote", "url": server.url})
+        url = spec.server_url or server.url
+        engine = RemoteEngineSettings(**{**shared, "kind": "remote", "url": url})
         settings = settings.model_copy(update={"engine": engine})
         classifier = await start_classifier(settings.engine)
     except BaseException:

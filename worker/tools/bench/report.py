@@ -48,15 +48,37 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     if phases.get("shadow", {}).get("cpu_ms_per_shadowed_event") is not None:
         extra = phases["shadow"]["cpu_ms_per_shadowed_event"]
         console.print(f"shadow policy: {extra} ms CPU more per shadowed event")
+    if "runs" in phases.get("policies", {}):
+        console.print(_policies(phases["policies"]))
+    if "longest_gap_s" in phases.get("reload", {}):
+        r = phases["reload"]
+        console.print(
+            f"reload of {r['policies']} policies: load {r['load_s']} s, compile "
+            f"{r['compile_s']} s, catalog {r['catalog_mib']} MiB; under {r['offered_per_s']}/s "
+            f"the longest gap between verdicts was {r['longest_gap_s']} s (target <= 1 s; "
+            f"{r['longest_gap_before_edit_s']} s before the edit), the edit showed in "
+            f"verdicts after {r['reload_visible_after_s']} s"
+        )
+    for trial in phases.get("cold", {}).get("trials", []):
+        console.print(
+            f"cold policy of {trial['prefix_tokens']} tokens, micro-batch of {trial['items']}: "
+            f"{trial['items_that_computed_the_prefix']} items computed the prefix; its whole "
+            f"blocks were computed {trial['prefix_computed_times']} times (target 1)"
+        )
     console.print(_targets(result["targets"]))
 
 
 def _throughput(phases: dict[str, Any]) -> Table:
     table = Table(title="throughput at saturation (steady state, warm-up excluded)")
-    columns = ("items/s", "CPU ms/item", "items", "verdicts", "dead letters", "missing")
+    columns = ("items/s", "CPU ms/item", "own", "server API", "server engine", "wrong labels")
+    columns += ("items", "verdicts", "dead letters", "missing")
     for column in ("system", *columns):
         table.add_column(column, justify="left" if column == "system" else "right")
     rows = [(label, phases.get(key)) for key, label in SYSTEMS.items()]
+    diy = phases.get("diy", {})
+    rows += [(f"3d DIY peer, {n} in flight", run) for n, run in diy.get("runs", {}).items()]
+    if "error" in diy:
+        rows.append(("3d DIY peer", diy))
     for (key, run), label in RUNS.items():
         phase = phases.get(key, {})
         rows.append((label, phase if "error" in phase else phase.get(run)))
@@ -71,6 +93,10 @@ def _throughput(phases: dict[str, Any]) -> Table:
             label,
             f"{saturated_rate(phase):.1f}",
             _num(phase.get("cpu_ms_per_item"), 3),
+            _num(phase.get("process_cpu_ms_per_item"), 3),
+            _num(phase.get("server_api_cpu_ms_per_item"), 3),
+            _num(phase.get("server_engine_cpu_ms_per_item"), 3),
+            str(phase.get("labels", {}).get("wrong", "-")),
             str(sat.get("items", "")),
             str(sat.get("verdicts", sat.get("items", ""))),
             str(sat.get("dead_letters", "")),
@@ -118,6 +144,30 @@ def _cache(phases: dict[str, Any]) -> Table:
                 f"{row['cached_share_of_prompt']:.1%}",
                 f"{row['cached_share_of_policy']:.1%}",
             )
+    return table
+
+
+def _policies(phase: dict[str, Any]) -> Table:
+    table = Table(title="distinct policies, Zipf traffic: the worker on one engine")
+    columns = ("policies", "prefix tokens mean", "items/s", "÷ fewest", "cache hit ratio")
+    columns += ("prefill tokens/item", "wrong labels", "compile s")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for count, run in phase["runs"].items():
+        if "error" in run:
+            table.add_row(count, "failed", run["error"][:60])
+            continue
+        prefill = run.get("prefill", {})
+        table.add_row(
+            count,
+            _num(run.get("policy_tokens_mean"), 0),
+            f"{saturated_rate(run):.1f}",
+            _num(phase["over_fewest"].get(count), 2),
+            _num(prefill.get("hit_ratio"), 3),
+            _num(prefill.get("computed_tokens_per_prompt"), 0),
+            str(run.get("labels", {}).get("wrong", "-")),
+            _num(run.get("compile_s"), 1),
+        )
     return table
 
 

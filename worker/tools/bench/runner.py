@@ -13,19 +13,22 @@ from ..broker import EmbeddedBroker
 from .config import BenchConfig
 from .kafkaio import ResultCollector, produce_backlog, produce_open_loop, topic_names
 from .launch import ChildSystem
+from .phases import cache_phase, diy_phase, policies_phase, shadow_phase
+from .reload import reload_phase
+from .served import SharedServer
 from .stats import (
     cache_summary,
     latency_summary,
     open_loop_schedule,
-    ratio,
-    saturated_rate,
+    prefill_summary,
     steady_rate,
 )
 from .summary import machine, ratios, targets
 from .systems import Spec, System
 from .workload import (
     Workload,
-    cache_hit_cost,
+    expected_labels,
+    is_test_model,
     load_workload,
     tokenizer_cost,
     write_policies,
@@ -60,13 +63,14 @@ async def run_bench(
     broker = None if bootstrap else EmbeddedBroker().start()
     servers = bootstrap or broker.bootstrap_servers  # type: ignore[union-attr]
     phases: dict[str, Any] = {}
-    bench = _SystemBench(config, tokenizer, servers, launch, progress)
+    bench = SystemBench(config, tokenizer, servers, launch, progress)
     runs = _phase_runs(bench, config, tokenizer, phases, progress)
     try:
         for phase, name, run in runs:
             if phase in config.phases:
                 phases[name] = await _guarded(name, run, progress)
     finally:
+        bench.server.stop()
         if broker is not None:
             broker.stop()
     return {
@@ -81,7 +85,7 @@ async def run_bench(
 
 
 def _phase_runs(
-    bench: _SystemBench,
+    bench: SystemBench,
     config: BenchConfig,
     tokenizer: Tokenizer,
     phases: dict[str, Any],
@@ -95,8 +99,9 @@ def _phase_runs(
         (
             "remote",
             "worker-remote",
-            lambda: bench.measure("worker-remote", config.events, with_levels=True),
+            lambda: bench.measure("worker-remote", config.events, with_levels=True, served=True),
         ),
+        ("diy", "diy", lambda: diy_phase(bench, config)),
         ("naive", "naive", lambda: bench.measure("naive", config.events, with_levels=True)),
         (
             "overhead",
@@ -109,8 +114,11 @@ def _phase_runs(
             lambda: bench.measure("raw-loop", config.overhead_events * RAW_LOOP_SCALE),
         ),
         ("overhead", "tokenizer", lambda: _tokenizer(config, tokenizer)),
-        ("cache", "cache", lambda: _cache_phase(bench, config, tokenizer)),
-        ("shadow", "shadow", lambda: _shadow_phase(bench, config, phases)),
+        ("cache", "cache", lambda: cache_phase(bench, config, tokenizer)),
+        ("shadow", "shadow", lambda: shadow_phase(bench, config, phases)),
+        ("policies", "policies", lambda: policies_phase(bench, config, tokenizer)),
+        ("reload", "reload", lambda: reload_phase(bench, config, tokenizer)),
+        ("cold", "cold", lambda: ChildSystem("cold-batch", config, None).run_to_end()),
     ]
 
 
@@ -137,57 +145,7 @@ async def _tokenizer(config: BenchConfig, tokenizer: Tokenizer) -> dict[str, Any
     return tokenizer_cost(config, tokenizer, min(config.overhead_events, 2000))
 
 
-async def _cache_phase(
-    bench: _SystemBench, config: BenchConfig, tokenizer: Tokenizer
-) -> dict[str, Any]:
-    """The worker on unique content, then on content with copies with and without the cache.
-
-    The run without the cache tells the cache's own part from the engine's: vLLM's prefix
-    cache already spares most of a copy's prefill when the copy's blocks are still cached.
-    """
-    share = config.duplicate_share
-    unique = await bench.measure("worker", config.events, name="cache-unique")
-    copies = await bench.measure(
-        "worker", config.events, name="cache-duplicates", duplicate_share=share
-    )
-    uncached = await bench.measure(
-        "worker",
-        config.events,
-        name="cache-duplicates-off",
-        duplicate_share=share,
-        settings={"cache": {"enabled": False}},
-    )
-    return {
-        "duplicate_share": share,
-        "unique": unique,
-        "duplicates": copies,
-        "duplicates_without_cache": uncached,
-        "duplicates_over_unique": ratio(saturated_rate(copies), saturated_rate(unique)),
-        "cache_on_over_off": ratio(saturated_rate(copies), saturated_rate(uncached)),
-        "hit_cost": await cache_hit_cost(config, tokenizer),
-    }
-
-
-async def _shadow_phase(
-    bench: _SystemBench, config: BenchConfig, phases: dict[str, Any]
-) -> dict[str, Any]:
-    """The worker on unique content with every event shadowed, against it without."""
-    base = phases.get("cache", {}).get("unique") or await bench.measure(
-        "worker", config.events, name="shadow-off", settings={"shadow": {"sample": 0.0}}
-    )
-    shadowed = await bench.measure(
-        "worker", config.events, name="shadow-on", settings={"shadow": {"sample": 1.0}}
-    )
-    cpu = [p.get("cpu_ms_per_item") for p in (base, shadowed)]
-    return {
-        "without": base,
-        "with": shadowed,
-        "with_over_without": ratio(saturated_rate(shadowed), saturated_rate(base)),
-        "cpu_ms_per_shadowed_event": (round(cpu[1] - cpu[0], 3) if None not in cpu else None),
-    }
-
-
-class _SystemBench:
+class SystemBench:
     """Drives one system: a backlog for its saturated rate, then open-loop load levels."""
 
     def __init__(
@@ -203,6 +161,7 @@ class _SystemBench:
         self.bootstrap = bootstrap
         self.launch = launch
         self.progress = progress
+        self.server = SharedServer(config)
 
     async def measure(
         self,
@@ -213,14 +172,18 @@ class _SystemBench:
         name: str | None = None,
         duplicate_share: float = 0.0,
         settings: dict[str, Any] | None = None,
+        served: bool = False,
+        in_flight: int = 0,
+        workload: Workload | None = None,
     ) -> dict[str, Any]:
-        """``name`` tells runs of one system apart; ``settings`` change its worker sections."""
+        """``name`` tells runs of one system apart; ``settings`` change its worker sections;
+        ``served`` systems use the run's shared OpenAI server (its CPU is reported too)."""
         config = self.config
         load = os.getloadavg()[0]
         name = name or kind
         topics = topic_names(name)
         await create_topics(self.bootstrap, list(topics.values()), config.partitions)
-        workload = load_workload(
+        workload = workload or load_workload(
             config, self.tokenizer, count, f"{name}-sat", duplicate_share=duplicate_share
         )
         self.progress(f"{name}: {count} events queued, starting the system")
@@ -229,20 +192,42 @@ class _SystemBench:
             self.bootstrap, topics["results"], topics["dead_letter"]
         ).start()
         group = f"bench-{topics['content']}"
-        spec = Spec(self.bootstrap, topics, group, self.config.fetch_max_wait_ms, settings or {})
+        url = await self.server.url() if served else None
+        spec = Spec(
+            self.bootstrap, topics, group, config.fetch_max_wait_ms, settings or {}, url, in_flight
+        )
         system = await self.launch(kind, spec)
         levels: list[dict[str, Any]] = []
+        server_cpu = None
         try:
             await system.start()
+            server_cpu = self.server.cpu() if served else None
             self.progress(f"{name}: consuming; measuring the saturated rate")
             skip = config.warmup_events if with_levels else count // 10
             saturation = await self._saturation(collector, workload, skip)
             if with_levels:
                 levels = await self._levels(collector, topics, kind, saturation["items_per_s"])
         finally:
+            if server_cpu is not None:
+                server_cpu = self.server.cpu() - server_cpu
             own = await system.stop()
             await collector.stop()
-        return self._result(own, collector, workload, saturation, levels, load, with_levels)
+        result = self._result(own, collector, workload, saturation, levels, load, with_levels)
+        if server_cpu is not None:
+            handled = saturation["items"] + sum(level.get("sent", 0) for level in levels)
+            result.update(server_cpu.per_item(handled))
+        if is_test_model(config.model):
+            result["labels"] = self._labels(collector, workload)
+        return result
+
+    def _labels(self, collector: ResultCollector, workload: Workload) -> dict[str, int]:
+        """Verdicts checked against the test model's known labels: a wrong system's speed
+        does not count (see summary.ratios)."""
+        expected = expected_labels(workload, self.tokenizer)
+        got = {i: collector.labels.get(i) for i in expected if i in collector.arrivals}
+        wrong = sum(1 for i, label in got.items() if label != expected[i])
+        positive = sum(1 for i in got if expected[i] == 1)
+        return {"checked": len(got), "wrong": wrong, "expected_1": positive}
 
     def _result(
         self,
@@ -270,11 +255,14 @@ class _SystemBench:
         ]
         if usage:
             result["cache"] = cache_summary(usage, workload.prefix_tokens())
+            result["prefill"] = prefill_summary(usage)
         if "exit_code" in own:
             result["exit_code"] = own["exit_code"]
         if "cpu_s" in own:
             handled = saturation["items"] + sum(level["sent"] for level in levels)
             result["cpu_ms_per_item"] = round(own["cpu_s"] * 1000 / handled, 3)
+            if "cpu_own_s" in own:  # the system's own process, without its engine processes
+                result["process_cpu_ms_per_item"] = round(own["cpu_own_s"] * 1000 / handled, 3)
         return result
 
     async def _levels(

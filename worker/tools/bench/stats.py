@@ -103,3 +103,16 @@ def cache_summary(
             ),
         }
     return out
+
+
+def prefill_summary(usage: Sequence[tuple[str, int, int]]) -> dict[str, float]:
+    """Over every prompt of a steady window, from the engine's own per-request counts: the
+    share of prompt tokens read from the prefix cache, and tokens computed per prompt (per
+    item, with one policy per event)."""
+    prompt = sum(p for _, p, _ in usage)
+    cached = sum(c for _, _, c in usage)
+    return {
+        "prompts": len(usage),
+        "hit_ratio": round(cached / prompt, 4) if prompt else 0.0,
+        "computed_tokens_per_prompt": round((prompt - cached) / len(usage), 1),
+    }

@@ -17,22 +17,30 @@ TARGETS = {
     "remote_over_worker": 0.9,
     # On a GPU server; a CPU server saturates on compute long before batching pays off.
     "remote_over_naive": 10.0,
+    # Against the DIY peer at its best in-flight bound, on the same server (CPU figure).
+    "worker_over_diy": 2.5,
     "instant_worker_over_raw_loop": 0.7,
     "min_policy_prefix_cached": 0.9,
     "cache_duplicates_over_unique": 1.3,
+    # Zipf traffic over 1,000 distinct policies against one policy, same engine.
+    "policies_1000_over_1": 0.7,
 }
 
 
 def ratios(phases: dict[str, Any]) -> dict[str, float | None]:
     def rate(name: str) -> float | None:
         phase = phases.get(name)
-        return saturated_rate(phase) if phase and "error" not in phase else None
+        if not phase or "error" in phase or phase.get("labels", {}).get("wrong"):
+            return None  # a failed run, or one with wrong labels, has no rate to compare
+        return saturated_rate(phase)
 
     return {
         "worker_over_engine": ratio(rate("worker"), rate("engine_limit")),
         "worker_over_naive": ratio(rate("worker"), rate("naive")),
         "remote_over_worker": ratio(rate("worker-remote"), rate("worker")),
         "remote_over_naive": ratio(rate("worker-remote"), rate("naive")),
+        "worker_over_diy": ratio(rate("worker"), rate("diy")),
+        "remote_over_diy": ratio(rate("worker-remote"), rate("diy")),
         "instant_worker_over_raw_loop": ratio(rate("worker-instant"), rate("raw-loop")),
     }
 
@@ -40,6 +48,9 @@ def ratios(phases: dict[str, Any]) -> dict[str, float | None]:
 def targets(phases: dict[str, Any]) -> dict[str, dict[str, Any]]:
     measured: dict[str, float | None] = dict(ratios(phases))
     measured["cache_duplicates_over_unique"] = phases.get("cache", {}).get("duplicates_over_unique")
+    many = phases.get("policies", {})
+    fewest = next(iter(many.get("runs", {})), None)
+    measured["policies_1000_over_1"] = many["over_fewest"].get("1000") if fewest == "1" else None
     cache = phases.get("worker", {}).get("cache")  # absent when the phase failed
     measured["min_policy_prefix_cached"] = (
         min(p["cached_share_of_policy"] for p in cache.values()) if cache else None

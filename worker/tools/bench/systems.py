@@ -36,6 +36,8 @@ class Spec:
     group: str
     fetch_max_wait_ms: int  # the run's --fetch-max-wait-ms, for the plain consumers
     settings: dict[str, Any] = field(default_factory=dict)  # worker sections this run changes
+    server_url: str | None = None  # a running OpenAI server for the remote and DIY systems
+    in_flight: int = 0  # the DIY peer's bound on events in flight
 
 
 class WorkerSystem:

@@ -23,7 +23,8 @@ from ...policies import Policy, load_policies
 from ...prompts import Tokenizer, assemble, tokenize_contents
 from ...scoring.classify import Job, score_jobs
 from ...scoring.verdict_cache import VerdictCache
-from ...testing.devmodel import FILLER_WORDS
+from ...testing.devmodel import MARKER_FILE
+from ...testing.words import FILLER_WORDS, TRIGGER_WORDS
 from .config import BenchConfig
 
 
@@ -80,7 +81,9 @@ def write_policies(config: BenchConfig, tokenizer: Tokenizer) -> Path:
     texts = []
     for n, policy in enumerate(pack):
         others = [p.text for p in pack[n + 1 :] + pack[:n]]
-        texts.append(fit_policy_text(tokenizer, policy.text, others, config.policy_tokens))
+        # A first line naming a word of the test model's, so that its labels are checkable.
+        text = f"{named_line(n)}\n{policy.text}"
+        texts.append(fit_policy_text(tokenizer, text, others, config.policy_tokens))
         _write_policy(out / f"{policy.id}.md", policy, texts[-1])
     first = pack[0]
     draft = Policy(f"{first.id}-draft", f"{first.title} (draft)", "", "", shadow_of=first.id)
@@ -88,6 +91,11 @@ def write_policies(config: BenchConfig, tokenizer: Tokenizer) -> Path:
     text = fit_policy_text(tokenizer, revised, [p.text for p in pack[1:]], config.policy_tokens)
     _write_policy(out / f"{draft.id}.md", draft, text)
     return out
+
+
+def named_line(n: int) -> str:
+    """The line that makes the test model answer 1 for content naming the n-th word."""
+    return f"Also flag content that mentions {TRIGGER_WORDS[n % len(TRIGGER_WORDS)]}."
 
 
 def _write_policy(path: Path, policy: Policy, text: str) -> None:
@@ -109,9 +117,13 @@ def make_contents(
     rng = random.Random(f"{config.seed}-{stream}")
     low, high = config.content_tokens
     contents = []
-    for _ in range(count):
+    for n in range(count):
         target = rng.randint(low, high)
         words = [rng.choice(FILLER_WORDS) for _ in range(target)]  # a word is >= 1 token
+        if n % 3 == 0:  # a third name three of the words the first eight policies name
+            places = rng.sample(range(target), min(3, target))
+            for place, word in zip(places, rng.sample(TRIGGER_WORDS[:8], 3), strict=False):
+                words[place] = word
         ids = tokenizer.encode(" ".join(words), add_special_tokens=False)[:target]
         contents.append(tokenizer.decode(ids).strip())
     return contents
@@ -184,6 +196,35 @@ def event_prompts(workload: Workload, tokenizer: Tokenizer) -> list[tuple[str, l
         for entry in workload.catalog.resolve(event.policies):
             prompts.append((entry.policy.id, assemble(entry.prompt, ids, "truncate")))
     return prompts
+
+
+def is_test_model(model: str) -> bool:
+    """Whether ``model`` is the test model this package builds, whose labels are known."""
+    return (Path(model) / MARKER_FILE).is_file()
+
+
+def expected_labels(workload: Workload, tokenizer: Tokenizer) -> dict[str, int]:
+    """Each event's label as the test model gives it (see ``is_test_model``).
+
+    The test model answers 1 exactly when some word of TRIGGER_WORDS occurs twice in the
+    prompt (see worker.testing.devmodel), so its labels follow from the prompt's ids.
+    """
+    trigger_ids = {tokenizer.encode(w, add_special_tokens=False)[0] for w in TRIGGER_WORDS}
+    labels = iter(_repeats(ids, trigger_ids) for _, ids in event_prompts(workload, tokenizer))
+    out = {}
+    for event in workload.events:
+        out[event.id] = int(any([next(labels) for _ in event.policies]))
+    return out
+
+
+def _repeats(ids: list[int], trigger_ids: set[int]) -> bool:
+    seen: set[int] = set()
+    for token in ids:
+        if token in trigger_ids:
+            if token in seen:
+                return True
+            seen.add(token)
+    return False
 
 
 def tokenizer_cost(config: BenchConfig, tokenizer: Tokenizer, count: int) -> dict[str, float]:
