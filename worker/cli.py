@@ -196,7 +196,8 @@ def bench(
     phases: Annotated[
         str,
         typer.Option(
-            help="engine,worker,remote,naive,overhead (default); diy,cache,shadow,policies"
+            help="engine,worker,remote,naive,overhead (default); diy,cache,shadow,policies,"
+            "reload,cold"
         ),
     ] = "",
     diy_in_flight: Annotated[str, typer.Option(help="diy: events in flight, a run each.")] = (

@@ -76,15 +76,12 @@ async def _trial(engine: Any, tokenizer: Any, config: BenchConfig, shape: tuple)
     prefix = len(entry.prompt.prefix)
     whole = prefix // block * block  # what the cache can hold of it
     computed = sum(u.prompt_tokens - u.cached_tokens for u in recorder.usage)
-    rest = sum(u.prompt_tokens - prefix for u in recorder.usage)  # content and suffix
     return {
         "prefix_tokens": prefix,
         "items": len(recorder.usage),
+        # An item that read the prefix from the cache has at least its whole blocks cached
+        # (more when contents share their first tokens); one that computed it has fewer.
         "items_that_computed_the_prefix": sum(1 for u in recorder.usage if u.cached_tokens < whole),
         "prefill_tokens": computed,
-        # Each item computes the prefix's last partial block; the whole blocks are computed
-        # once per item that missed the cache.
-        "prefix_computed_times": round(
-            (computed - rest - len(recorder.usage) * (prefix - whole)) / whole, 2
-        ),
+        "prefill_tokens_per_item": round(computed / max(1, len(recorder.usage)), 1),
     }

@@ -26,6 +26,7 @@ PHASES = (
     "shadow",
     "policies",
     "reload",
+    "cold",
 )
 DEFAULT_PHASES = ("engine", "worker", "remote", "naive", "overhead")
 

@@ -62,8 +62,8 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     for trial in phases.get("cold", {}).get("trials", []):
         console.print(
             f"cold policy of {trial['prefix_tokens']} tokens, micro-batch of {trial['items']}: "
-            f"{trial['items_that_computed_the_prefix']} items computed the prefix; its whole "
-            f"blocks were computed {trial['prefix_computed_times']} times (target 1)"
+            f"{trial['items_that_computed_the_prefix']} computed the prefix (target 1), "
+            f"{trial['prefill_tokens_per_item']} prefill tokens per item"
         )
     console.print(_targets(result["targets"]))
 
