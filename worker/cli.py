@@ -104,7 +104,10 @@ def policies_check(
     settings = settings_for(config, model, directory)
     try:
         tok, max_len = _tokenizer_and_limit(settings, tokenizer)
-        tally = check_pack(settings, tok, max_len, typer.echo, load_kv_shape(settings))
+        kv = load_kv_shape(
+            settings, tokenizer or settings.engine.tokenizer or settings.engine.model
+        )
+        tally = check_pack(settings, tok, max_len, typer.echo, kv)
     except WorkerError as exc:
         die(str(exc), code=exc.exit_code)
     raise typer.Exit(1 if tally.errors or (strict and tally.warnings) else 0)

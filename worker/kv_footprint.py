@@ -88,8 +88,10 @@ def _blocks(tokens: int, block_size: int) -> int:
 
 
 def _model_dtype(text: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """The dtype vLLM's ``auto`` picks: the model's own, but 16-bit for a float32 model."""
     for source in (text, config):
         for key in ("torch_dtype", "dtype"):
             if source.get(key):
-                return str(source[key])
+                dtype = str(source[key]).removeprefix("torch.")
+                return "bfloat16" if dtype in ("float32", "float") else dtype
     return "bfloat16"

@@ -37,11 +37,11 @@ def model_max_len(configured: int | None, model: str | None, tokenizer: Any) -> 
     return limit if isinstance(limit, int) and limit < 10**7 else DEFAULT_MAX_MODEL_LEN
 
 
-def load_kv_shape(settings: Settings) -> tuple[KvShape, int] | None:
-    """The configured model's KV shape and cache block size, or None when its config cannot
-    be read (the footprint is then not shown)."""
+def load_kv_shape(settings: Settings, model: str) -> tuple[KvShape, int] | None:
+    """``model``'s KV shape (with the engine's dtype) and the cache block size, or None when
+    its config cannot be read (the footprint is then not shown)."""
     engine = settings.engine
-    config = pretrained_config(engine.tokenizer or engine.model)
+    config = pretrained_config(model)
     if config is None:
         return None
     # A remote engine's servers choose their own dtype and blocks: the defaults are shown.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -96,6 +97,11 @@ def test_policies_check_prints_token_lengths(test_model):
     for policy_id in ("hate-speech", "harassment", "self-harm", "toxic-speech"):
         assert policy_id in out
     assert "prompt tokens" in out
+    # Each prefix's KV-cache footprint on the test model (2 layers, 2 KV heads of 64, run in
+    # bf16: 1 KiB per token): a few MiB for prompts of a few thousand tokens.
+    rows = [line for line in out.splitlines() if "id hate-speech" in line]
+    mib = re.findall(r"([0-9]+\.[0-9]) MiB of KV cache", rows[0])
+    assert mib and 0.5 < float(mib[0]) < 20, rows
 
 
 def test_policies_check_rejects_a_bad_pack(tmp_path, test_model):

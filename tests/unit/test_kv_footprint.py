@@ -15,7 +15,7 @@ LLAMA = {
 
 
 def test_every_layer_holds_a_key_and_a_value_per_kv_head_in_whole_blocks():
-    shape = kv_shape(LLAMA)
+    shape = kv_shape(LLAMA, "float32")
     assert shape.bytes_per_token_per_layer == 2 * 2 * 64 * 4
     # 100 tokens fill 4 blocks of 32: 128 token slots in each of 2 layers.
     assert kv_bytes(shape, 100, block_size=32) == 128 * 2 * 1024
@@ -27,8 +27,10 @@ def test_dtype_and_grouped_query_heads_set_the_size():
     config["hidden_size"] = 512  # head_dim from hidden / heads when the config has none
     shape = kv_shape(config, kv_cache_dtype="fp8")
     assert (shape.kv_heads, shape.head_dim, shape.bytes_per_value) == (1, 64, 1)
-    assert kv_shape(LLAMA, "auto").bytes_per_value == 4  # auto: the model's own dtype
-    assert kv_shape({**LLAMA, "torch_dtype": "bfloat16"}).bytes_per_value == 2
+    # auto: the model's own dtype, as vLLM takes it (a float32 model runs in 16 bits)
+    assert kv_shape(LLAMA, "auto").bytes_per_value == 2
+    assert kv_shape({**LLAMA, "torch_dtype": "float16"}).bytes_per_value == 2
+    assert kv_shape(LLAMA, "float32").bytes_per_value == 4
 
 
 def test_sliding_window_layers_keep_at_most_their_window():
@@ -46,6 +48,6 @@ def test_sliding_window_layers_keep_at_most_their_window():
 
 
 def test_policies_kept_hot_divides_the_cache_by_the_footprint():
-    shape = kv_shape(LLAMA)
+    shape = kv_shape(LLAMA, "float32")
     one = kv_bytes(shape, 3000, 16)
     assert policies_kept_hot(shape, 3000, 10 * one + one // 2, 16) == 10
