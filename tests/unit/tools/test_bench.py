@@ -342,3 +342,19 @@ def test_many_policies_are_long_tailed_in_length_and_popularity():
     assert picks[0] > picks[1] > picks[9] > 0
     assert picks[0] / picks[9] == pytest.approx(10**1.1, rel=0.3)
     assert len(picks) > 300  # a long tail: most policies are named at least once
+
+
+def test_policy_fingerprints_tell_policies_apart_by_their_shortest_distinct_lead():
+    from types import SimpleNamespace
+
+    from worker.tools.bench.recorder import PolicyFingerprints
+
+    prefixes = {"a": (1, 2, 3, 4), "b": (1, 2, 3, 5), "c": (1, 9, 9, 9), "d": (7, 7, 7, 7)}
+    entries = {
+        p: SimpleNamespace(prompt=SimpleNamespace(prefix=ids)) for p, ids in prefixes.items()
+    }
+    fingerprints = PolicyFingerprints(SimpleNamespace(entries=entries))
+    assert fingerprints.lead == 4  # "a" and "b" share three tokens
+    for policy, ids in prefixes.items():
+        assert fingerprints.policy_of([*ids, 42, 43]) == policy
+    assert fingerprints.policy_of([5, 5, 5, 5]) == "?"

@@ -36,15 +36,17 @@ class PolicyFingerprints:
 
 
 def _distinguishing_length(prefixes: list[tuple[int, ...]]) -> int:
+    # In sorted order, the longest prefix any two share is shared by two neighbours: one
+    # pass over neighbours, not every pair (thousands of policies make millions of pairs).
+    ordered = sorted(prefixes)
     longest_shared = 0
-    for i, a in enumerate(prefixes):
-        for b in prefixes[i + 1 :]:
-            shared = 0
-            for x, y in zip(a, b, strict=False):
-                if x != y:
-                    break
-                shared += 1
-            longest_shared = max(longest_shared, shared)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        shared = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            shared += 1
+        longest_shared = max(longest_shared, shared)
     return longest_shared + 1
 
 
