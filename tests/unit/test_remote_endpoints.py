@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
-
 from worker.engine.fleet import Endpoints
 
 
@@ -39,18 +37,19 @@ def test_a_server_marked_down_is_probed_on_a_growing_schedule_up_to_the_cap():
     b = endpoints.all[1]
     assert endpoints.mark_down(b, "b refused", now=100.0)
     # Marked down again by another failed request: no second prober, the schedule stands.
-    assert not endpoints.mark_down(b, "b refused again", now=100.1)
+    assert not endpoints.mark_down(b, "b refused again", now=100.001)
     assert b.down == "b refused again"
-    assert endpoints.probe_due(b, now=100.2) == pytest.approx(0.3)
     times, now = [], 100.0
-    while len(times) < 5:
+    while len(times) < 6:
         wait = endpoints.probe_due(b, now=now)
         if wait == 0:
             times.append(now)
-        now = round(now + 0.1, 1)
-    gaps = [round(later - earlier, 1) for earlier, later in zip(times, times[1:], strict=False)]
-    assert times[0] == 100.5
-    assert gaps == [1.0, 2.0, 2.0, 2.0]  # doubling, then the cap
+        now = round(now + 0.01, 2)
+    gaps = [later - earlier for earlier, later in zip([100.0, *times], times, strict=False)]
+    # Jittered steps (half to all of 0.5, 1, 2, then the cap of 2 s): growing, then capped.
+    steps = [0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
+    for gap, step in zip(gaps, steps, strict=True):
+        assert step / 2 - 0.02 <= gap <= step + 0.02, (gaps, steps)
 
 
 def test_a_server_that_answers_a_probe_gets_its_share_of_traffic_again():
@@ -67,8 +66,9 @@ def test_a_server_down_again_starts_its_schedule_afresh():
     endpoints = Endpoints(["http://a", "http://b"], backoff_max_s=8.0)
     b = endpoints.all[1]
     endpoints.mark_down(b, "down", now=0)
-    for now in (0.5, 1.5, 3.5):
-        assert endpoints.probe_due(b, now=now) == 0
+    assert endpoints.probe_due(b, now=0.5) == 0
+    assert endpoints.probe_due(b, now=1.5) == 0  # the second step is at most 1 s
+    assert endpoints.probe_due(b, now=1.5 + 2.0) == 0  # the third at most 2 s
     endpoints.mark_up(b)
     assert endpoints.mark_down(b, "down again", now=50)
-    assert endpoints.probe_due(b, now=50.5) == 0
+    assert endpoints.probe_due(b, now=50.5) == 0  # afresh: the first step again

@@ -4,7 +4,7 @@ cache with and without copies, shadow scoring on and off, many policies."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ...prompts import Tokenizer
 from .config import BenchConfig
@@ -12,8 +12,14 @@ from .many import many_workload, write_many_policies
 from .stats import ratio, saturated_rate
 from .workload import cache_hit_cost
 
-if TYPE_CHECKING:
-    from .runner import SystemBench
+
+class SystemBench(Protocol):
+    """What the phases use of the runner's system bench (runner.SystemBench)."""
+
+    bootstrap: str
+    launch: Any
+
+    async def measure(self, kind: str, count: int, **options: Any) -> dict[str, Any]: ...
 
 
 async def diy_phase(bench: SystemBench, config: BenchConfig) -> dict[str, Any]:

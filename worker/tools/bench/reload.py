@@ -15,7 +15,7 @@ import gc
 import time
 import tracemalloc
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...catalog import compile_catalog
 from ...config import RoutingSettings
@@ -25,12 +25,10 @@ from ...prompts import Tokenizer
 from .config import BenchConfig
 from .kafkaio import ResultCollector, produce_open_loop, topic_names
 from .many import many_workload, write_many_policies
+from .phases import SystemBench
 from .stats import open_loop_schedule
 from .systems import Spec
 from .workload import Event
-
-if TYPE_CHECKING:
-    from .runner import SystemBench
 
 RATE = 20.0  # items per second offered during the reload run
 SECONDS = 20.0
