@@ -78,24 +78,37 @@ def _trigger_slots() -> list[tuple[int, int]]:
     return [(i % HEADS, dims[1 + i // HEADS]) for i in range(len(TRIGGER_WORDS))]
 
 
-def _embeddings(vocab: int, bos: int, triggers: list[int], rng: np.random.Generator) -> np.ndarray:
+def _embeddings(
+    vocab: int, bos: int, triggers: list[int], rng: np.random.Generator, reserved: int = 0
+) -> np.ndarray:
     """Features in the first dimensions; filler brings every row to norm sqrt(HIDDEN), so the
-    first RMSNorm divides by exactly 1."""
+    first RMSNorm divides by exactly 1. The last ``reserved`` dimensions stay zero (the
+    seeing model's visual codes)."""
     emb = np.zeros((vocab, HIDDEN), dtype=np.float64)
     emb[:, CONST] = 1.0
     emb[bos, IS_BOS] = 1.0
     for i, token in enumerate(triggers):
         emb[token, IS_TRIGGER] = 1.0
         emb[token, FIRST_CODE + i] = 1.0
-    filler = rng.standard_normal((vocab, HIDDEN - FIRST_FILLER))
-    filler /= np.linalg.norm(filler, axis=1, keepdims=True)
-    room = HIDDEN - (emb**2).sum(axis=1, keepdims=True)
-    emb[:, FIRST_FILLER:] = filler * np.sqrt(room)
+    _fill(emb, rng, reserved)
     return emb
 
 
-def _layer1() -> dict[str, np.ndarray]:
-    """Per head: sink and same-word keys score SINK_LOGIT; the value is "this is <bos>"."""
+def _fill(rows: np.ndarray, rng: np.random.Generator, reserved: int = 0) -> None:
+    """Random filler bringing each row to norm sqrt(HIDDEN), outside the reserved dims."""
+    end = HIDDEN - reserved
+    filler = rng.standard_normal((rows.shape[0], end - FIRST_FILLER))
+    filler /= np.linalg.norm(filler, axis=1, keepdims=True)
+    room = HIDDEN - (rows**2).sum(axis=1, keepdims=True)
+    rows[:, FIRST_FILLER:end] = filler * np.sqrt(room)
+
+
+def _layer1(visual: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+    """Per head: sink and same-word keys score SINK_LOGIT; the value is "this is <bos>".
+
+    ``visual``: trigger indexes whose visual code (the last dims, in order) queries like the
+    word's own code but is never a key: an image token finds the word's copies in the text
+    and is not found by anything."""
     q, k, v, o = (np.zeros((HIDDEN, HIDDEN)) for _ in range(4))
     gain = np.sqrt(SINK_LOGIT * np.sqrt(HEAD_DIM))  # split evenly between query and key
     sink = _still_dims(1)[0]
@@ -111,6 +124,10 @@ def _layer1() -> dict[str, np.ndarray]:
     for i, (head, dim) in enumerate(_trigger_slots()):
         q[head * HEAD_DIM + dim, FIRST_CODE + i] = gain
         k[head * HEAD_DIM + dim, FIRST_CODE + i] = gain
+    slots = _trigger_slots()
+    for n, i in enumerate(visual):
+        head, dim = slots[i]
+        q[head * HEAD_DIM + dim, HIDDEN - len(visual) + n] = gain
     return {"q_proj": q, "k_proj": k, "v_proj": v, "o_proj": o}
 
 
@@ -142,24 +159,47 @@ def _lm_head(vocab: int, no: int, yes: int, rng: np.random.Generator) -> np.ndar
     return head
 
 
-def build_weights(tokenizer: Tokenizer, seed: int) -> dict[str, np.ndarray]:
-    """All tensors, float32, under the names LlamaForCausalLM uses."""
+# An image token's own <bos> share starts this much lower, so that one text copy before it
+# brings it below the layer-2 threshold (1.5 - 1/4 = 1.25), and none leaves it above (1.75).
+VISUAL_SHARE_OFFSET = -0.25
+
+
+def visual_embeddings(visual: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Rows for image tokens: one per visual trigger (a trigger without a key, see _layer1),
+    then a neutral row (an image that shows none). Same norm as every token embedding."""
+    rows = np.zeros((len(visual) + 1, HIDDEN), dtype=np.float64)
+    rows[:, CONST] = 1.0
+    for n in range(len(visual)):
+        rows[n, IS_TRIGGER] = 1.0
+        rows[n, BOS_SHARE] = VISUAL_SHARE_OFFSET
+        rows[n, HIDDEN - len(visual) + n] = 1.0
+    _fill(rows, rng, len(visual))
+    return rows
+
+
+def build_weights(
+    tokenizer: Tokenizer, seed: int, visual: tuple[int, ...] = (), prefix: str = "model."
+) -> dict[str, np.ndarray]:
+    """All tensors, float32, under the names LlamaForCausalLM uses (below ``prefix``).
+
+    ``visual``: indexes into TRIGGER_WORDS that images may show (the seeing model)."""
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     ids = [tokenizer.token_to_id(w) for w in TRIGGER_WORDS]
     no, yes = tokenizer.token_to_id("0"), tokenizer.token_to_id("1")
     rng = np.random.default_rng(seed)
+    bos = tokenizer.token_to_id(BOS)
     tensors = {
-        "model.embed_tokens.weight": _embeddings(vocab, tokenizer.token_to_id(BOS), ids, rng),
+        f"{prefix}embed_tokens.weight": _embeddings(vocab, bos, ids, rng, len(visual)),
         "lm_head.weight": _lm_head(vocab, no, yes, rng),
-        "model.norm.weight": np.ones(HIDDEN),
+        f"{prefix}norm.weight": np.ones(HIDDEN),
     }
-    for n, attention in enumerate((_layer1(), _layer2())):
-        prefix = f"model.layers.{n}."
+    for n, attention in enumerate((_layer1(visual), _layer2())):
+        layer = f"{prefix}layers.{n}."
         for name, weight in attention.items():
-            tensors[f"{prefix}self_attn.{name}.weight"] = weight
-        tensors[f"{prefix}mlp.gate_proj.weight"] = np.zeros((INTERMEDIATE, HIDDEN))
-        tensors[f"{prefix}mlp.up_proj.weight"] = np.zeros((INTERMEDIATE, HIDDEN))
-        tensors[f"{prefix}mlp.down_proj.weight"] = np.zeros((HIDDEN, INTERMEDIATE))
-        tensors[f"{prefix}input_layernorm.weight"] = np.ones(HIDDEN)
-        tensors[f"{prefix}post_attention_layernorm.weight"] = np.ones(HIDDEN)
+            tensors[f"{layer}self_attn.{name}.weight"] = weight
+        tensors[f"{layer}mlp.gate_proj.weight"] = np.zeros((INTERMEDIATE, HIDDEN))
+        tensors[f"{layer}mlp.up_proj.weight"] = np.zeros((INTERMEDIATE, HIDDEN))
+        tensors[f"{layer}mlp.down_proj.weight"] = np.zeros((HIDDEN, INTERMEDIATE))
+        tensors[f"{layer}input_layernorm.weight"] = np.ones(HIDDEN)
+        tensors[f"{layer}post_attention_layernorm.weight"] = np.ones(HIDDEN)
     return {name: np.ascontiguousarray(t, dtype=np.float32) for name, t in tensors.items()}
