@@ -43,6 +43,9 @@ class DeadLetterKind(StrEnum):
     PUBLISH_FAILED = "publish_failed"
     UNDECODABLE_RECORD = "undecodable_record"
     UNDECODABLE_BATCH = "undecodable_batch"
+    # Media on events: refused for good (the reason names the rule), or not to be had now.
+    MEDIA_REJECTED = "media_rejected"
+    MEDIA_UNAVAILABLE = "media_unavailable"
     # eval decisions, for reviewers' decision records.
     INVALID_DECISION = "invalid_decision"
     # The Coop adapter's, for review records.

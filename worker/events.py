@@ -6,9 +6,18 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import DeadLetterKind, Rejected
+from .media.refs import MediaRef
 
 Header = tuple[str, bytes]
 
@@ -18,22 +27,39 @@ MAX_METADATA_DEPTH = 200
 
 
 class ContentEvent(BaseModel):
-    """One item to classify. Field types are strict: a number is not an id."""
+    """One item to classify. Field types are strict: a number is not an id.
+
+    ``content`` may be left out when ``media`` carries images or video; the prompt then
+    says ``[image]`` or ``[video]`` where the text would stand.
+    """
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
     id: StrictStr = Field(min_length=1)
-    content: StrictStr
+    content: StrictStr | None = None
+    media: list[MediaRef] = Field(default_factory=list)
     policies: list[StrictStr] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
 
     @field_validator("content")
     @classmethod
-    def _content_not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _content_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("content is empty")
         return value
+
+    @model_validator(mode="after")
+    def _something_to_classify(self) -> ContentEvent:
+        if self.content is None and not self.media:
+            raise ValueError("content is required when there is no media")
+        return self
+
+    def text(self, kind: str | None = None) -> str:
+        """The text under CONTENT: the content, else ``[image]``/``[video]`` for ``kind``."""
+        if self.content is not None:
+            return self.content
+        return f"[{kind or (self.media[0].type if self.media else 'image')}]"
 
     @field_validator("metadata")
     @classmethod
@@ -110,6 +136,15 @@ class PolicyVerdict(BaseModel):
     match: HashMatch | None = None
 
 
+class MediaSeen(BaseModel):
+    """One media item a verdict classified: where it came from and the hash of its bytes."""
+
+    where: str  # its URL, or media[i] for inline data
+    kind: Literal["image", "video"]
+    sha256: str
+    frames: int
+
+
 class Verdict(BaseModel):
     id: str
     label: Literal[0, 1]
@@ -120,9 +155,10 @@ class Verdict(BaseModel):
     metadata: dict[str, Any]
     latency_ms: Latency
     classified_at: datetime
+    media: list[MediaSeen] = Field(default_factory=list)  # written only when there is some
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        return orjson.dumps(self.model_dump(mode="json", exclude=None if self.media else {"media"}))
 
 
 Origin = Literal["review_band", "audit_sample"]

@@ -223,11 +223,54 @@ def _content_backend(tokenizer: Tokenizer) -> tokenizers.Tokenizer | None:
         return backend
 
 
+def media_message(policy_text: str, content: str, images: int) -> list[dict[str, Any]]:
+    """The card's message with ``images`` images attached after its text."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": user_message(policy_text, content)}]
+    return [{"role": "user", "content": parts + [{"type": "image"}] * images}]
+
+
+# Per tokenizer and image count, the ids after the content when images follow it.
+_media_suffixes: weakref.WeakKeyDictionary[Any, dict[int, tuple[int, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def media_suffix(tokenizer: Tokenizer, images: int) -> tuple[int, ...]:
+    """The ids that end a prompt whose content is followed by ``images`` images: each image's
+    placeholder as the model's own template writes it (the engine's processor expands it),
+    then the end of the turn and the generation prompt. The policy prefix is the text-only
+    prompt's, so media items meet the same cached prefix; a template that renders the text
+    before the images differently is refused."""
+    known = _media_suffixes.setdefault(tokenizer, {})
+    if images in known:
+        return known[images]
+    rendered = str(
+        tokenizer.apply_chat_template(
+            media_message("P", _SLOT, images), tokenize=False, add_generation_prompt=True
+        )
+    )
+    before, sep, after = rendered.partition(_SLOT)
+    if not sep or before != _split_render(tokenizer, "P")[0] + LEAD_IN:
+        raise PromptError(
+            "template",
+            f"model {model_name(tokenizer)!r}: its chat template renders a message with images "
+            "differently before the content; the worker cannot attach media to its prompts",
+        )
+    known[images] = tuple(tokenizer.encode(after, add_special_tokens=False))
+    return known[images]
+
+
 Overlong = Literal["truncate", "dead_letter"]
 
 
-def assemble(prompt: PolicyPrompt, content_ids: Sequence[int], overlong: Overlong) -> list[int]:
-    """The full prompt for one item and one policy; ``content_ids`` from tokenize_contents."""
+def assemble(
+    prompt: PolicyPrompt,
+    content_ids: Sequence[int],
+    overlong: Overlong,
+    suffix: Sequence[int] | None = None,
+) -> list[int]:
+    """The full prompt for one item and one policy; ``content_ids`` from tokenize_contents,
+    ``suffix`` from media_suffix when images follow the content."""
     if len(content_ids) > prompt.max_content_tokens:
         if overlong == "dead_letter":
             raise PromptError(
@@ -236,4 +279,4 @@ def assemble(prompt: PolicyPrompt, content_ids: Sequence[int], overlong: Overlon
                 f"{prompt.policy.id!r} leaves room for {prompt.max_content_tokens}",
             )
         content_ids = content_ids[: prompt.max_content_tokens]
-    return [*prompt.prefix, *content_ids, *prompt.suffix]
+    return [*prompt.prefix, *content_ids, *(prompt.suffix if suffix is None else suffix)]

@@ -6,8 +6,9 @@ the engines' own modules are private to it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import FatalError, TransientError
 from ..prompts import Tokenizer
@@ -39,8 +40,11 @@ class Classifier(Protocol):
     max_model_len: int
     tokenizer: Tokenizer
 
-    async def score(self, prompt_token_ids: list[int]) -> Score:
-        """P("1") for one prompt. Raises EngineError, or EngineDead when the engine is gone."""
+    async def score(self, prompt_token_ids: list[int], media: Sequence[Any] = ()) -> Score:
+        """P("1") for one prompt, with ``media`` (RGB images) attached where its image
+        placeholders stand. Raises EngineError, or EngineDead when the engine is gone.
+
+        Engines that take images say so with ``accepts_media = True``."""
         ...
 
     def close(self) -> None: ...

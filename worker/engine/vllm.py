@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +127,9 @@ class VllmClassifier:
         self._no, self._yes = answer_token_ids(tokenizer)
         self._params = sampling_params(self._no, self._yes)
         self._ids = itertools.count()
+        # A model with a vision path takes images after the content (media_suffix).
+        config = getattr(engine, "model_config", None)
+        self.accepts_media = bool(getattr(config, "is_multimodal_model", False))
 
     @classmethod
     async def start(cls, settings: LocalEngineSettings) -> VllmClassifier:
@@ -179,13 +182,19 @@ class VllmClassifier:
         del engine  # see close()
         return classifier
 
-    async def score(self, prompt_token_ids: list[int]) -> Score:
+    async def score(self, prompt_token_ids: list[int], media: Sequence[Any] = ()) -> Score:
+        from vllm.inputs import TokensPrompt
         from vllm.v1.engine.exceptions import EngineDeadError
 
         final = None
+        prompt = (
+            TokensPrompt(prompt_token_ids=prompt_token_ids, multi_modal_data={"image": list(media)})
+            if media
+            else self._render(prompt_token_ids)
+        )
         try:
             async for output in self._engine.generate(
-                self._render(prompt_token_ids),
+                prompt,
                 self._params,
                 request_id=f"mw-{next(self._ids)}",
             ):

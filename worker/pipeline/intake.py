@@ -2,7 +2,9 @@
 
 Each record taken is tracked at once, so its offset completes only through its verdict or
 its dead letter. Records that cannot become work (bad JSON, unknown policy, bytes the
-client cannot decode) go straight to the dead-letter path.
+client cannot decode) go straight to the dead-letter path. Events with media go through the
+media step first, each in a task of its own, so text events never wait behind a fetch;
+media that cannot be had is dead-lettered from there.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from ..catalog import Catalog
 from ..config import Settings
-from ..errors import Rejected, WorkerError
+from ..errors import DeadLetterKind, Rejected, WorkerError
 from ..events import BadEvent
 from ..kafka import translated
+from ..media.step import MediaStep
 from ..observability import metrics, tracing
 from ..retry import Backoff
 from ..scoring import shadow
@@ -86,6 +89,8 @@ class Intake:
         self._refuse = refuse
         self._paused = False
         self.items: asyncio.Queue[Item] = asyncio.Queue()
+        self.media = MediaStep(settings.media)
+        self._fetching: set[asyncio.Task[None]] = set()
         self._undecodable = StepOver(consumer, tracker, settings, self.take, self._letter)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -98,6 +103,8 @@ class Intake:
                 in_flight = self._tracker.in_flight()
                 self._sample(in_flight)
                 room = max_in_flight - in_flight
+                if self.media.held >= self._settings.media.max_in_flight_bytes:
+                    room = 0  # media bytes held count against the bound too
                 self._apply(flow(room, self._paused, max_in_flight))
                 try:
                     batches = await self._fetch(room)
@@ -152,7 +159,40 @@ class Intake:
         # Shadow policies of this event's production policies (a sampled share of events).
         sample = self._settings.shadow.sample
         job.shadows = shadow.shadows_for(catalog, job.entries, job.event.id, sample)
-        self.items.put_nowait(Item(record, offsets, job, message))
+        item = Item(record, offsets, job, message)
+        if not job.event.media:
+            self.items.put_nowait(item)
+            return
+        task = asyncio.ensure_future(self._with_media(item))
+        self._fetching.add(task)
+        task.add_done_callback(self._fetching.discard)
+
+    async def _with_media(self, item: Item) -> None:
+        """Fetch and decode the item's media, then hand it on; or dead-letter it."""
+        media = self._settings.media
+        try:
+            if not media.enabled:
+                raise Rejected(
+                    DeadLetterKind.MEDIA_REJECTED, "media_disabled: media.enabled is false"
+                )
+            item.job.media = await self.media.prepare(item.job.event.media, item.trace.context)
+        except Rejected as exc:
+            self._refuse(item.record, item.offsets, exc, item.trace, None)
+            return
+        except Exception as exc:  # never lose the offset to a bug in a decoder
+            log.exception("media step failed", item_id=item.job.event.id)
+            error = Rejected(
+                DeadLetterKind.MEDIA_REJECTED, f"media_error: {type(exc).__name__}: {exc}"
+            )
+            self._refuse(item.record, item.offsets, error, item.trace, None)
+            return
+        self.items.put_nowait(item)
+
+    def release(self, items: list[Item]) -> None:
+        """The items are done: their media bytes no longer count against the bound."""
+        for item in items:
+            if item.job.media:
+                self.media.release(item.job.media)
 
     def _letter(self, record: ConsumerRecord, bad: Undecodable) -> None:
         offsets = self._tracker.partition(TopicPartition(record.topic, record.partition))

@@ -146,6 +146,7 @@ class Worker:
             # Work for a partition we no longer own is abandoned: its new owner redoes it.
             live = [item for item in batch if not item.offsets.revoked]
             tracing.abandon([item.trace for item in batch if item.offsets.revoked])
+            self._intake.release([item for item in batch if item.offsets.revoked])
             if live:
                 self._spawn("classify task", self._process(live))
 
@@ -165,6 +166,7 @@ class Worker:
         published = await asyncio.gather(
             *(outputs.verdict(by_job[r.job], r, debug) for r in results)
         )
+        self._intake.release(batch)
         # Counted once the batch is out: one add per label set instead of one per verdict.
         metrics.record_verdicts([verdict for verdict in published if verdict is not None])
 

@@ -20,14 +20,16 @@ from ..events import (
     ContentEvent,
     HashMatch,
     Latency,
+    MediaSeen,
     PolicyVerdict,
     Source,
     Verdict,
     decode_event,
 )
 from ..hashbanks import BankSet, Decision, Match, decide
+from ..media import FetchedMedia, MediaRejected
 from ..policies import PolicyError
-from ..prompts import Overlong, PromptError, assemble, tokenize_contents
+from ..prompts import Overlong, PromptError, assemble, media_suffix, tokenize_contents
 from ..retry import Backoff, retriable, retry
 from ..routing import confidence, route
 from .verdict_cache import VerdictCache, cache_key
@@ -44,12 +46,22 @@ class Job:
     shadows: tuple[tuple[int, Entry], ...] = ()
     matches: tuple[Match, ...] = ()  # the hash banks that hold this content
     decided: dict[str, Decision] = field(default_factory=dict)  # by policy id, by the banks
+    # The event's media, fetched and decoded (the media step fills it before batching).
+    media: list[FetchedMedia] = field(default_factory=list)
 
     def scored_entries(self) -> list[Entry]:
         """Every entry the engine (or the verdict cache) scores: production ones the banks
         did not decide, then shadows."""
         production = [e for e in self.entries if e.policy.id not in self.decided]
         return [*production, *(entry for _, entry in self.shadows)]
+
+    def units(self) -> list[FetchedMedia | None]:
+        """What one policy's score is made of: one prompt per media item (the policy's score
+        is their highest), or the text alone (None)."""
+        return list(self.media) or [None]
+
+    def text(self, unit: FetchedMedia | None) -> str:
+        return self.event.text(unit.kind if unit is not None else None)
 
 
 def make_job(value: bytes | None, catalog: Catalog, policy_ids: list[str] | None = None) -> Job:
@@ -83,9 +95,11 @@ class Scored:
 class _Plan:
     """Which engine requests a batch needs, and which (job, entry) each answer serves."""
 
-    prompts: dict[Any, tuple[str, list[int]]] = field(default_factory=dict)  # key: policy, ids
+    # key: policy, ids, and the frames attached (empty for text)
+    prompts: dict[Any, tuple[str, list[int], tuple[Any, ...]]] = field(default_factory=dict)
     owners: dict[Any, Job] = field(default_factory=dict)  # key: the job it is sent for
-    wanted: dict[Job, list[Any]] = field(default_factory=dict)  # job: key per scored entry
+    # job: per scored entry, the keys of its units (one per media item, or one for text)
+    wanted: dict[Job, list[tuple[Any, ...]]] = field(default_factory=dict)
     hits: dict[Any, Score] = field(default_factory=dict)  # key: score from the cache
     errors: list[Scored] = field(default_factory=list)
 
@@ -111,7 +125,7 @@ async def score_jobs(
     keys = sorted(plan.prompts, key=lambda k: plan.prompts[k][0])
     started = time.monotonic()
     answers = await asyncio.gather(
-        *(_score_with_retry(classifier, plan.prompts[k][1], max_retries) for k in keys),
+        *(_score_with_retry(classifier, *plan.prompts[k][1:], max_retries) for k in keys),
         return_exceptions=True,
     )
     finished = time.monotonic()
@@ -134,10 +148,12 @@ def hash_pass(banks: BankSet, jobs: Sequence[Job]) -> None:
     none).
     """
     for job in jobs:
-        matches = banks.match_text(job.event.content)
-        # Media joins here once events carry it: each image's bytes through
-        # banks.match_image, each video's through banks.match_video (off the event loop:
-        # decoding an image takes milliseconds, and the first PDQ lookup compiles its loop).
+        # An event of media alone has no text to match.
+        matches = banks.match_text(job.event.content) if job.event.content else []
+        # The event's media (job.media, fetched and decoded before batching) is not matched
+        # yet: each image through banks.match_image and each video through
+        # banks.match_video belong in the media step, off the event loop (decoding an image
+        # takes milliseconds, and the first PDQ lookup compiles its loop).
         if not matches:
             continue
         job.matches = tuple(matches)
@@ -154,49 +170,73 @@ async def _plan(
 ) -> _Plan:
     plan = _Plan()
     model = classifier.model_name
-    keys_of: dict[Job, list[Any]] = {}
+    keys_of: dict[Job, list[tuple[Any, ...]]] = {}
     for job in jobs:
-        entries = job.scored_entries()
+        entries, units = job.scored_entries(), job.units()
         if cache is None:  # a key of its own: nothing is shared
-            keys_of[job] = [(job, n) for n in range(len(entries))]
+            keys_of[job] = [
+                tuple((job, n, u) for u in range(len(units))) for n in range(len(entries))
+            ]
             continue
-        keys = [cache_key(model, e.policy.version, job.event.content) for e in entries]
+        keys = [
+            tuple(
+                cache_key(model, e.policy.version, job.text(u), u.sha256 if u else "")
+                for u in units
+            )
+            for e in entries
+        ]
         keys_of[job] = keys
-        for key in keys:
+        for key in (k for unit_keys in keys for k in unit_keys):
             if key not in plan.hits and (score := cache.get(key)) is not None:
                 plan.hits[key] = score
     # Only content with a pair to score is tokenized: a job answered whole by the cache
     # costs a hash per pair.
-    todo = [job for job in jobs if any(k not in plan.hits for k in keys_of[job])]
-    contents = [job.event.content for job in todo]
-    token_ids = await asyncio.to_thread(tokenize_contents, classifier.tokenizer, contents)
-    ids_of = dict(zip(todo, token_ids, strict=True))
+    todo = [j for j in jobs if any(k not in plan.hits for ks in keys_of[j] for k in ks)]
+    texts = sorted({j.text(u) for j in todo for u in j.units()})
+    token_ids = await asyncio.to_thread(tokenize_contents, classifier.tokenizer, texts)
+    ids_of = dict(zip(texts, token_ids, strict=True))
     for job in jobs:
         try:
-            _add_prompts(plan, job, keys_of[job], ids_of.get(job), overlong)
-        except PromptError as exc:
+            _add_prompts(plan, classifier, job, keys_of[job], ids_of, overlong)
+        except (PromptError, MediaRejected) as exc:
             plan.errors.append(Scored(job, error=exc))
     return plan
 
 
 def _add_prompts(
-    plan: _Plan, job: Job, keys: list[Any], content_ids: list[int] | None, overlong: Overlong
+    plan: _Plan,
+    classifier: Classifier,
+    job: Job,
+    keys: list[tuple[Any, ...]],
+    ids_of: dict[str, list[int]],
+    overlong: Overlong,
 ) -> None:
     """Register the job's prompts that neither the cache nor an earlier copy answers."""
     new = {}
-    for entry, key in zip(job.scored_entries(), keys, strict=True):
-        if key in plan.hits or key in plan.prompts or key in new:
-            continue
-        assert content_ids is not None  # tokenized: this job has a pair to score
-        new[key] = (entry.policy.id, assemble(entry.prompt, content_ids, overlong))
+    for entry, unit_keys in zip(job.scored_entries(), keys, strict=True):
+        for unit, key in zip(job.units(), unit_keys, strict=True):
+            if key in plan.hits or key in plan.prompts or key in new:
+                continue
+            frames = unit.frames if unit is not None else ()
+            suffix = _suffix(classifier, len(frames)) if frames else None
+            ids = assemble(entry.prompt, ids_of[job.text(unit)], overlong, suffix)
+            new[key] = (entry.policy.id, ids, frames)
     plan.prompts.update(new)  # only once every prompt of the job could be built
     plan.owners.update(dict.fromkeys(new, job))
     plan.wanted[job] = keys
 
 
+def _suffix(classifier: Classifier, images: int) -> tuple[int, ...]:
+    if not getattr(classifier, "accepts_media", False):
+        raise MediaRejected(
+            "model_without_vision", f"model {classifier.model_name!r} does not take images"
+        )
+    return media_suffix(classifier.tokenizer, images)
+
+
 def _collect(
     job: Job,
-    keys: list[Any],
+    keys: list[tuple[Any, ...]],
     plan: _Plan,
     fresh: dict[Any, Score | BaseException],
     started: float,
@@ -205,23 +245,27 @@ def _collect(
     scores: list[Score] = []
     cached: list[bool] = []
     saved = 0
-    for entry, key in zip(job.scored_entries(), keys, strict=True):
-        answer = plan.hits[key] if key in plan.hits else fresh[key]
-        if isinstance(answer, TransientError):  # retries spent: this job alone fails
-            error = Rejected(DeadLetterKind.ENGINE_ERROR, str(answer))
-            return Scored(job, error=error, started=started, finished=finished)
-        if isinstance(answer, BaseException):
-            raise answer
-        spared = key in plan.hits or plan.owners[key] is not job
-        cached.append(spared)
-        if spared:
-            saved += max(0, answer.prompt_tokens - len(entry.prompt.prefix))
-        scores.append(answer)
+    for entry, unit_keys in zip(job.scored_entries(), keys, strict=True):
+        answers = [plan.hits[k] if k in plan.hits else fresh[k] for k in unit_keys]
+        for answer in answers:
+            if isinstance(answer, TransientError):  # retries spent: this job alone fails
+                error = Rejected(DeadLetterKind.ENGINE_ERROR, str(answer))
+                return Scored(job, error=error, started=started, finished=finished)
+            if isinstance(answer, BaseException):
+                raise answer
+        spared = [k in plan.hits or plan.owners[k] is not job for k in unit_keys]
+        cached.append(all(spared))
+        for answer, was_spared in zip(answers, spared, strict=True):
+            if was_spared:
+                saved += max(0, answer.prompt_tokens - len(entry.prompt.prefix))
+        # Several media items: the policy's score is the highest, so any item that meets
+        # the policy makes the event meet it.
+        scores.append(max(answers, key=lambda a: a.p_yes))
     count = len(job.entries) - len(job.decided)
-    production, spared = iter(scores[:count]), iter(cached[:count])
+    production, spared_iter = iter(scores[:count]), iter(cached[:count])
     decided = [entry.policy.id in job.decided for entry in job.entries]
     per_entry = [None if d else next(production) for d in decided]
-    cached_per_entry = [False if d else next(spared) for d in decided] + cached[count:]
+    cached_per_entry = [False if d else next(spared_iter) for d in decided] + cached[count:]
     return Scored(
         job,
         scores=per_entry,
@@ -233,12 +277,14 @@ def _collect(
     )
 
 
-async def _score_with_retry(classifier: Classifier, prompt: list[int], retries: int) -> Score:
+async def _score_with_retry(
+    classifier: Classifier, prompt: list[int], frames: tuple[Any, ...], retries: int
+) -> Score:
     def on_retry(exc: Exception, delay: float) -> None:
         log.warning("engine request failed; retrying", retry_in_s=delay, error=str(exc))
 
     return await retry(
-        lambda: classifier.score(prompt),
+        lambda: classifier.score(prompt, media=frames) if frames else classifier.score(prompt),
         lambda: Backoff(math.inf, math.inf, first_s=0.1, tries=retries),
         retriable,
         on_retry,
@@ -293,6 +339,12 @@ def build_verdict(scored: Scored, model: str, source: Source) -> Verdict:
             total=_ms(now - job.received),
         ),
         classified_at=datetime.now(UTC),
+        media=[
+            MediaSeen.model_construct(
+                where=m.where, kind=m.kind, sha256=m.sha256, frames=len(m.frames)
+            )
+            for m in job.media
+        ],
     )
 
 

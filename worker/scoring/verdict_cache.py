@@ -24,10 +24,12 @@ from ..prompts import neutralize_markers
 ENTRY_BYTES = 400
 
 
-def cache_key(model: str, policy_version: str, content: str) -> bytes:
-    """Hash of what decides the score. Content is normalized exactly as prompts see it."""
+def cache_key(model: str, policy_version: str, content: str, media_sha256: str = "") -> bytes:
+    """Hash of what decides the score. Content is normalized exactly as prompts see it; a
+    media item counts by the sha256 of its bytes (text-only keys are unchanged by it)."""
     digest = hashlib.blake2b(digest_size=16)
-    for part in (model, policy_version, neutralize_markers(content)):
+    parts = (model, policy_version, neutralize_markers(content))
+    for part in (*parts, media_sha256) if media_sha256 else parts:
         data = part.encode("utf-8", "surrogatepass")
         digest.update(len(data).to_bytes(8, "little"))  # no two part lists hash alike
         digest.update(data)

@@ -1,0 +1,77 @@
+"""Decoding: every accepted format to frames, and each bad case refused by its rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.config import MediaSettings
+from worker.media.decode import decode, sample_indexes
+from worker.media.refs import MediaRejected
+from worker.testing import media_samples as samples
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+SETTINGS = MediaSettings()
+
+
+def near(pixel: tuple[int, ...], rgb: tuple[int, int, int], tolerance: int = 12) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, rgb, strict=True))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF"])
+def test_each_image_format_gives_one_rgb_frame(fmt: str) -> None:
+    decoded = decode("image", samples.image(RED, fmt), SETTINGS)
+    assert (decoded.width, decoded.height) == (48, 32)
+    assert len(decoded.frames) == 1
+    assert decoded.frames[0].mode == "RGB"
+    assert near(decoded.frames[0].getpixel((10, 10)), RED)
+
+
+def test_animated_gif_is_sampled_like_a_video() -> None:
+    decoded = decode("image", samples.animated_gif([RED, BLUE, RED, BLUE]), SETTINGS)
+    colours = [f.getpixel((5, 5)) for f in decoded.frames]
+    assert [near(c, RED) for c in colours] == [True, False, True, False]
+    few = decode("image", samples.animated_gif([RED, BLUE] * 10), MediaSettings(max_frames=3))
+    assert len(few.frames) == 3
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm"])
+def test_video_frames_sampled_evenly_over_its_length(fmt: str) -> None:
+    data = samples.video([RED, RED, BLUE, BLUE], fmt)
+    decoded = decode("video", data, MediaSettings(max_frames=4))
+    assert decoded.duration_s == pytest.approx(4.0, abs=0.3)
+    colours = [f.getpixel((16, 16)) for f in decoded.frames]
+    assert [near(c, RED, 40) for c in colours] == [True, True, False, False]
+    assert all(near(c, BLUE, 40) for c in colours[2:])
+
+
+def test_sample_indexes() -> None:
+    assert sample_indexes(3, 8) == [0, 1, 2]
+    assert sample_indexes(100, 4) == [12, 37, 62, 87]
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "settings", "rule"),
+    [
+        ("image", samples.png_bomb(), SETTINGS, "too_many_pixels"),
+        ("image", samples.png_bomb(20_000, 20_000), SETTINGS, "too_many_pixels"),
+        (
+            "image",
+            samples.image(RED, size=(200, 200)),
+            MediaSettings(max_pixels=10_000),
+            "too_many_pixels",
+        ),
+        ("image", samples.corrupt_jpeg(), SETTINGS, "corrupt"),
+        ("image", b"<html>not a picture</html>", SETTINGS, "not_an_image"),
+        ("image", samples.video([RED]), SETTINGS, "not_an_image"),
+        ("video", samples.image(RED), SETTINGS, "not_a_video"),
+        ("video", b"\x00\x01garbage" * 100, SETTINGS, "not_a_video"),
+        ("video", samples.video([RED] * 5), MediaSettings(max_video_s=2), "too_long"),
+        ("video", samples.video([RED], size=64), MediaSettings(max_pixels=1000), "too_many_pixels"),
+    ],
+)
+def test_bad_media_refused_by_its_rule(kind, data, settings, rule) -> None:
+    with pytest.raises(MediaRejected) as caught:
+        decode(kind, data, settings)
+    assert caught.value.rule == rule
+    assert caught.value.kind == "media_rejected"
+    assert str(caught.value).startswith(f"{rule}: ")

@@ -1,0 +1,51 @@
+"""Events with media: content becomes optional, the media list is checked item by item."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from worker.events import BadEvent, decode_event
+from worker.verdict_cache import cache_key
+
+
+def event(**fields) -> bytes:
+    return orjson.dumps({"id": "e1", **fields})
+
+
+def test_media_without_content() -> None:
+    got = decode_event(event(media=[{"type": "image", "url": "https://cdn/x.png"}]))
+    assert got.content is None and got.media[0].url == "https://cdn/x.png"
+    assert got.text("image") == "[image]" and got.text("video") == "[video]"
+    both = decode_event(event(content="hi", media=[{"type": "video", "data": "AAAA"}]))
+    assert both.text("video") == "hi" and both.media[0].where(0) == "media[0]"
+
+
+def test_text_only_events_unchanged() -> None:
+    assert decode_event(event(content="hello")).media == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({}, "content is required when there is no media"),
+        ({"media": []}, "content is required when there is no media"),
+        ({"media": [{"type": "audio", "url": "u"}]}, "media.0.type"),
+        ({"media": [{"type": "image"}]}, "exactly one of url and data"),
+        ({"media": [{"type": "image", "url": "u", "data": "AA=="}]}, "exactly one of url and data"),
+        ({"media": [{"type": "image", "url": 5}]}, "media.0.url"),
+        ({"media": {"type": "image", "url": "u"}}, "media"),
+        ({"content": "  ", "media": [{"type": "image", "url": "u"}]}, "content is empty"),
+    ],
+)
+def test_bad_media_fields(fields: dict, says: str) -> None:
+    with pytest.raises(BadEvent) as caught:
+        decode_event(event(**fields))
+    assert caught.value.kind == "invalid_event" and says in caught.value.reason
+
+
+def test_cache_keys_media_by_its_bytes_hash() -> None:
+    text = cache_key("m", "v", "[image]")
+    assert cache_key("m", "v", "[image]", "") == text
+    assert cache_key("m", "v", "[image]", "ab") != text
+    assert cache_key("m", "v", "[image]", "ab") != cache_key("m", "v", "[image]", "cd")
