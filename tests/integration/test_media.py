@@ -1,0 +1,219 @@
+"""Images and video end to end: real broker, real CPU engine with the seeing test model,
+media served over real HTTP from 127.0.0.1 and inline; exact labels and every bad case
+dead-lettered with its reason."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import CPU_ENGINE_ARGS, engine_settings
+from tests.media_server import MediaServer
+from worker.testing import media_samples as samples
+
+from .harness import RunningWorker, create_topics, produce, read_topic, topic_names, verdicts
+from .harness import worker_settings as base_settings
+
+pytestmark = pytest.mark.integration
+
+RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)  # apple, river, nothing
+POLICIES = {
+    "fruit": "Flag content that mentions any of: apple, mango.",
+    "water": "Flag content that mentions any of: river, walnut.",
+}
+MEDIA = {
+    "allowed_schemes": ["http"],
+    "allowed_hosts": ["127.0.0.1", "169.254.169.254"],
+    "allow_loopback": True,
+    "max_bytes": 200_000,
+    "max_frames": 4,
+    "read_timeout_s": 1.0,
+    "fetch_timeout_s": 5.0,
+    "fetch_retries": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def seeing_model() -> Path:
+    from worker.testing.seeing import build_seeing_model
+
+    return build_seeing_model(Path(__file__).resolve().parents[2] / ".cache" / "test-model-seeing")
+
+
+@pytest.fixture(scope="module")
+async def seeing_engine(seeing_model):
+    from worker.engine.vllm import VllmClassifier
+
+    settings = engine_settings(seeing_model)
+    # As many images per prompt as frames are sampled from a video.
+    settings.extra_args = {**CPU_ENGINE_ARGS, "limit_mm_per_prompt": {"image": MEDIA["max_frames"]}}
+    classifier = await VllmClassifier.start(settings)
+    yield classifier
+    classifier.close()
+
+
+@pytest.fixture
+async def server():
+    server = await MediaServer().start()
+    yield server
+    await server.stop()
+
+
+def settings_for(broker, model: Path, tmp_path: Path, topics: dict, **sections):
+    policies = tmp_path / "policies"
+    policies.mkdir(exist_ok=True)
+    for name, text in POLICIES.items():
+        (policies / f"{name}.md").write_text(f"---\nid: {name}\n---\n{text}\n")
+    return base_settings(
+        broker.bootstrap_servers,
+        model,
+        topics,
+        policies={"dir": str(policies), "watch": False},
+        media=MEDIA,
+        **sections,
+    )
+
+
+def ev(item_id: str, media: list[dict], content: str | None = None) -> tuple:
+    body = {"id": item_id, "media": media, **({"content": content} if content else {})}
+    return (item_id.encode(), orjson.dumps(body), [])
+
+
+def inline(kind: str, data: bytes) -> dict:
+    return {"type": kind, "data": base64.b64encode(data).decode()}
+
+
+def labels(verdict: dict) -> dict[str, int]:
+    return {v["policy"]: v["label"] for v in verdict["verdicts"]}
+
+
+async def test_media_labels_exact_and_bad_media_dead_lettered(
+    broker, seeing_model, seeing_engine, server, tmp_path
+):
+    url = server.add
+    server.files["page.png"] = (b"<html>hello</html>", "image/png")
+    server.failures["flaky.png"] = 2  # two 500s, then the image: retried to success
+    server.failures["down.png"] = 10  # never recovers within the retries
+    red_png = samples.image(RED)
+    good = {
+        "red-url": ([{"type": "image", "url": url("red.png", red_png)}], None),
+        "red-again": ([{"type": "image", "url": url("red-copy.png", red_png)}], None),
+        "blue-inline": ([inline("image", samples.image(BLUE, "JPEG"))], None),
+        "white-webp": (
+            [{"type": "image", "url": url("w.webp", samples.image(WHITE, "WEBP"))}],
+            None,
+        ),
+        "video-mp4": ([{"type": "video", "url": url("v.mp4", samples.video([WHITE, RED]))}], None),
+        "video-webm": ([inline("video", samples.video([BLUE], "webm"))], None),
+        "text-and-image": ([inline("image", samples.image(BLUE))], "a mango on the table"),
+        "several": (
+            [
+                inline("image", samples.image(WHITE)),
+                {"type": "image", "url": url("r.gif", samples.image(RED, "GIF"))},
+            ],
+            None,
+        ),
+        "flaky": ([{"type": "image", "url": f"{server.base}/f/flaky.png"}], None),
+    }
+    server.add("flaky.png", samples.image(BLUE))
+    expected = {
+        "red-url": {"fruit": 1, "water": 0},
+        "red-again": {"fruit": 1, "water": 0},
+        "blue-inline": {"fruit": 0, "water": 1},
+        "white-webp": {"fruit": 0, "water": 0},
+        "video-mp4": {"fruit": 1, "water": 0},
+        "video-webm": {"fruit": 0, "water": 1},
+        "text-and-image": {"fruit": 1, "water": 1},
+        "several": {"fruit": 1, "water": 0},
+        "flaky": {"fruit": 0, "water": 1},
+        "text-only": {"fruit": 0, "water": 1},
+    }
+    bad = {
+        "oversized": ([{"type": "image", "url": url("big.png", samples.noise((300, 300)))}], "media_rejected", "too_large"),
+        "bomb": ([inline("image", samples.png_bomb())], "media_rejected", "too_many_pixels"),
+        "corrupt": ([{"type": "image", "url": url("c.jpg", samples.corrupt_jpeg())}], "media_rejected", "corrupt"),
+        "wrong-type": ([{"type": "image", "url": f"{server.base}/f/page.png"}], "media_rejected", "not_an_image"),
+        "video-is-image": ([inline("video", red_png)], "media_rejected", "not_a_video"),
+        "host": ([{"type": "image", "url": "http://media.example.org/a.png"}], "media_rejected", "host_not_allowed"),
+        "redirect": (
+            [{"type": "image", "url": f"{server.base}/to?url=http://169.254.169.254/latest/meta-data"}],
+            "media_rejected",
+            "address_not_allowed",
+        ),
+        "missing": ([{"type": "image", "url": f"{server.base}/f/nothing.png"}], "media_rejected", "http_404"),
+        "down": ([{"type": "image", "url": f"{server.base}/f/down.png"}], "media_unavailable", "http_500"),
+    }  # fmt: skip
+    records = [ev(i, media, content) for i, (media, content) in good.items()]
+    records.append((b"text-only", orjson.dumps({"id": "text-only", "content": "a walnut"}), []))
+    records += [ev(i, media) for i, (media, _, _) in bad.items()]
+
+    topics = topic_names("media")
+    settings = settings_for(broker, seeing_model, tmp_path, topics)
+    await create_topics(broker.bootstrap_servers, list(topics.values()), 3)
+    async with RunningWorker(settings, seeing_engine):
+        await produce(broker.bootstrap_servers, topics["content"], records[:1])
+        await read_topic(broker.bootstrap_servers, topics["results"], ids=["red-url"], settle=0)
+        await produce(broker.bootstrap_servers, topics["content"], records[1:])
+        results = await read_topic(broker.bootstrap_servers, topics["results"], ids=expected)
+        letters = await read_topic(
+            broker.bootstrap_servers, topics["dead_letter"], at_least=len(bad)
+        )
+
+    by_id = {v["id"]: v for v in verdicts(results)}
+    assert {i: labels(by_id[i]) for i in expected} == expected
+    assert "media" not in by_id["text-only"]
+    seen = by_id["several"]["media"]
+    assert [m["where"] for m in seen] == ["media[0]", f"{server.base}/f/r.gif"]
+    assert seen[1]["sha256"] == __import__("hashlib").sha256(samples.image(RED, "GIF")).hexdigest()
+    assert by_id["video-mp4"]["media"][0]["frames"] == 4
+    # The same picture under another URL: the verdict cache answers, no engine request.
+    assert all(v["cached"] for v in by_id["red-again"]["verdicts"])
+    assert by_id["red-again"]["media"][0]["sha256"] == by_id["red-url"]["media"][0]["sha256"]
+    assert server.hits["flaky.png"] == 3
+
+    got = {}
+    for record in letters:
+        headers = dict(record.headers)
+        got[record.key.decode()] = (
+            headers["x-dead-letter-error-type"].decode(),
+            headers["x-dead-letter-reason"].decode(),
+        )
+    assert set(got) == set(bad)
+    for item_id, (_, kind, rule) in bad.items():
+        assert got[item_id][0] == kind, item_id
+        assert rule in got[item_id][1], (item_id, got[item_id][1])
+
+
+async def test_a_slow_media_server_holds_up_nothing_else(
+    broker, seeing_model, seeing_engine, server, tmp_path
+):
+    """One partition: the slow item comes first, the text and inline items after it still
+    get their verdicts while its fetch waits out its timeouts."""
+    server.slow_s = 30
+    server.add("slow.png", samples.image(RED))
+    topics = topic_names("media-slow")
+    settings = settings_for(broker, seeing_model, tmp_path, topics, partitions=1)
+    await create_topics(broker.bootstrap_servers, list(topics.values()), 1)
+    after = {f"after-{n}": f"a walnut {n}" for n in range(5)}
+    records = [ev("slow", [{"type": "image", "url": f"{server.base}/slow/slow.png"}])]
+    records += [(k.encode(), orjson.dumps({"id": k, "content": c}), []) for k, c in after.items()]
+    records.append(ev("inline-after", [inline("image", samples.image(RED))]))
+    async with RunningWorker(settings, seeing_engine):
+        started = time.monotonic()
+        await produce(broker.bootstrap_servers, topics["content"], records)
+        ids = [*after, "inline-after"]
+        results = await read_topic(broker.bootstrap_servers, topics["results"], ids=ids, settle=0)
+        others_done = time.monotonic() - started
+        letters = await read_topic(
+            broker.bootstrap_servers, topics["dead_letter"], at_least=1, settle=0
+        )
+        slow_done = time.monotonic() - started
+    assert {v["id"] for v in verdicts(results)} == set(ids)
+    assert [r.key for r in letters] == [b"slow"]
+    assert dict(letters[0].headers)["x-dead-letter-error-type"] == b"media_unavailable"
+    # The slow fetch takes three read timeouts and two backoffs; the rest did not wait for it.
+    assert others_done < slow_done - 1.5, (others_done, slow_done)
