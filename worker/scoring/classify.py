@@ -171,6 +171,11 @@ async def _plan(
     plan = _Plan()
     model = classifier.model_name
     keys_of: dict[Job, list[tuple[Any, ...]]] = {}
+    unfetched = [job for job in jobs if job.event.media and not job.media]
+    for job in unfetched:  # never classify "[image]" without the image
+        error = MediaRejected("not_fetched", "the event's media was not fetched")
+        plan.errors.append(Scored(job, error=error))
+    jobs = [job for job in jobs if job not in unfetched]
     for job in jobs:
         entries, units = job.scored_entries(), job.units()
         if cache is None:  # a key of its own: nothing is shared
@@ -229,7 +234,9 @@ def _add_prompts(
 def _suffix(classifier: Classifier, images: int) -> tuple[int, ...]:
     if not getattr(classifier, "accepts_media", False):
         raise MediaRejected(
-            "model_without_vision", f"model {classifier.model_name!r} does not take images"
+            "model_without_vision",
+            f"model {classifier.model_name!r} on this engine does not take images "
+            "(a text-only model, or engine.kind remote)",
         )
     return media_suffix(classifier.tokenizer, images)
 

@@ -19,6 +19,7 @@ from ..errors import Rejected
 from ..events import Source
 from ..hashbanks import BankSet
 from ..hashbanks.reload import load_for_serving
+from ..media.step import MediaStep
 from ..preflight import check_policy_ids, compile_policies
 from ..scoring.classify import build_verdict, make_job, score_jobs
 
@@ -33,6 +34,7 @@ async def classify_lines(
     registry = catalog.registry
     banks = await load_for_serving(settings.banks, registry)
     classifier = await start_classifier(settings)
+    media = MediaStep(settings.media)  # events with media are fetched as the worker does
     failures = 0
     try:
         catalog = load_catalog(settings, classifier)
@@ -42,6 +44,7 @@ async def classify_lines(
                 failures += not await _classify_line(
                     settings,
                     classifier,
+                    media,
                     catalog,
                     raw,
                     Source(topic=origin, partition=0, offset=number - 1),
@@ -49,6 +52,7 @@ async def classify_lines(
                     banks,
                 )
     finally:
+        media.close()
         classifier.close()
     return 1 if failures else 0
 
@@ -56,6 +60,7 @@ async def classify_lines(
 async def _classify_line(
     settings: Settings,
     classifier: Classifier,
+    media: MediaStep,
     catalog: Catalog,
     raw: bytes,
     source: Source,
@@ -66,6 +71,8 @@ async def _classify_line(
     has none; whether it had one."""
     try:
         job = make_job(raw, catalog, policy_ids)
+        if job.event.media:
+            job.media = await media.prepare(job.event.media)
     except Rejected as exc:
         typer.echo(f"line {source.offset + 1}: {exc}", err=True)
         return False

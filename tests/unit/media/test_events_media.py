@@ -49,3 +49,18 @@ def test_cache_keys_media_by_its_bytes_hash() -> None:
     assert cache_key("m", "v", "[image]", "") == text
     assert cache_key("m", "v", "[image]", "ab") != text
     assert cache_key("m", "v", "[image]", "ab") != cache_key("m", "v", "[image]", "cd")
+
+
+async def test_an_event_whose_media_was_not_fetched_is_never_scored_as_text() -> None:
+    from worker.pipeline.classify import Job, score_jobs
+
+    class NoEngine:
+        model_name, max_model_len, tokenizer = "m", 4096, None
+
+        async def score(self, *args, **kwargs):
+            raise AssertionError("scored without its media")
+
+    job = Job(decode_event(event(media=[{"type": "image", "url": "https://cdn/x.png"}])), [])
+    [scored] = await score_jobs(NoEngine(), [job], "dead_letter", 0)
+    assert scored.error is not None and scored.error.kind == "media_rejected"
+    assert str(scored.error).startswith("not_fetched")
