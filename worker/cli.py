@@ -131,6 +131,9 @@ def prompt(
     config: ConfigOpt = None,
     model: ModelOpt = None,
     policies: PoliciesOpt = None,
+    images: Annotated[
+        int, typer.Option("--images", min=0, help="Show where N images (or video frames) go.")
+    ] = 0,
 ) -> None:
     """Print exactly what the engine receives for TEXT and one policy (needs only the tokenizer)."""
     from .tools.prompt_view import format_prompt, prompt_ids
@@ -140,7 +143,7 @@ def prompt(
     try:
         tok, max_len = _tokenizer_and_limit(settings, tokenizer)
         registry = load_policies(settings.policies.dir, settings.policies.default)
-        built = prompt_ids(tok, registry, policy, text, max_len, engine.overlong)
+        built = prompt_ids(tok, registry, policy, text, max_len, engine.overlong, images)
     except (WorkerError, ValueError) as exc:
         die(str(exc), code=exc.exit_code)
     sys.stdout.write(format_prompt(tok, built, ids))

@@ -12,7 +12,14 @@ import orjson
 
 from ..policies import PolicyRegistry
 from ..prompt_check import check_splice
-from ..prompts import Overlong, Tokenizer, assemble, build_policy_prompt, tokenize_contents
+from ..prompts import (
+    Overlong,
+    Tokenizer,
+    assemble,
+    build_policy_prompt,
+    media_suffix,
+    tokenize_contents,
+)
 
 
 def prompt_ids(
@@ -22,13 +29,17 @@ def prompt_ids(
     content: str,
     max_model_len: int,
     overlong: Overlong,
+    images: int = 0,
 ) -> list[int]:
-    """The engine's token ids. Raises PolicyError (unknown id) or PromptError."""
+    """The engine's token ids, with ``images`` image placeholders after the content where a
+    media item's frames go (the engine expands each into the image's tokens). Raises
+    PolicyError (unknown id) or PromptError."""
     [policy] = registry.resolve([policy_id])
     check_splice(tokenizer, [policy])  # as at start-up: a model the worker would refuse
     prompt = build_policy_prompt(tokenizer, policy, max_model_len)
     [content_ids] = tokenize_contents(tokenizer, [content])
-    return assemble(prompt, content_ids, overlong)
+    suffix = media_suffix(tokenizer, images) if images else None
+    return assemble(prompt, content_ids, overlong, suffix)
 
 
 def format_prompt(tokenizer: Any, ids: list[int], as_ids: bool) -> str:
