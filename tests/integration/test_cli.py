@@ -166,12 +166,16 @@ def test_demo_shows_decisions_review_and_dead_letters(test_model):
     result = _cli("demo", "--events", "12", env=env, timeout=400)
     assert result.returncode == 0, (result.stdout + result.stderr).decode()[-3000:]
     out = result.stdout.decode()
-    rows = {}
+    rows, images = {}, {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.split("│")[1:-1]]
         if len(cells) == 6 and cells[1].startswith("demo-"):
             rows[cells[1]] = (cells[0], cells[3], cells[4])  # topic, label, route
+        if len(cells) == 6 and cells[1].startswith("image-"):
+            images[cells[1]] = cells[3]
     assert len(rows) == 12, out
+    # The model sees: a red square shows an apple (fruit), a blue one a river (no policy).
+    assert images == {"image-0": "1", "image-1": "0"}, out
     # The samples cycle through: apple (fruit), otter (wildlife: review), none, mango and
     # falcon (both), none, none.
     expected = [("1", "auto"), ("1", "review"), ("0", "auto"), ("1", "review")]

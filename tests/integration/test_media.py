@@ -154,7 +154,7 @@ async def test_media_labels_exact_and_bad_media_dead_lettered(
     topics = topic_names("media")
     settings = settings_for(broker, seeing_model, tmp_path, topics)
     await create_topics(broker.bootstrap_servers, list(topics.values()), 3)
-    async with RunningWorker(settings, seeing_engine):
+    async with RunningWorker(settings, seeing_engine) as running:
         await produce(broker.bootstrap_servers, topics["content"], records[:1])
         await read_topic(broker.bootstrap_servers, topics["results"], ids=["red-url"], settle=0)
         await produce(broker.bootstrap_servers, topics["content"], records[1:])
@@ -162,6 +162,8 @@ async def test_media_labels_exact_and_bad_media_dead_lettered(
         letters = await read_topic(
             broker.bootstrap_servers, topics["dead_letter"], at_least=len(bad)
         )
+        # Every item is done: the media bytes held against the in-flight bound are released.
+        assert running.worker._intake.media.held == 0
 
     by_id = {v["id"]: v for v in verdicts(results)}
     assert {i: labels(by_id[i]) for i in expected} == expected

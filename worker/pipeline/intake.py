@@ -188,6 +188,13 @@ class Intake:
             return
         self.items.put_nowait(item)
 
+    async def close(self) -> None:
+        """Stop media fetches still running (their items are redelivered) and the decoders."""
+        for task in self._fetching:
+            task.cancel()
+        await asyncio.gather(*self._fetching, return_exceptions=True)
+        self.media.close()
+
     def release(self, items: list[Item]) -> None:
         """The items are done: their media bytes no longer count against the bound."""
         for item in items:

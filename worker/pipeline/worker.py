@@ -101,6 +101,7 @@ class Worker:
                 with contextlib.suppress(Exception) if failure else contextlib.nullcontext():
                     await self._committer.commit()
             finally:
+                await self._intake.close()
                 await self._consumer.stop()
         if failure is not None:
             return 1

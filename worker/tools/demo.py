@@ -36,7 +36,8 @@ SAMPLES = [
 WHY = (
     "The tiny test model answers 1 exactly when the content names a word its policy lists: "
     "fruit (apple, mango, pepper) or wildlife (otter, falcon, tiger; every wildlife flag also "
-    "goes to human review). For real verdicts pass --model zentropi-ai/cope-b-a4b on a GPU."
+    "goes to human review). It also sees: a red picture shows an apple, a blue one a river "
+    "(no policy here names it). For real verdicts pass --model zentropi-ai/cope-b-a4b on a GPU."
 )
 TEST_MODEL_POLICIES = {
     "fruit.md": "---\nid: fruit\ntitle: Fruit mentions\n---\n"
@@ -53,6 +54,8 @@ TEST_MODEL_SAMPLES = [
     "Selling tickets for Saturday's match, DM me for the price.",
     "Great thread on the history of the printing press, thanks for sharing.",
 ]
+# Image events for the test model (inline PNGs): what the table shows, and the colour.
+TEST_MODEL_IMAGES = [("[image] a red square", (255, 0, 0)), ("[image] a blue square", (0, 0, 255))]
 MALFORMED = [b"this is not json", b'["a list", "not an object"]', b'{"id": "x-no-content"}']
 
 console = Console()
@@ -65,18 +68,40 @@ def run_demo(model: str | None, events: int) -> int:
         if model is None:
             console.print(f"[yellow]{WHY}[/yellow]")
             policies = _write_policies(Path(scratch))
-            code = _stream(str(_test_model()), policies, TEST_MODEL_SAMPLES, events)
+            images = _image_events()
+            code = _stream(str(_test_model()), policies, TEST_MODEL_SAMPLES, events, images)
             console.print(WHY)  # under the table too, where it is read
             return code
         return _stream(model, None, SAMPLES, events)
 
 
-def _stream(model: str, policies: Path | None, samples: list[str], events: int) -> int:
+def _stream(
+    model: str,
+    policies: Path | None,
+    samples: list[str],
+    events: int,
+    images: dict[str, tuple[str, dict]] | None = None,
+) -> int:
     contents = [samples[n % len(samples)] for n in range(events)]
     with EmbeddedBroker() as broker:
         settings = _demo_settings(broker.bootstrap_servers, model, policies, _cpu_only())
         configure_logging(settings.log)
-        return asyncio.run(_demo(settings, contents))
+        return asyncio.run(_demo(settings, contents, images or {}))
+
+
+def _image_events() -> dict[str, tuple[str, dict]]:
+    """id: (what the table shows, the event) for each image sample."""
+    import base64
+
+    from ..testing.media_samples import image
+
+    return {
+        f"image-{n}": (
+            label,
+            {"media": [{"type": "image", "data": base64.b64encode(image(rgb)).decode()}]},
+        )
+        for n, (label, rgb) in enumerate(TEST_MODEL_IMAGES)
+    }
 
 
 def _write_policies(directory: Path) -> Path:
@@ -92,16 +117,19 @@ def _cpu_only() -> bool:
 
 
 def _test_model() -> Path:
-    from ..testing.devmodel import DEFAULT_DIR, build_test_model
+    # The seeing model: the trigger-word text model with a vision path, so images show too.
+    from ..testing.seeing import DEFAULT_DIR, build_seeing_model
 
     console.print(f"building the tiny test model in {DEFAULT_DIR} ...")
-    return build_test_model(DEFAULT_DIR)
+    return build_seeing_model(DEFAULT_DIR)
 
 
 def _demo_settings(bootstrap: str, model: str, policies: Path | None, on_cpu: bool) -> Settings:
     # Eager mode halves the CPU engine's start-up and runs small models faster there.
-    extra = {"enforce_eager": True} if on_cpu else {}
+    extra: dict[str, Any] = {"enforce_eager": True} if on_cpu else {}
     pack = {"policies": {"dir": policies, "watch": False}} if policies else {}
+    if policies:  # the test model: images attached one per prompt
+        extra["limit_mm_per_prompt"] = {"image": 8}
     return load_settings(
         kafka={"bootstrap_servers": bootstrap, "enable_idempotence": False},
         topics={"create": True, "partitions": 2},
@@ -114,26 +142,34 @@ def _demo_settings(bootstrap: str, model: str, policies: Path | None, on_cpu: bo
     )
 
 
-async def _demo(settings: Settings, contents: list[str]) -> int:
+async def _demo(
+    settings: Settings, contents: list[str], images: dict[str, tuple[str, dict]]
+) -> int:
     worker = asyncio.create_task(run_worker(settings))
-    await _produce_samples(settings, contents)
-    expected = len(contents) + len(MALFORMED)
+    await _produce_samples(settings, contents, images)
+    expected = len(contents) + len(images) + len(MALFORMED)
     try:
         results = await _collect(settings, expected, worker)
     finally:
         os.kill(os.getpid(), signal.SIGTERM)  # the worker's own SIGTERM drain
         code = await worker
-    _print(results, contents)
+    shown = {f"demo-{n}": c for n, c in enumerate(contents)}
+    _print(results, {**shown, **{k: label for k, (label, _) in images.items()}})
     return code
 
 
-async def _produce_samples(settings: Settings, contents: list[str]) -> None:
+async def _produce_samples(
+    settings: Settings, contents: list[str], images: dict[str, tuple[str, dict]]
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     await producer.start()
     try:
         for n, content in enumerate(contents):
             event = {"id": f"demo-{n}", "content": content}
             await producer.send(settings.topics.content, orjson.dumps(event), key=b"demo-%d" % n)
+        for key, (_, fields) in images.items():
+            event = {"id": key, **fields}
+            await producer.send(settings.topics.content, orjson.dumps(event), key=key.encode())
         for raw in MALFORMED:
             await producer.send(settings.topics.content, raw)
         await producer.flush()
@@ -164,7 +200,7 @@ async def _collect(settings: Settings, expected: int, worker: asyncio.Task[int])
     return seen
 
 
-def _print(records: list, contents: list[str]) -> None:
+def _print(records: list, shown: dict[str, str]) -> None:
     table = Table(title="verdicts and dead letters")
     for column in ("topic", "id", "content", "label", "route", 'highest P("1")'):
         table.add_column(column)
@@ -178,11 +214,10 @@ def _print(records: list, contents: list[str]) -> None:
             continue
         verdict = orjson.loads(record.value)
         top = max(verdict["verdicts"], key=lambda v: v["score"])
-        number = int(verdict["id"].removeprefix("demo-"))
         table.add_row(
             record.topic,
             verdict["id"],
-            contents[number][:40],
+            shown[verdict["id"]][:40],
             str(verdict["label"]),
             verdict["route"],
             f"{top['policy']} {top['score']:.2f}",
@@ -190,8 +225,10 @@ def _print(records: list, contents: list[str]) -> None:
     console.print(table)
 
 
-def _row_order(record: Any) -> tuple[int, int]:
-    """Verdicts in the order their events were sent, then the dead letters."""
+def _row_order(record: Any) -> tuple[int, int, int]:
+    """Verdicts in the order their events were sent (text, then images), then dead letters."""
     if record.topic.endswith("dead-letter"):
-        return (1, record.offset)
-    return (0, int(orjson.loads(record.value)["id"].removeprefix("demo-")))
+        return (2, 0, record.offset)
+    item_id = orjson.loads(record.value)["id"]
+    kind, _, number = item_id.rpartition("-")
+    return (0 if kind == "demo" else 1, 0, int(number))
