@@ -69,6 +69,14 @@ def flow(room: int, paused: bool, max_in_flight: int) -> Flow:
     return Flow.KEEP
 
 
+def room_for(in_flight: int, max_in_flight: int, media_bytes: int, max_media_bytes: int) -> int:
+    """Events that may be taken now: none while the media bytes held are at their bound,
+    however few events are in flight (a few large videos fill memory before the count)."""
+    if media_bytes >= max_media_bytes:
+        return 0
+    return max_in_flight - in_flight
+
+
 class Intake:
     """Takes records from the consumer while there is room, and turns them into items."""
 
@@ -102,9 +110,12 @@ class Intake:
             while not stopping.is_set():
                 in_flight = self._tracker.in_flight()
                 self._sample(in_flight)
-                room = max_in_flight - in_flight
-                if self.media.held >= self._settings.media.max_in_flight_bytes:
-                    room = 0  # media bytes held count against the bound too
+                room = room_for(
+                    in_flight,
+                    max_in_flight,
+                    self.media.held,
+                    self._settings.media.max_in_flight_bytes,
+                )
                 self._apply(flow(room, self._paused, max_in_flight))
                 try:
                     batches = await self._fetch(room)

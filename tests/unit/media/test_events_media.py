@@ -64,3 +64,12 @@ async def test_an_event_whose_media_was_not_fetched_is_never_scored_as_text() ->
     [scored] = await score_jobs(NoEngine(), [job], "dead_letter", 0)
     assert scored.error is not None and scored.error.kind == "media_rejected"
     assert str(scored.error).startswith("not_fetched")
+
+
+def test_media_bytes_held_count_against_the_in_flight_bound() -> None:
+    from worker.pipeline.intake import Flow, flow, room_for
+
+    assert room_for(10, 100, 0, 1000) == 90
+    assert room_for(10, 100, 999, 1000) == 90
+    assert room_for(10, 100, 1000, 1000) == 0  # bytes at the bound: pause
+    assert flow(room_for(1, 100, 5000, 1000), False, 100) is Flow.PAUSE
