@@ -8,7 +8,9 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
    long-lived loop runs in), ``config`` (every setting; ``settings_env``: the environment
    read strictly; ``coop_settings``: the Coop adapter's section), ``subprocesses`` (child
    processes bound to the worker), ``testing/`` (``devmodel`` builds the trigger-word test
-   model the tests and the demo use; ``words``: its vocabulary; ``circuit``: its weights).
+   model the tests use; ``words``: its vocabulary; ``circuit``: its weights; ``seeing``: the
+   same model with a vision path, for image tests and the demo; ``media_samples``: images
+   and videos made on the spot).
 2. Domain: ``events`` (the wire models), ``policies`` (with ``packs``: which files of a
    pack are policies; ``policy_lint``: what ``policies check`` warns about), ``prompts``,
    ``prompt_check``, ``routing``, ``catalog``, ``audit``, ``decisions`` (the reviewers'
@@ -16,7 +18,8 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
    ``model_files`` (a model's files from a directory, the cache or the hub, failing fast
    offline), ``hashbanks/`` (banks of known content: signal types, the bank directory, the
    PDQ index, decisions, reloads), ``kv_footprint`` (a policy prefix's KV-cache size for a
-   model config).
+   model config), ``media/`` (images and video on events: ``refs``, ``guard``, ``fetch``,
+   ``decode``, and ``step`` joining them).
 3. ``engine/``: the ``Classifier`` protocol; ``tokenizer`` loads the model's tokenizer;
    ``factory`` opens an engine (vLLM in this process, remote vLLM servers, or the instant
    engine). Nothing outside the package imports its other modules.

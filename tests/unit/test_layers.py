@@ -48,6 +48,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "kafka",
             "hashbanks",
             "kv_footprint",
+            "media",
         ),
     ),
     ("engine", ("engine",)),

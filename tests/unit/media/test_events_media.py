@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from worker.events import BadEvent, decode_event
-from worker.verdict_cache import cache_key
+from worker.scoring.verdict_cache import cache_key
 
 
 def event(**fields) -> bytes:
@@ -52,7 +52,7 @@ def test_cache_keys_media_by_its_bytes_hash() -> None:
 
 
 async def test_an_event_whose_media_was_not_fetched_is_never_scored_as_text() -> None:
-    from worker.pipeline.classify import Job, score_jobs
+    from worker.scoring.classify import Job, score_jobs
 
     class NoEngine:
         model_name, max_model_len, tokenizer = "m", 4096, None
