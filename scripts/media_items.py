@@ -28,7 +28,7 @@ POLICY = "Flag content that mentions any of: river, walnut."
 async def main(events: int, images: int) -> None:
     from PIL import Image
 
-    from worker.config import EngineSettings
+    from worker.config import LocalEngineSettings
     from worker.engine.vllm import VllmClassifier
     from worker.policies import Policy, policy_version
     from worker.prompts import assemble, build_policy_prompt, media_suffix, tokenize_contents
@@ -36,7 +36,7 @@ async def main(events: int, images: int) -> None:
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     model = build_seeing_model(DEFAULT_DIR)
-    settings = EngineSettings(
+    settings = LocalEngineSettings(
         model=str(model),
         max_model_len=4096,
         extra_args={"enforce_eager": True, "block_size": 32,
