@@ -36,6 +36,9 @@ from .workload import (
 
 Launcher = Callable[[str, Spec], Awaitable[System]]
 
+# Systems that measure the pipeline around no real model: their labels are not the model's,
+# so they are not checked (their rates are overheads, never classification speed).
+UNCLASSIFIED = ("worker-instant", "raw-loop")
 # The raw loop is some twenty times faster than the instant-engine worker: with the same
 # backlog it finishes in a fraction of a second and its fitted rate swings several-fold.
 # A larger backlog gives it a steady window of comparable length.
@@ -216,7 +219,7 @@ class SystemBench:
         if server_cpu is not None:
             handled = saturation["items"] + sum(level.get("sent", 0) for level in levels)
             result.update(server_cpu.per_item(handled))
-        if is_test_model(config.model):
+        if is_test_model(config.model) and kind not in UNCLASSIFIED:
             result["labels"] = self._labels(collector, workload)
         return result
 
