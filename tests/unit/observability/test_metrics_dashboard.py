@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from worker.engine import Score
 from worker.events import ContentEvent, Latency, PolicyVerdict, Source, Verdict
 from worker.hashbanks import Bank, Decision, Match
+from worker.media import observe as media_metrics
 from worker.observability import gauges, metrics
 from worker.scoring.classify import Job, Scored
 from worker.scoring.shadow import ShadowRecord
@@ -69,6 +70,8 @@ def exposed() -> set[str]:
     matched.decided = {"dash": Decision(1, "auto", matched.matches[0])}
     metrics.record_hash_matches([Scored(matched, scores=[])])
     metrics.record_bank_reload(ok=True)
+    media_metrics.record_item("image", "url", "ok", 0.01, 100)
+    media_metrics.record_failure("media_rejected", "too_large")
     worker_gauges = metrics.WorkerGauges()
     worker_gauges.lag = {("dash", 0): 1}
     stats = _Stats()
@@ -111,7 +114,7 @@ def _dashboard_metrics(dashboard: dict) -> set[str]:
 
 def test_every_exposed_metric_is_on_the_dashboard_and_nothing_else(exposed) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
-    assert len(exposed) == 23
+    assert len(exposed) == 26
     assert _dashboard_metrics(dashboard) == {_base(n) for n in exposed}
 
 
