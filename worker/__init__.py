@@ -5,8 +5,8 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
 
 1. Foundation: ``errors`` and ``retry`` (the shared vocabulary: the error tree and the
    dead-letter kinds; the jittered retry loop), ``supervise`` (the task group every
-   long-lived loop runs in), ``config`` (every setting; ``settings_env``: the environment
-   read strictly; ``coop_settings``: the Coop adapter's section), ``subprocesses`` (child
+   long-lived loop runs in), ``config/`` (every setting, a module per section; ``env``: the
+   environment read strictly; ``coop``: the Coop adapter's section), ``subprocesses`` (child
    processes bound to the worker), ``testing/`` (``devmodel`` builds the trigger-word test
    model the tests use; ``words``: its vocabulary; ``circuit``: its weights; ``seeing``: the
    same model with a vision path, for image tests and the demo; ``media_samples``: images

@@ -233,7 +233,7 @@ def test_env_names_reach_every_member_of_a_union_section():
 
     from pydantic import BaseModel, Field
 
-    from worker.settings_env import EnvError, env_target
+    from worker.config.env import EnvError, env_target
 
     class Local(BaseModel):
         kind: Literal["local"] = "local"

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from worker.config import CoopSettings
 from worker.coop.actions import (
     IGNORE_REVIEWER,
     BadCallback,
@@ -18,7 +19,6 @@ from worker.coop.actions import (
 )
 from worker.coop.reports import NotAReviewRecord, Reported, ReportedIndex, reports_for
 from worker.coop.signature import load_public_key, signature_ok
-from worker.coop_settings import CoopSettings
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 COOP = CoopSettings(policies={"fruit": "coop-fruit"}, decisions={"remove": 1, "approve": 0})

@@ -26,8 +26,6 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "supervise",
             "subprocesses",
             "config",
-            "settings_env",
-            "coop_settings",
             "testing",
         ),
     ),

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..coop_settings import CoopSettings
+from ..config import CoopSettings
 from ..decisions import Decision
 from .reports import ReportedIndex
 

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ..coop_settings import CoopSettings
+from ..config import CoopSettings
 
 
 class NotAReviewRecord(ValueError):

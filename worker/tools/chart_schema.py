@@ -68,7 +68,7 @@ def config_schema() -> dict[str, Any]:
     schema = Settings.model_json_schema(mode="validation")
     schema = _adapt(schema)
     schema["description"] = (
-        "Worker settings (worker/config.py), written to the worker's config.yaml as they "
+        "Worker settings (worker/config/), written to the worker's config.yaml as they "
         f"are. Generated from the Settings model by `{COMMAND}`: do not edit by hand."
     )
     return _repoint(schema, "#/$defs/", "#/properties/config/$defs/")

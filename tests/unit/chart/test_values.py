@@ -1,6 +1,6 @@
 """The chart's values: one declaration of each setting, checked at `helm install`.
 
-The ``config`` block's schema is generated from worker/config.py and must be committed as
+The ``config`` block's schema is generated from worker/config/ and must be committed as
 generated; bad values are refused by the schema, naming the field; the chart's own checks
 cover only its own keys and how they meet ``config``; values of chart 0.1 are refused with
 the key that replaced them.
@@ -347,7 +347,7 @@ def test_the_migration_table_in_the_deploy_guide_lists_every_moved_key() -> None
 
 def test_values_cover_every_chart_key(chart: helm.Chart) -> None:
     """values.yaml lists every chart key the schema knows (so every option is documented
-    there); the config block's keys are documented in worker/config.py."""
+    there); the config block's keys are documented in worker/config/."""
 
     def walk(schema: dict[str, Any], values: Any, path: str) -> None:
         if schema.get("type") != "object" or "properties" not in schema:
@@ -392,7 +392,7 @@ def test_values_config_differs_from_worker_defaults_only_where_the_chart_chooses
 
 def test_every_values_key_is_documented() -> None:
     """Every key in values.yaml has a comment right above it, except the entries of
-    free-form maps and lists whose parent is documented as a whole (config: worker/config.py
+    free-form maps and lists whose parent is documented as a whole (config: worker/config/
     is its reference)."""
     free_form = {
         "config",

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_settings import EnvSettingsSource
 
-from .errors import FatalError, nearest
+from ..errors import FatalError, nearest
 
 PREFIX = "WORKER_"
 _SERVICE_LINK = re.compile(
