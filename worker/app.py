@@ -99,13 +99,8 @@ async def open_worker(
         return
     health.set_check("engine", engine_check(classifier))
     metrics.watch_engine(getattr(classifier, "stats", None))
-    catalog = load_catalog(settings, classifier)
+    catalog, banks = await _load_content(settings, classifier, banks)
     health.set_check("policies", lambda: None)  # compiled; a rejected reload keeps these
-    log.info("policies loaded", policies=sorted(catalog.entries))
-    if banks is None:
-        banks = await load_for_serving(settings.banks, catalog.registry)
-    if banks is not None:
-        log.info("hash banks loaded", entries=summary(banks), pdq_hashes=banks.pdq_hashes)
     # Brokers that cannot be reached yet are waited for (kafka.connect_retry_s), not fatal.
     brokers = _BrokerWait()
     health.set_check("consumer", brokers.check(None))
@@ -125,25 +120,44 @@ async def open_worker(
             )
             health.set_check("consumer", brokers.check(worker))
             health.watch_progress(progress_check(worker.stalled, engine_check(classifier)))
-            if settings.policies.watch:
-                worker.also_run(
-                    "policy watch loop", lambda: _reload_on_change(settings, classifier, worker)
-                )
-            if settings.banks.dir is not None and settings.banks.watch:
-                worker.also_run(
-                    "bank watch loop",
-                    lambda: reload_on_change(
-                        settings.banks,
-                        lambda: worker.catalog.registry,
-                        worker.swap_banks,
-                        lambda ok: metrics.record_bank_reload(ok=ok),
-                    ),
-                )
+            _watch_files(settings, classifier, worker)
             yield worker
         finally:
             await consumer.stop()  # already stopped when the worker ran
     finally:
         await producer.stop()
+
+
+async def _load_content(
+    settings: Settings, classifier: Classifier, banks: BankSet | None
+) -> tuple[Catalog, BankSet | None]:
+    """The policies compiled for this engine, and the hash banks (the caller's, else the
+    configured ones)."""
+    catalog = load_catalog(settings, classifier)
+    log.info("policies loaded", policies=sorted(catalog.entries))
+    if banks is None:
+        banks = await load_for_serving(settings.banks, catalog.registry)
+    if banks is not None:
+        log.info("hash banks loaded", entries=summary(banks), pdq_hashes=banks.pdq_hashes)
+    return catalog, banks
+
+
+def _watch_files(settings: Settings, classifier: Classifier, worker: Worker) -> None:
+    """Reload policies and banks when their directories change, as loops of the worker."""
+    if settings.policies.watch:
+        worker.also_run(
+            "policy watch loop", lambda: _reload_on_change(settings, classifier, worker)
+        )
+    if settings.banks.dir is not None and settings.banks.watch:
+        worker.also_run(
+            "bank watch loop",
+            lambda: reload_on_change(
+                settings.banks,
+                lambda: worker.catalog.registry,
+                worker.swap_banks,
+                lambda ok: metrics.record_bank_reload(ok=ok),
+            ),
+        )
 
 
 class _BrokerWait:

@@ -316,21 +316,8 @@ def build_verdict(scored: Scored, model: str, source: Source) -> Verdict:
             per_policy.append(_bank_verdict(entry, decision))
             continue
         assert score is not None  # scored: no bank decided this policy
-        p_yes = float(score.p_yes)
-        label = entry.thresholds.label(p_yes)
-        uncertain.append(entry.thresholds.uncertain(p_yes))
-        per_policy.append(
-            PolicyVerdict.model_construct(
-                policy=entry.policy.id,
-                policy_version=entry.policy.version,
-                label=label,
-                score=p_yes,
-                confidence=confidence(p_yes, label),
-                cached=from_cache,
-                source="model",
-                match=None,
-            )
-        )
+        uncertain.append(entry.thresholds.uncertain(float(score.p_yes)))
+        per_policy.append(_model_verdict(entry, score, from_cache))
     now = time.monotonic()
     return Verdict.model_construct(
         id=job.event.id,
@@ -352,6 +339,22 @@ def build_verdict(scored: Scored, model: str, source: Source) -> Verdict:
             )
             for m in job.media
         ],
+    )
+
+
+def _model_verdict(entry: Entry, score: Score, from_cache: bool) -> PolicyVerdict:
+    """A policy the model scored: its label by the policy's threshold, and the score."""
+    p_yes = float(score.p_yes)
+    label = entry.thresholds.label(p_yes)
+    return PolicyVerdict.model_construct(
+        policy=entry.policy.id,
+        policy_version=entry.policy.version,
+        label=label,
+        score=p_yes,
+        confidence=confidence(p_yes, label),
+        cached=from_cache,
+        source="model",
+        match=None,
     )
 
 
