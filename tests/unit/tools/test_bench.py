@@ -358,3 +358,13 @@ def test_policy_fingerprints_tell_policies_apart_by_their_shortest_distinct_lead
     for policy, ids in prefixes.items():
         assert fingerprints.policy_of([*ids, 42, 43]) == policy
     assert fingerprints.policy_of([5, 5, 5, 5]) == "?"
+
+
+def test_a_pack_of_one_has_the_mean_length_of_the_larger_packs():
+    """The one-policy baseline is length-matched: its policy is as long as an item's policy
+    is on average in a larger pack (lengths do not depend on popularity)."""
+    from worker.tools.bench.many import policy_lengths
+
+    (single,) = policy_lengths(1, 50, 2900, "7")
+    pack = policy_lengths(20_000, 50, 2900, "7")
+    assert single == pytest.approx(sum(pack) / len(pack), rel=0.03)

@@ -28,7 +28,15 @@ ZIPF_S = 1.1
 
 
 def policy_lengths(count: int, low: int, high: int, seed: str) -> list[int]:
-    """Word counts, log-uniform in [low, high]: many short policies, some long ones."""
+    """Word counts, log-uniform in [low, high]: many short policies, some long ones.
+
+    A pack of one gets the distribution's mean length, so that the runs it is the baseline
+    for (lengths drawn independently of popularity, so the same mean per item) compare
+    caching, not policy length.
+    """
+    if count == 1:
+        mean = (high - low) / math.log(high / low) if high > low else low
+        return [round(mean)]
     rng = random.Random(f"lengths-{seed}")
     return [round(math.exp(rng.uniform(math.log(low), math.log(high)))) for _ in range(count)]
 
@@ -43,7 +51,7 @@ def zipf_picks(policies: int, events: int, seed: str, s: float = ZIPF_S) -> list
 def write_many_policies(directory: Path, count: int, low: int, high: int, seed: str) -> Path:
     """``count`` policy files (kept when a run with the same parameters wrote them)."""
     stamp = directory / ".written"
-    key = f"{count}:{low}:{high}:{seed}"
+    key = f"2:{count}:{low}:{high}:{seed}"  # 2: a pack of one has the mean length
     if stamp.is_file() and stamp.read_text() == key:
         return directory
     directory.mkdir(parents=True, exist_ok=True)
