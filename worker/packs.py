@@ -28,6 +28,7 @@ This module decides; ``policies.py`` reads and parses the files it picks.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,9 +191,14 @@ def _not_a_policy(name: str) -> str | None:
     stem = _stem(name)
     if stem in DOCUMENTS or _CAPITALS.match(name.rpartition(".")[0] or name):
         return "a repository document (README, LICENSE and the like), not a policy"
-    if REPORT_WORDS & set(re.split(r"[^a-z0-9]+", stem)):
+    if REPORT_WORDS & set(re.split(r"[^a-z0-9]+", _unaccented(stem))):
         return "a report, not a policy (its name says report or evaluation)"
     return None
+
+
+def _unaccented(text: str) -> str:
+    """The text without its accents, so that a name such as "Évaluation" reads as the word."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
 def _candidate(name: str) -> bool:

@@ -234,6 +234,13 @@ def test_a_file_with_an_id_of_its_own_is_a_policy_whatever_its_name(tmp_path):
     assert ids == ["readme-rules", "spam", "spam-reporting"]
 
 
+def test_a_report_named_with_accents_is_still_a_report(tmp_path):
+    """Packs written in other languages name their reports with accents ("Évaluation")."""
+    (tmp_path / "harcèlement.md").write_text("Signaler le harcèlement.")
+    (tmp_path / "Évaluation du modèle.md").write_text("Précision 0,91.")
+    assert [p.id for p in load_policies(tmp_path)] == ["harcelement"]
+
+
 def test_ids_are_readable_and_bounded():
     from worker.policies import id_from_name
 
