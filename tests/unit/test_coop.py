@@ -17,7 +17,7 @@ from worker.coop.actions import (
     decisions_from_action,
     decisions_from_ignore,
 )
-from worker.coop.reports import NotAReviewRecord, Reported, ReportedIndex, reports_for
+from worker.coop.reports import NotAReviewRecord, Report, Reported, ReportedIndex, reports_for
 from worker.coop.signature import load_public_key, signature_ok
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -178,3 +178,61 @@ def test_a_bank_decision_under_review_is_reported_with_its_match():
         "moderation-worker hash bank review: policy fruit, label 1 from hash bank removed "
         "(pdq, distance 7)"
     )
+
+
+class _Answers:
+    """A local HTTP endpoint answering Coop's report path with a script of statuses."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses, self.calls = statuses, 0
+
+    async def handle(self, request):
+        from aiohttp import web
+
+        status = self.statuses[min(self.calls, len(self.statuses) - 1)]
+        self.calls += 1
+        return web.json_response({"reportId": "r"} if status < 300 else {}, status=status)
+
+
+async def _post_with(statuses: list[int], retry_s: float = 5.0) -> _Answers:
+    import aiohttp
+    from aiohttp import web
+
+    from worker.config import load_settings
+    from worker.coop.adapter import REPORT_PATH, post_report
+
+    answers = _Answers(statuses)
+    app = web.Application()
+    app.router.add_post(REPORT_PATH, answers.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    settings = load_settings(
+        kafka={"connect_retry_s": retry_s, "connect_backoff_max_s": 0.05},
+        coop={"url": f"http://127.0.0.1:{port}", "api_key": "k"},
+    )
+    report = Report("a", "fruit", Reported("v1", "review_band"), {"reportedItem": {"id": "a"}})
+    try:
+        async with aiohttp.ClientSession() as session:
+            await post_report(session, settings, report)
+    finally:
+        await runner.cleanup()
+    return answers
+
+
+async def test_a_report_is_retried_through_busy_answers_until_coop_takes_it():
+    answers = await _post_with([503, 429, 201])
+    assert answers.calls == 3
+
+
+async def test_refused_keys_and_items_end_at_once_and_a_busy_coop_ends_after_the_budget():
+    from worker.coop.adapter import CoopFatal, CoopRefused
+
+    with pytest.raises(CoopFatal, match="check coop.api_key"):
+        await _post_with([401])
+    with pytest.raises(CoopRefused, match="400"):
+        await _post_with([400])
+    with pytest.raises(CoopFatal, match="still failing after retries: Coop answered 500"):
+        await _post_with([500], retry_s=0.2)

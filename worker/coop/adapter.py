@@ -15,10 +15,10 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from ..config import Settings
-from ..errors import DeadLetterKind, FatalError, WorkerError
+from ..errors import DeadLetterKind, FatalError, TransientError, WorkerError
 from ..events import dead_letter_headers
 from ..kafka import translated
-from ..retry import Backoff
+from ..retry import Backoff, retry
 from .reports import NotAReviewRecord, Report, ReportedIndex, reports_for
 
 log = structlog.get_logger("worker.coop")
@@ -97,27 +97,45 @@ async def post_report(session: aiohttp.ClientSession, settings: Settings, report
     assert coop.url is not None
     url = coop.url.rstrip("/") + REPORT_PATH
     headers = {"X-API-KEY": coop.key() or "", "Content-Type": "application/json"}
-    delays = Backoff(settings.kafka.connect_retry_s, settings.kafka.connect_backoff_max_s)
     timeout = aiohttp.ClientTimeout(total=coop.request_timeout_s)
-    while True:
+
+    async def attempt() -> None:
         try:
             async with session.post(
                 url, data=orjson.dumps(report.body), headers=headers, timeout=timeout
             ) as response:
-                status, text = response.status, await response.text()
+                _check_answer(response.status, await response.text())
         except (aiohttp.ClientError, TimeoutError) as exc:
-            status, text = None, f"{type(exc).__name__}: {exc}"
-        if status is not None and 200 <= status < 300:
-            return
-        if status in (401, 403):
-            raise CoopFatal(f"Coop refused the API key ({status}): check coop.api_key")
-        if status is not None and 400 <= status < 500 and status != 429:
-            raise CoopRefused(f"Coop answered {status}: {text[:500]}")
-        delay = delays.next()
-        if delay is None:
-            raise CoopFatal(f"Coop at {url} still failing after retries: {status or text}")
-        log.warning("report failed; retrying", item=report.item, status=status, detail=text[:200])
-        await asyncio.sleep(delay)
+            raise _CoopBusy(f"{type(exc).__name__}: {exc}") from None
+
+    def on_retry(exc: Exception, delay: float) -> None:
+        log.warning("report failed; retrying", item=report.item, detail=str(exc)[:200])
+
+    kafka = settings.kafka
+    try:
+        await retry(
+            attempt,
+            lambda: Backoff(kafka.connect_retry_s, kafka.connect_backoff_max_s),
+            lambda exc: isinstance(exc, _CoopBusy),
+            on_retry,
+        )
+    except _CoopBusy as exc:
+        raise CoopFatal(f"Coop at {url} still failing after retries: {exc}") from None
+
+
+class _CoopBusy(TransientError):
+    """Coop out of reach, or answering 5xx or 429: worth another try."""
+
+
+def _check_answer(status: int, text: str) -> None:
+    """Returns for a 2xx; otherwise raises what the answer means for this report."""
+    if 200 <= status < 300:
+        return
+    if status in (401, 403):
+        raise CoopFatal(f"Coop refused the API key ({status}): check coop.api_key")
+    if 400 <= status < 500 and status != 429:
+        raise CoopRefused(f"Coop answered {status}: {text[:500]}")
+    raise _CoopBusy(f"Coop answered {status}: {text[:200]}")
 
 
 async def _dead_letter(
