@@ -147,7 +147,7 @@ LONGEST = "x" * 252 + ".md"  # 255 characters, the most one file name may have
 NAME_CASES = [
     ("hate-speech.md", True),
     ("Hate Speech.md", True),
-    ("Évaluation (v2).md", True),
+    ("Éthique (v2).md", True),
     ("TVEC policy — annex #1.md", True),
     ("it's a & b; c=d, e+f [g] {h} @i ~j.txt", True),
     ("spam.txt", True),
