@@ -139,6 +139,9 @@ async def _load_content(
         banks = await load_for_serving(settings.banks, catalog.registry)
     if banks is not None:
         log.info("hash banks loaded", entries=summary(banks), pdq_hashes=banks.pdq_hashes)
+        # The first PDQ lookup compiles its loop (numba): done here, off the event loop and
+        # before the first event, and never before the engine started (numba breaks it).
+        await asyncio.to_thread(banks.warm)
     return catalog, banks
 
 

@@ -7,7 +7,20 @@ decisions; ``reload``: watching the directory and swapping banks in.
 """
 
 from .banks import BankSet, Match, load_banks
-from .decide import Decision, decide
+from .decide import Decision, decide, decide_parts
 from .files import Bank, BankError
+from .signals import NO_SIGNALS, MediaSignals, media_signals
 
-__all__ = ["Bank", "BankError", "BankSet", "Decision", "Match", "decide", "load_banks"]
+__all__ = [
+    "NO_SIGNALS",
+    "Bank",
+    "BankError",
+    "BankSet",
+    "Decision",
+    "Match",
+    "MediaSignals",
+    "decide",
+    "decide_parts",
+    "load_banks",
+    "media_signals",
+]

@@ -17,6 +17,7 @@ from .files import Bank, Signals, read_directory
 from .pdq_index import HASH_BYTES, PdqIndex
 from .signals import (
     PDQ,
+    MediaSignals,
     PDQ_MIN_QUALITY,
     TEXT_TYPES,
     URL,
@@ -75,6 +76,19 @@ class BankSet:
     def pdq_hashes(self) -> int:
         return len(self._pdq.index)
 
+    @property
+    def signal_types(self) -> frozenset[str]:
+        """The signal types some bank holds: media items are hashed for these only."""
+        return frozenset(signal_type for _, signal_type in self.counts)
+
+    def warm(self) -> None:
+        """Run one PDQ lookup, so that the first event's does not compile the probe loop.
+
+        Blocking (a second or two for a large index), and it imports numba: call it off the
+        event loop, once the engine has started."""
+        if self.pdq_hashes:
+            self._pdq.search(["0" * 64])
+
     def __len__(self) -> int:
         return len(self.banks)
 
@@ -99,6 +113,19 @@ class BankSet:
         if quality < PDQ_MIN_QUALITY:
             return []
         return self.match_pdq([digest])[0]
+
+    def match_media(self, items: Sequence[MediaSignals]) -> list[list[Match]]:
+        """Per item, the banks holding one of its signals (computed by ``media_signals``):
+        lookups only, all the items' PDQ hashes in one search."""
+        hashes = [item.pdq for item in items if item.pdq is not None]
+        near = iter(self.match_pdq(hashes))
+        found = []
+        for item in items:
+            matches = next(near) if item.pdq is not None else []
+            for signal_type, key in item.keys.items():
+                matches += self._lookup(signal_type, key)
+            found.append(matches)
+        return found
 
     def match_pdq(self, hashes: Sequence[str]) -> list[list[Match]]:
         """Per PDQ hash (64 hex digits), the banks holding one within the distance."""

@@ -164,7 +164,9 @@ def _probe(words, orders, starts, masks, keys, qwords, distance, hits):  # pragm
 
 
 def _sorted(ids: np.ndarray, dists: np.ndarray) -> list[tuple[int, int]]:
-    return sorted(zip(ids.tolist(), dists.tolist(), strict=True), key=lambda h: (h[1], h[0]))
+    # faiss gives binary distances as float32: bit counts, so exact as integers.
+    pairs = zip(ids.tolist(), dists.astype(np.int64).tolist(), strict=True)
+    return sorted(pairs, key=lambda h: (h[1], h[0]))
 
 
 def sub_bits(count: int) -> int:

@@ -68,6 +68,7 @@ async def reload_on_change(
             counted(False)
             continue
         assert banks is not None
+        await asyncio.to_thread(banks.warm)  # the engine runs by now: numba may load
         swap(banks)
         counted(True)
         log.info("banks reloaded", entries=summary(banks), pdq_hashes=banks.pdq_hashes)

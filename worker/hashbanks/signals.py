@@ -6,7 +6,9 @@ by the library's own ``validate_signal_str``. Two text types are ours: ``raw_tex
 (the library's name for exact text) and ``text_sha256`` entries both match the content after
 the prompt's own normalization (``prompts.neutralize_markers``), compared as a sha256, so a
 bank can hold the hashes of text it must not keep. Pure functions; images are decoded with
-Pillow and hashed with pdqhash, the reference PDQ implementation.
+Pillow and hashed with pdqhash, the reference PDQ implementation. ``media_signals`` computes
+a fetched item's signals (only the types some bank holds) in the media step's decode pool,
+so matching an item on the event loop is lookups only.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pdqhash
@@ -137,24 +141,66 @@ def url_md5(url: str) -> str:
     return UrlMD5Signal.hash_from_str(url)
 
 
+# How a video file's bytes become each exact video signal, the library's way.
+VIDEO_KEYS: dict[str, Callable[[bytes], str]] = {
+    VIDEO_MD5: VideoMD5Signal.hash_from_bytes,
+    VIDEO_SHA256: VideoSHA256Signal.hash_from_bytes,
+}
+
+
 def video_keys(data: bytes) -> dict[str, str]:
     """The video signals of a file's bytes: its MD5 and SHA-256, the library's way."""
-    return {
-        VIDEO_MD5: VideoMD5Signal.hash_from_bytes(data),
-        VIDEO_SHA256: VideoSHA256Signal.hash_from_bytes(data),
-    }
+    return {signal_type: digest(data) for signal_type, digest in VIDEO_KEYS.items()}
 
 
 def image_pdq(data: bytes) -> tuple[str, int]:
-    """PDQ hash (64 hex digits) and quality (0-100) of an encoded image; SignalError if
-    Pillow cannot decode it."""
+    """PDQ hash (64 hex digits) and quality (0-100) of an encoded image (its first frame);
+    SignalError if Pillow cannot decode it."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            pixels = np.asarray(image.convert("RGB"))
+            return frame_pdq(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise SignalError(f"not a decodable image: {exc}") from None
-    bits, quality = pdqhash.compute(pixels)
+
+
+def frame_pdq(frame: Any) -> tuple[str, int]:
+    """PDQ hash and quality of a decoded RGB picture (a ``PIL.Image`` or an array)."""
+    bits, quality = pdqhash.compute(np.asarray(frame))
     return pdq_hex(np.asarray(bits, dtype=np.uint8)), int(quality)
+
+
+@dataclass(frozen=True)
+class MediaSignals:
+    """The bank signals of one media item, computed off the event loop.
+
+    ``keys``: the exact signals by type (a video's ``video_md5`` / ``video_sha256``);
+    ``pdq``: an image's PDQ hash, None when not computed or its quality is below
+    ``PDQ_MIN_QUALITY`` (such a hash says too little to match); ``pdq_quality``: its quality.
+    """
+
+    keys: dict[str, str] = field(default_factory=dict)
+    pdq: str | None = None
+    pdq_quality: int | None = None
+
+
+NO_SIGNALS = MediaSignals()
+
+
+def media_signals(
+    kind: str, data: bytes, frames: Sequence[Any], wanted: Collection[str]
+) -> MediaSignals:
+    """The signals of ``wanted`` types (those the loaded banks hold) that an item of ``kind``
+    has: PDQ for an image (of its first frame, as the library hashes a file), the file's
+    digests for a video. Nothing is computed for types no bank holds. Blocking: run it
+    beside decoding, off the event loop."""
+    if kind == "video":
+        keys = {t: VIDEO_KEYS[t](data) for t in VIDEO_TYPES if t in wanted}
+        return MediaSignals(keys=keys) if keys else NO_SIGNALS
+    if PDQ not in wanted:
+        return NO_SIGNALS
+    # A still image's one frame is its first; an animated one's samples may skip it.
+    digest, quality = frame_pdq(frames[0]) if len(frames) == 1 else image_pdq(data)
+    return MediaSignals(pdq=digest if quality >= PDQ_MIN_QUALITY else None, pdq_quality=quality)
 
 
 def pdq_hex(bits: np.ndarray) -> str:

@@ -1,8 +1,8 @@
 """What an event's ``media`` field holds, what a fetched item becomes, and how either fails.
 
 A ``MediaRef`` names one image or video by URL or carries it inline (base64). A
-``FetchedMedia`` holds the item's bytes as received, their sha256 (the verdict cache and
-hash banks key on it) and the frames decoded from them. Failures are ``MediaRejected``
+``FetchedMedia`` holds the item's bytes as received, their sha256 (the verdict cache keys
+on it), the frames decoded from them and the hash banks' signals computed beside decoding. Failures are ``MediaRejected``
 (permanent: the rule that refused the item is in the reason) or ``MediaUnavailable``
 (transient: retried, then dead-lettered under that name).
 """
@@ -13,11 +13,14 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictStr, model_validator
 
 from ..errors import DeadLetterKind, Rejected, TransientError
+
+if TYPE_CHECKING:
+    from ..hashbanks.signals import MediaSignals
 
 MediaKind = Literal["image", "video"]
 
@@ -91,6 +94,9 @@ class FetchedMedia:
     width: int = 0
     height: int = 0
     duration_s: float | None = None
+    # The signals the hash banks match (PDQ, video digests), computed in the decode pool
+    # for the signal types the banks hold then; None when no bank held any.
+    signals: MediaSignals | None = field(default=None, repr=False)
 
     @staticmethod
     def digest(data: bytes) -> str:

@@ -2,7 +2,9 @@
 
 ``MediaStep.prepare`` runs beside the pipeline, never in its way: fetches share a bounded
 number of slots, decoding runs on a small thread pool, and a text-only event never waits
-for it. Transient fetch failures are retried with the shared retry helper and then end as
+for it. The hash banks' signals of each item (its PDQ hash, its digests) are computed in the
+same pool right after decoding, for the signal types the banks hold, so matching it later is
+lookups only. Transient fetch failures are retried with the shared retry helper and then end as
 ``media_unavailable``; everything else refused ends as ``media_rejected`` naming the rule.
 The bytes held by items between fetch and verdict are counted (``held``) so that intake
 can pause when they pass ``media.max_in_flight_bytes``.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,11 +23,19 @@ from opentelemetry.context import Context
 
 from ..config import MediaSettings
 from ..errors import DeadLetterKind, Rejected
+from ..hashbanks.signals import MediaSignals, SignalError, media_signals
 from ..retry import Backoff, retry
 from . import observe
-from .decode import decode
+from .decode import Decoded, decode
 from .fetch import Resolver, Transport, download, system_resolver
-from .refs import FetchedMedia, MediaRef, MediaRejected, MediaUnavailable, inline_bytes
+from .refs import (
+    FetchedMedia,
+    MediaKind,
+    MediaRef,
+    MediaRejected,
+    MediaUnavailable,
+    inline_bytes,
+)
 
 log = structlog.get_logger("worker.media")
 
@@ -35,8 +46,11 @@ class MediaStep:
         settings: MediaSettings,
         resolver: Resolver = system_resolver,
         transport: Transport | None = None,
+        wanted: Callable[[], Collection[str]] = frozenset,
     ) -> None:
+        """``wanted``: the signal types the hash banks hold now (none: nothing is hashed)."""
         self.settings = settings
+        self._wanted = wanted
         self._resolver = resolver
         self._transport = transport
         self._slots = asyncio.Semaphore(settings.max_concurrency)
@@ -79,8 +93,8 @@ class MediaStep:
         with observe.span(parent, ref.type, where) as span:
             try:
                 data, mime = await self._bytes(ref)
-                decoded = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, decode, ref.type, data, self.settings
+                decoded, signals = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, _decode_and_hash, ref.type, data, self.settings, self._wanted()
                 )
             except MediaRejected as exc:
                 observe.record_failure("media_rejected", exc.rule)
@@ -104,6 +118,7 @@ class MediaStep:
             width=decoded.width,
             height=decoded.height,
             duration_s=decoded.duration_s,
+            signals=signals,
         )
 
     async def _bytes(self, ref: MediaRef) -> tuple[bytes, str | None]:
@@ -133,6 +148,20 @@ class MediaStep:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _decode_and_hash(
+    kind: MediaKind, data: bytes, settings: MediaSettings, wanted: Collection[str]
+) -> tuple[Decoded, MediaSignals | None]:
+    """Decode, then compute the signals the banks want; in the pool, off the event loop."""
+    decoded = decode(kind, data, settings)
+    if not wanted:
+        return decoded, None
+    try:
+        return decoded, media_signals(kind, data, decoded.frames, wanted)
+    except SignalError as exc:  # decoded above, so not expected: matched by nothing then
+        log.warning("media item not hashed", error=str(exc))
+        return decoded, None
 
 
 def _rejected(rule: str, reason: str) -> MediaRejected:

@@ -228,9 +228,12 @@ def record_batch(results: Sequence[Scored], verdict_cache: bool = False) -> None
 
 
 def record_hash_matches(results: Sequence[Scored]) -> None:
-    """Bank matches and the decisions they made, counted once a batch."""
+    """Bank matches (an event once per bank and signal type, whether its text or which of
+    its media items matched) and the decisions they made, counted once a batch."""
     matches = Counter(
-        (match.bank.name, match.signal_type) for result in results for match in result.job.matches
+        kind
+        for result in results
+        for kind in {(match.bank.name, match.signal_type) for match in result.job.matches}
     )
     for (bank, signal_type), count in matches.items():
         hash_matches.add(count, {"bank": bank, "signal_type": signal_type})

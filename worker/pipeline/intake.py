@@ -21,6 +21,7 @@ from ..catalog import Catalog
 from ..config import Settings
 from ..errors import DeadLetterKind, Rejected, WorkerError
 from ..events import BadEvent
+from ..hashbanks import BankSet
 from ..kafka import translated
 from ..media.step import MediaStep
 from ..observability import metrics, tracing
@@ -77,6 +78,10 @@ def room_for(in_flight: int, max_in_flight: int, media_bytes: int, max_media_byt
     return max_in_flight - in_flight
 
 
+def _signal_types(banks: BankSet | None) -> frozenset[str]:
+    return banks.signal_types if banks is not None else frozenset()
+
+
 class Intake:
     """Takes records from the consumer while there is room, and turns them into items."""
 
@@ -88,6 +93,7 @@ class Intake:
         catalog: Callable[[], Catalog],
         refuse: Refuse,
         sample: Callable[[int], None] = lambda in_flight: None,
+        banks: Callable[[], BankSet | None] = lambda: None,
     ) -> None:
         self._consumer = consumer
         self._sample = sample  # told the work in flight at each fetch (the stall probe)
@@ -97,7 +103,8 @@ class Intake:
         self._refuse = refuse
         self._paused = False
         self.items: asyncio.Queue[Item] = asyncio.Queue()
-        self.media = MediaStep(settings.media)
+        # Media items are hashed for the signal types the banks in use hold.
+        self.media = MediaStep(settings.media, wanted=lambda: _signal_types(banks()))
         self._fetching: set[asyncio.Task[None]] = set()
         self._undecodable = StepOver(consumer, tracker, settings, self.take, self._letter)
 

@@ -69,6 +69,7 @@ class Worker:
             lambda: self.catalog,
             self._refuse,
             self._progress.sample,
+            lambda: self.banks,
         )
         self.assigned = asyncio.Event()
         self._cache = make_cache(settings.cache)  # None when cache.enabled is false

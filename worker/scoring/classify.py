@@ -26,7 +26,7 @@ from ..events import (
     Verdict,
     decode_event,
 )
-from ..hashbanks import BankSet, Decision, Match, decide
+from ..hashbanks import NO_SIGNALS, BankSet, Decision, Match, decide_parts
 from ..media import FetchedMedia, MediaRejected
 from ..policies import PolicyError
 from ..prompts import Overlong, PromptError, assemble, media_suffix, tokenize_contents
@@ -143,21 +143,23 @@ async def score_jobs(
 def hash_pass(banks: BankSet, jobs: Sequence[Job]) -> None:
     """classify's first pass: record each job's bank matches and the decisions they make.
 
-    A job's policies that a bank decides are taken out of what the engine scores, and so
-    are their shadows (a draft is compared with a production score; a bank decision has
-    none).
+    Lookups only: media items carry their signals, computed in the media step's decode
+    pool; the batch's PDQ hashes go to the index in one search. A job's policies that a
+    bank decides are taken out of what the engine scores, and so are their shadows (a
+    draft is compared with a production score; a bank decision has none).
     """
+    items = [item for job in jobs for item in job.media]
+    found = banks.match_media([item.signals or NO_SIGNALS for item in items])
+    of_item = dict(zip(items, found, strict=True))
     for job in jobs:
-        # An event of media alone has no text to match.
-        matches = banks.match_text(job.event.content) if job.event.content else []
-        # The event's media (job.media, fetched and decoded before batching) is not matched
-        # yet: each image through banks.match_image and each video through
-        # banks.match_video belong in the media step, off the event loop (decoding an image
-        # takes milliseconds, and the first PDQ lookup compiles its loop).
+        # The event's parts: its text (an event of media alone has none), each item.
+        parts = [banks.match_text(job.event.content)] if job.event.content else []
+        parts += [of_item[item] for item in job.media]
+        matches = [match for part in parts for match in part]
         if not matches:
             continue
         job.matches = tuple(matches)
-        job.decided = decide(matches, [entry.policy.id for entry in job.entries])
+        job.decided = decide_parts(parts, [entry.policy.id for entry in job.entries])
         job.shadows = tuple(
             (index, shadow)
             for index, shadow in job.shadows

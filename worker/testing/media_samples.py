@@ -1,5 +1,6 @@
 """Media files for tests and the demo, made on the spot: solid colours in every accepted
-format, a video, and the bad cases (a decompression bomb, corrupt bytes)."""
+format, a video, photo-like pictures for the hash banks, and the bad cases (a decompression
+bomb, corrupt bytes)."""
 
 from __future__ import annotations
 
@@ -79,4 +80,22 @@ def noise(size: tuple[int, int] = (32, 32), seed: int = 0) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def picture(seed: int = 2, box: int = 0, fmt: str = "PNG") -> bytes:
+    """A photo-like picture (smooth random shapes, so PDQ rates its quality high; its colours
+    average to no corner colour, so the seeing test model sees nothing in it), with a white
+    box of ``box`` pixels pasted over its corner (a sticker, a caption): the larger the box,
+    the further its PDQ hash from the picture's without one."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize((256, 256), Image.Resampling.BICUBIC)
+    if box:
+        ImageDraw.Draw(image).rectangle((0, 0, box, box), fill=(255, 255, 255))
+    out = io.BytesIO()
+    image.save(out, format=fmt)
     return out.getvalue()

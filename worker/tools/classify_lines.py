@@ -6,6 +6,7 @@ is named on stderr and makes the exit code 1.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
@@ -34,7 +35,10 @@ async def classify_lines(
     registry = catalog.registry
     banks = await load_for_serving(settings.banks, registry)
     classifier = await start_classifier(settings)
-    media = MediaStep(settings.media)  # events with media are fetched as the worker does
+    if banks is not None:  # the first PDQ lookup's compile, once the engine runs
+        await asyncio.to_thread(banks.warm)
+    # Events with media are fetched and hashed as the worker does.
+    media = MediaStep(settings.media, wanted=lambda: banks.signal_types if banks else ())
     failures = 0
     try:
         catalog = load_catalog(settings, classifier)
