@@ -1,4 +1,5 @@
-"""Shared fixtures: one broker, one test model and one engine per test session."""
+"""Shared fixtures: one broker, one test model and one engine per test session; the seeing
+test model once a session, and its engine once per module that uses it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from worker.tools.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO / ".cache" / "test-model"
+SEEING_MODEL_DIR = REPO / ".cache" / "test-model-seeing"
+# Images per prompt the seeing engine takes: as many as the media tests sample from a video
+# (their media.max_frames).
+SEEING_IMAGES = 4
 
 # The CPU engine sizes its KV cache from this (GiB); the tiny model needs very little.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -53,5 +58,23 @@ async def engine(test_model):
     from worker.engine.vllm import VllmClassifier
 
     classifier = await VllmClassifier.start(engine_settings(test_model))
+    yield classifier
+    classifier.close()
+
+
+@pytest.fixture(scope="session")
+def seeing_model() -> Path:
+    from worker.testing.seeing import build_seeing_model
+
+    return build_seeing_model(SEEING_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+async def seeing_engine(seeing_model):
+    from worker.engine.vllm import VllmClassifier
+
+    settings = engine_settings(seeing_model)
+    settings.extra_args = {**CPU_ENGINE_ARGS, "limit_mm_per_prompt": {"image": SEEING_IMAGES}}
+    classifier = await VllmClassifier.start(settings)
     yield classifier
     classifier.close()

@@ -1,18 +1,31 @@
-"""Hash banks on the real broker and engine: banked text is decided by its bank and never
-sent to the engine for those policies (its prompts counted per policy), other policies of
-the same event go to the model, and banks reload under a running worker, a bad file
-keeping the previous banks."""
+"""Hash banks on the real broker and engine: banked text, images and video are decided by
+their bank and never sent to the engine for those policies (its prompts counted per
+policy), a near-duplicate image within the PDQ distance matches and one beyond it goes to
+the model, other policies of the same event go to the model, and banks reload under a
+running worker, a bad file keeping the previous banks."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from tests.conftest import SEEING_IMAGES
+from tests.media_server import MediaServer
 from worker.engine import Score
+from worker.hashbanks.signals import DEFAULT_PDQ_DISTANCE, image_pdq
+from worker.observability import metrics
+from worker.testing import media_samples as samples
 
 from .harness import (
     RunningWorker,
@@ -42,10 +55,13 @@ class PolicyCountingClassifier:
         self.model_name = engine.model_name
         self.max_model_len = engine.max_model_len
         self.tokenizer = engine.tokenizer
+        self.accepts_media = engine.accepts_media
         self.prompts: list[list[int]] = []
 
-    async def score(self, prompt_token_ids: list[int]) -> Score:
+    async def score(self, prompt_token_ids: list[int], media: Sequence[Any] = ()) -> Score:
         self.prompts.append(prompt_token_ids)
+        if media:
+            return await self._engine.score(prompt_token_ids, media=media)
         return await self._engine.score(prompt_token_ids)
 
     def asked(self, prefix: tuple[int, ...]) -> int:
@@ -160,3 +176,116 @@ async def test_banked_text_is_decided_without_the_engine_and_banks_reload(
         assert running.worker.banks is current
         kept = await _verdicts(broker.bootstrap_servers, topics, {"later-3": LATER})
         assert _decided(kept["later-3"]["fruit"]) == (1, "hash_match", ("removed", "raw_text", 0))
+
+
+# Photo-like pictures the seeing model sees nothing in (fruit 0, nature 0), so every label 1
+# for fruit below is the bank's. A box of 8 pixels over the corner is a near duplicate; one
+# of 96 is past PDQ's confident-match distance.
+ORIGINAL, MEME = samples.picture(), samples.picture(seed=5)
+NEAR, FAR = samples.picture(box=8, fmt="JPEG"), samples.picture(box=96)
+CLIP = samples.video([(255, 255, 255)])  # white frames: nothing to see either
+MEDIA = {"allowed_schemes": ["http"], "allowed_hosts": ["127.0.0.1"], "allow_loopback": True,
+         "max_frames": SEEING_IMAGES}  # fmt: skip
+
+
+def _pdq_distance(a: bytes, b: bytes) -> int:
+    return int.bit_count(int(image_pdq(a)[0], 16) ^ int(image_pdq(b)[0], 16))
+
+
+def _write_media_banks(directory: Path) -> None:
+    _replace(directory / "removed.yaml", "policies: [fruit]\nlabel: 1\n")
+    _replace(
+        directory / "removed.txt",
+        f"pdq {image_pdq(ORIGINAL)[0]}\nvideo_md5 {hashlib.md5(CLIP).hexdigest()}\n",
+    )
+    _replace(directory / "memes.yaml", "policies: [fruit, nature]\nlabel: 0\n")
+    _replace(directory / "memes.txt", f"pdq {image_pdq(MEME)[0]}\n")
+
+
+def _inline(kind: str, data: bytes) -> dict:
+    return {"type": kind, "data": base64.b64encode(data).decode()}
+
+
+def _hash_matches() -> dict[tuple[str, str], float]:
+    metrics.setup_metrics()  # once per process; later calls are no-ops
+    text = generate_latest(REGISTRY).decode()
+    return {
+        (sample.labels["bank"], sample.labels["signal_type"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "moderation_hash_bank_matches_total"
+    }
+
+
+async def test_banked_images_and_video_are_decided_without_the_engine(
+    broker, seeing_model, seeing_engine, tmp_path
+):
+    near, far = _pdq_distance(ORIGINAL, NEAR), _pdq_distance(ORIGINAL, FAR)
+    assert 0 < near <= DEFAULT_PDQ_DISTANCE < far, (near, far)
+    banks = tmp_path / "banks"
+    banks.mkdir()
+    _write_media_banks(banks)
+    topics = topic_names("banks-media")
+    settings = worker_settings(
+        broker.bootstrap_servers, seeing_model, topics, banks={"dir": str(banks)}, media=MEDIA
+    )
+    await create_topics(broker.bootstrap_servers, list(topics.values()), 3)
+    server = await MediaServer().start()
+    items = {
+        "image-url": [{"type": "image", "url": server.add("original.png", ORIGINAL)}],
+        "near": [_inline("image", NEAR)],
+        "far": [_inline("image", FAR)],
+        "video": [_inline("video", CLIP)],
+        "meme": [_inline("image", MEME)],
+        "meme-and-bad": [_inline("image", MEME), _inline("image", ORIGINAL)],
+    }
+    captions = {"near": "the river at dawn"}  # the model labels it 1 for nature
+    records = [
+        (k.encode(), orjson.dumps({"id": k, "media": media, "policies": ["fruit", "nature"],
+                                   **({"content": captions[k]} if k in captions else {})}), [])
+        for k, media in items.items()
+    ]  # fmt: skip
+    counted_before = _hash_matches()
+    counting = PolicyCountingClassifier(seeing_engine)
+    try:
+        async with RunningWorker(settings, counting) as running:
+            entries = running.worker.catalog.entries
+            fruit, nature = entries["fruit"].prompt.prefix, entries["nature"].prompt.prefix
+            await produce(broker.bootstrap_servers, topics["content"], records)
+            found = await read_topic(broker.bootstrap_servers, topics["results"], ids=items)
+    finally:
+        await server.stop()
+    by_id = {v["id"]: v for v in verdicts(found) if v["id"] in items}
+    got = {k: {p["policy"]: _decided(p) for p in v["verdicts"]} for k, v in by_id.items()}
+    assert got == {
+        "image-url": {
+            "fruit": (1, "hash_match", ("removed", "pdq", 0)),
+            "nature": (0, "model", None),
+        },
+        "near": {
+            "fruit": (1, "hash_match", ("removed", "pdq", near)),
+            "nature": (1, "model", None),  # the caption, seen by the model
+        },
+        "far": {"fruit": (0, "model", None), "nature": (0, "model", None)},
+        "video": {
+            "fruit": (1, "hash_match", ("removed", "video_md5", 0)),
+            "nature": (0, "model", None),
+        },
+        "meme": {
+            "fruit": (0, "hash_match", ("memes", "pdq", 0)),
+            "nature": (0, "hash_match", ("memes", "pdq", 0)),
+        },
+        # Known good cannot hide known bad; nor decide for the event while one item is unknown.
+        "meme-and-bad": {
+            "fruit": (1, "hash_match", ("removed", "pdq", 0)),
+            "nature": (0, "model", None),
+        },
+    }
+    assert type(by_id["near"]["verdicts"][0]["match"]["distance"]) is int
+    # The engine saw fruit only for the far picture; nature for every item but the meme alone.
+    assert (counting.asked(fruit), counting.asked(nature)) == (1, 6)
+    counted = _hash_matches()
+    assert {
+        kind: counted.get(kind, 0) - counted_before.get(kind, 0)
+        for kind in [("removed", "pdq"), ("removed", "video_md5"), ("memes", "pdq")]
+    } == {("removed", "pdq"): 3, ("removed", "video_md5"): 1, ("memes", "pdq"): 2}

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import CPU_ENGINE_ARGS, engine_settings
+from tests.conftest import SEEING_IMAGES
 from tests.media_server import MediaServer
 from worker.testing import media_samples as samples
 
@@ -30,30 +30,11 @@ MEDIA = {
     "allowed_hosts": ["127.0.0.1", "169.254.169.254"],
     "allow_loopback": True,
     "max_bytes": 200_000,
-    "max_frames": 4,
+    "max_frames": SEEING_IMAGES,  # as many as the seeing engine takes in one prompt
     "read_timeout_s": 1.0,
     "fetch_timeout_s": 5.0,
     "fetch_retries": 2,
 }
-
-
-@pytest.fixture(scope="module")
-def seeing_model() -> Path:
-    from worker.testing.seeing import build_seeing_model
-
-    return build_seeing_model(Path(__file__).resolve().parents[2] / ".cache" / "test-model-seeing")
-
-
-@pytest.fixture(scope="module")
-async def seeing_engine(seeing_model):
-    from worker.engine.vllm import VllmClassifier
-
-    settings = engine_settings(seeing_model)
-    # As many images per prompt as frames are sampled from a video.
-    settings.extra_args = {**CPU_ENGINE_ARGS, "limit_mm_per_prompt": {"image": MEDIA["max_frames"]}}
-    classifier = await VllmClassifier.start(settings)
-    yield classifier
-    classifier.close()
 
 
 @pytest.fixture

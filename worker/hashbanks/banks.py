@@ -17,12 +17,12 @@ from .files import Bank, Signals, read_directory
 from .pdq_index import HASH_BYTES, PdqIndex
 from .signals import (
     PDQ,
-    MediaSignals,
     PDQ_MIN_QUALITY,
     TEXT_TYPES,
     URL,
     URL_MD5,
     VIDEO_TYPES,
+    MediaSignals,
     image_pdq,
     pdq_bytes,
     text_key,

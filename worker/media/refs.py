@@ -2,9 +2,9 @@
 
 A ``MediaRef`` names one image or video by URL or carries it inline (base64). A
 ``FetchedMedia`` holds the item's bytes as received, their sha256 (the verdict cache keys
-on it), the frames decoded from them and the hash banks' signals computed beside decoding. Failures are ``MediaRejected``
-(permanent: the rule that refused the item is in the reason) or ``MediaUnavailable``
-(transient: retried, then dead-lettered under that name).
+on it), the frames decoded from them and the hash banks' signals computed beside decoding.
+Failures are ``MediaRejected`` (permanent: the rule that refused the item is in the reason)
+or ``MediaUnavailable`` (transient: retried, then dead-lettered under that name).
 """
 
 from __future__ import annotations

@@ -142,7 +142,9 @@ def _media_banks(directory: Path):
 def _media_job(catalog, items: list[FetchedMedia], content: str | None = None, n: int = 0) -> Job:
     refs = [MediaRef(type=item.kind, data="AA==") for item in items]
     event = ContentEvent(id=f"i{n}", content=content, media=refs)
-    job = Job(event, catalog.resolve(["fruit", "tools"]), shadows=((0, catalog.entries["fruit-draft"]),))
+    job = Job(
+        event, catalog.resolve(["fruit", "tools"]), shadows=((0, catalog.entries["fruit-draft"]),)
+    )
     job.media = items
     return job
 
