@@ -7,8 +7,9 @@ hashes are the hard case for an index: nothing clusters), then looks up a mix of
 half are stored hashes with up to ``--distance`` bits flipped (each should match), half
 random (none should). It reports lookups/s per thread count, the index's memory and the
 process's resident memory, and recall against faiss's brute-force ``IndexBinaryFlat`` on a
-sample. It also times PDQ hashing of images (Pillow decode + pdqhash) per image, and loading
-a bank file of ``--load-lines`` PDQ lines through the worker's own loader.
+sample. It also times PDQ hashing of images per image (from the file, and as the worker does
+it: from the picture it decoded for the model), and loading a bank file of ``--load-lines``
+PDQ lines through the worker's own loader. ``--sizes ''`` skips the indexes.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import faiss
 import numpy as np
 from PIL import Image
 
-from worker.hashbanks import load_banks
+from worker.config import MediaSettings
+from worker.hashbanks import load_banks, media_signals
 from worker.hashbanks.pdq_index import PdqIndex
-from worker.hashbanks.signals import image_pdq
+from worker.hashbanks.signals import PDQ, image_pdq
+from worker.media.decode import decode
 
 
 def rss_mib() -> float:
@@ -95,8 +98,11 @@ def bench_size(size: int, args: argparse.Namespace, rng: np.random.Generator) ->
 
 
 def bench_images(count: int, rng: np.random.Generator) -> dict:
-    """CPU seconds per image for PDQ (decode with Pillow, hash with pdqhash), by size."""
+    """CPU ms per image, by size: PDQ from the file (Pillow decode + pdqhash, what a list is
+    built with), the worker's decode for the model, and the worker's hashing of the picture
+    it decoded (``media_signals``: pdqhash alone, in the media step's decode pool)."""
     out = {}
+    settings = MediaSettings()
     for width, height in ((640, 480), (1920, 1080)):
         coarse = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
         picture = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
@@ -107,7 +113,20 @@ def bench_images(count: int, rng: np.random.Generator) -> dict:
         for _ in range(count):
             image_pdq(data)
         out[f"{width}x{height}_jpeg_ms"] = round((time.process_time() - started) / count * 1000, 2)
+        started = time.process_time()
+        for _ in range(count):
+            frames = decode("image", data, settings).frames
+        out[f"{width}x{height}_decode_ms"] = _ms_each(started, count)
+        started = time.process_time()
+        for _ in range(count):
+            signals = media_signals("image", data, frames, {PDQ})
+        out[f"{width}x{height}_hash_decoded_ms"] = _ms_each(started, count)
+        assert signals.pdq == image_pdq(data)[0]
     return out
+
+
+def _ms_each(started: float, count: int) -> float:
+    return round((time.process_time() - started) / count * 1000, 2)
 
 
 def bench_load(lines: int, rng: np.random.Generator) -> dict:
@@ -140,7 +159,7 @@ def main() -> None:
     faiss.omp_set_num_threads(1)  # the index's own threads are the ones measured
     rng = np.random.default_rng(args.seed)
     report: dict = {"distance": args.distance, "indexes": []}
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         report["indexes"].append(bench_size(size, args, rng))
         print(json.dumps(report["indexes"][-1]), flush=True)
     report["image_pdq_cpu"] = bench_images(args.images, rng)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -9,6 +10,9 @@ import sys
 
 import orjson
 import pytest
+
+from worker.hashbanks.signals import image_pdq
+from worker.testing import media_samples as samples
 
 from .harness import TEST_POLICIES
 
@@ -81,6 +85,38 @@ def test_classify_shows_what_a_hash_bank_decided(test_model, tmp_path):
     assert (fruit["label"], fruit["source"], fruit["score"]) == (0, "hash_match", None)
     assert fruit["match"] == {"bank": "memes", "signal_type": "raw_text", "distance": 0}
     assert (nature["label"], nature["source"]) == (0, "model")
+
+
+def test_classify_shows_an_image_a_hash_bank_decided(seeing_model, tmp_path):
+    picture = samples.picture()
+    (tmp_path / "removed.yaml").write_text("policies: [fruit]\nlabel: 1\nsignal_type: pdq\n")
+    (tmp_path / "removed.txt").write_text(f"{image_pdq(samples.picture(box=8))[0]}\n")
+    line = {"id": "img", "media": [{"type": "image", "data": base64.b64encode(picture).decode()}]}
+    result = _cli(
+        "classify",
+        "-p",
+        "fruit",
+        "-p",
+        "nature",
+        "--model",
+        str(seeing_model),
+        "--policies",
+        str(TEST_POLICIES),
+        stdin=orjson.dumps(line) + b"\n",
+        env={**CPU_ENV, "WORKER_BANKS__DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    verdict = orjson.loads(result.stdout)
+    fruit, nature = verdict["verdicts"]
+    # The seeing model sees nothing in the picture; the bank holds a near copy of it.
+    distance = int.bit_count(
+        int(image_pdq(picture)[0], 16) ^ int(image_pdq(samples.picture(box=8))[0], 16)
+    )
+    assert 0 < distance <= 31
+    assert (fruit["label"], fruit["source"], fruit["score"]) == (1, "hash_match", None)
+    assert fruit["match"] == {"bank": "removed", "signal_type": "pdq", "distance": distance}
+    assert (nature["label"], nature["source"]) == (0, "model")
+    assert verdict["media"][0]["where"] == "media[0]"
 
 
 def test_policies_check_prints_token_lengths(test_model):
