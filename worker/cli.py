@@ -203,7 +203,7 @@ def bench(
         str,
         typer.Option(
             help="engine,worker,remote,naive,overhead (default); diy,cache,shadow,policies,"
-            "reload,cold"
+            "reload,cold,hash"
         ),
     ] = "",
     diy_in_flight: Annotated[str, typer.Option(help="diy: events in flight, a run each.")] = (
@@ -225,6 +225,9 @@ def bench(
     ] = None,
     duplicate_share: Annotated[
         float, typer.Option(help="cache phase: share of events copying an earlier one (Zipf).")
+    ] = 0.3,
+    known_share: Annotated[
+        float, typer.Option(help="hash phase: share of events whose text a hash bank holds.")
     ] = 0.3,
     shadow_sample: Annotated[
         float, typer.Option(help="Share of events a draft policy shadows in the worker runs.")

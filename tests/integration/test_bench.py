@@ -273,3 +273,42 @@ async def test_cold_policy_micro_batch_counts_prefix_computations(engine, test_m
     # Computed at least once (it was cold), and by no more items than the batch holds.
     assert 1 <= trial["items_that_computed_the_prefix"] <= 8
     assert trial["prefill_tokens_per_item"] * 8 == pytest.approx(trial["prefill_tokens"], abs=1)
+
+
+async def test_bench_hash_phase_banks_part_of_the_texts(broker, engine, test_model, tmp_path):
+    """The same texts without banks and with half of them banked at the model's own labels:
+    the banked run sends the engine only the other half, and its verdicts check out."""
+    config = BenchConfig(
+        model=str(test_model),
+        policy_dir=REPO / "policies",
+        max_model_len=engine.max_model_len,
+        engine_args=CPU_ENGINE_ARGS,
+        policy_tokens=300,
+        content_tokens=(20, 60),
+        events=40,
+        warmup_events=10,
+        batch={"max_items": 8},
+        phases=("hash",),
+        known_share=0.5,
+        wait_timeout_s=120.0,
+        workdir=tmp_path,
+    )
+
+    async def in_process(kind, spec):
+        return await build_system(kind, config, spec, classifier=engine)
+
+    result = await run_bench(
+        config, engine.tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
+    )
+    phase = result["phases"]["hash"]
+    assert "error" not in phase, phase
+    assert phase["known_events"] == 20 and phase["known_over_none"] > 0
+    banked = [
+        line for path in (tmp_path / "banks").glob("*.txt") for line in path.read_text().split("\n")
+    ]
+    assert len([line for line in banked if line]) == 20
+    for run in (phase["none"], phase["known"]):
+        sat = run["saturation"]
+        assert sat["items"] == sat["verdicts"] == 40 and sat["missing"] == 0
+        assert run["labels"]["checked"] == 40 and run["labels"]["wrong"] == 0, run["labels"]
+    assert (phase["none"]["engine_prompts"], phase["known"]["engine_prompts"]) == (40, 20)

@@ -1,4 +1,5 @@
-"""The benchmark's pure parts: statistics, schedules, ratios, option parsing, policy fitting."""
+"""The benchmark's pure parts: statistics, schedules, ratios, option parsing, policy fitting,
+the hash phase's banks."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from worker.hashbanks import decide, load_banks
 from worker.tools.bench.command import parse_engine_args, parse_levels, parse_range
 from worker.tools.bench.config import BenchConfig
+from worker.tools.bench.hashed import write_banks
 from worker.tools.bench.naive import cli_flags
 from worker.tools.bench.stats import (
     cache_summary,
@@ -19,7 +22,7 @@ from worker.tools.bench.stats import (
     steady_rate,
 )
 from worker.tools.bench.summary import ratios, targets
-from worker.tools.bench.workload import copy_sources, fit_policy_text, make_events
+from worker.tools.bench.workload import Workload, copy_sources, fit_policy_text, make_events
 
 
 def test_percentile_interpolates_between_closest_ranks():
@@ -205,6 +208,29 @@ def test_config_round_trips_through_json_and_splits_engine_args():
         BenchConfig(model="m", phases=("nope",))
     with pytest.raises(ValueError):
         BenchConfig(model="m", events=10, warmup_events=10)
+    with pytest.raises(ValueError, match="known share"):
+        BenchConfig(model="m", known_share=0.0)
+
+
+def test_hash_phase_banks_the_share_at_each_events_label(tmp_path):
+    config = BenchConfig(model="m", policies_per_event=2)
+    contents = [f"text number {n}" for n in range(10)]
+    workload = Workload(None, contents, make_events(config, ["a", "b", "c"], contents, "h"))  # type: ignore[arg-type]
+    labels = {event.id: n % 2 for n, event in enumerate(workload.events)}
+    assert write_banks(tmp_path, workload, 0.6, 1, labels) == 6
+    banks = load_banks(tmp_path, 31)
+    decided = {}
+    for event, content in zip(workload.events, contents, strict=True):
+        matches = banks.match_text(content)
+        if matches:
+            [decision] = {d.label for d in decide(matches, ["a", "b", "c"]).values()}
+            decided[event.id] = decision
+    # Six events banked, each at its own label, for every policy the workload uses.
+    assert len(decided) == 6 and all(label == labels[i] for i, label in decided.items())
+    assert {b.policies for b in banks.banks} == {("a", "b", "c")}
+    # Without known labels (a model other than the test model) every banked text is known bad.
+    assert write_banks(tmp_path, workload, 0.3, 1, None) == 3
+    assert [(b.name, b.label) for b in load_banks(tmp_path, 31).banks] == [("known-bad", 1)]
 
 
 class _Words:

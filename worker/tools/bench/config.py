@@ -27,6 +27,7 @@ PHASES = (
     "policies",
     "reload",
     "cold",
+    "hash",
 )
 DEFAULT_PHASES = ("engine", "worker", "remote", "naive", "overhead")
 
@@ -59,6 +60,8 @@ class BenchConfig:
     phases: tuple[str, ...] = DEFAULT_PHASES
     # The cache phase: share of events whose content copies an earlier one (Zipf-drawn).
     duplicate_share: float = 0.3
+    # The hash phase: share of events whose text the hash banks hold.
+    known_share: float = 0.3
     # Share of events the draft policy shadows in the worker systems (0 = no shadow work).
     shadow_sample: float = 0.0
     # The policies phase: how many distinct policies, one run each, and their lengths in
@@ -90,6 +93,8 @@ class BenchConfig:
             raise ValueError("the DIY peer's in-flight bounds must be positive")
         if not 0 <= self.shadow_sample <= 1:
             raise ValueError("the shadow sample must be in [0, 1]")
+        if not 0 < self.known_share <= 1:
+            raise ValueError("the known share must be in (0, 1]")
 
     # ---- settings the systems under test run with ----------------------------------------
 

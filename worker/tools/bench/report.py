@@ -26,6 +26,8 @@ RUNS = {
     ("cache", "duplicates_without_cache"): "5 worker, with copies, cache off",
     ("shadow", "without"): "6 worker, no shadow",
     ("shadow", "with"): "6 worker, every event shadowed",
+    ("hash", "none"): "7 worker, no hash banks",
+    ("hash", "known"): "7 worker, banks hold part of the texts",
 }
 
 
@@ -48,6 +50,13 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     if phases.get("shadow", {}).get("cpu_ms_per_shadowed_event") is not None:
         extra = phases["shadow"]["cpu_ms_per_shadowed_event"]
         console.print(f"shadow policy: {extra} ms CPU more per shadowed event")
+    if "known_over_none" in phases.get("hash", {}):
+        h = phases["hash"]
+        console.print(
+            f"hash banks holding {h['known_events']} of {h['none']['saturation']['items']} texts: "
+            f"{_num(h['known_over_none'], 2)}x the rate without banks; engine prompts "
+            f"{h['none'].get('engine_prompts', '-')} -> {h['known'].get('engine_prompts', '-')}"
+        )
     if "runs" in phases.get("policies", {}):
         console.print(_policies(phases["policies"]))
     if "longest_gap_s" in phases.get("reload", {}):

@@ -11,6 +11,7 @@ from ...kafka import create_topics
 from ...prompts import Tokenizer
 from ..broker import EmbeddedBroker
 from .config import BenchConfig
+from .hashed import hash_phase
 from .kafkaio import ResultCollector, produce_backlog, produce_open_loop, topic_names
 from .launch import ChildSystem
 from .phases import cache_phase, diy_phase, policies_phase, shadow_phase
@@ -121,6 +122,7 @@ def _phase_runs(
         ("shadow", "shadow", lambda: shadow_phase(bench, config, phases)),
         ("policies", "policies", lambda: policies_phase(bench, config, tokenizer)),
         ("reload", "reload", lambda: reload_phase(bench, config, tokenizer)),
+        ("hash", "hash", lambda: hash_phase(bench, config, tokenizer)),
         ("cold", "cold", lambda: ChildSystem("cold-batch", config, None).run_to_end()),
     ]
 
@@ -267,6 +269,8 @@ class SystemBench:
         ]
         if steady:
             result["prefill"] = prefill_summary(steady)
+        if "usage" in own:  # every engine request of the run, warm-up included
+            result["engine_prompts"] = len(own["usage"])
         if "exit_code" in own:
             result["exit_code"] = own["exit_code"]
         if "cpu_s" in own:
