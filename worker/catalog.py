@@ -1,13 +1,20 @@
-"""The policy set compiled for serving: each policy's prompt halves and thresholds."""
+"""The policy set compiled for serving: each policy's prompt halves and thresholds.
+
+A catalog is immutable; a reload compiles a new one and the worker swaps it in whole. Given
+the catalog in use, a compile reuses the prompt halves of every policy whose text did not
+change (``prefixes.py``), so a reload's cost grows with what changed, not with the pack.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .config import RoutingSettings, env_spelling
 from .policies import Policy, PolicyError, PolicyRegistry
+from .prefixes import Halves, compile_halves
 from .prompt_check import check_splice
-from .prompts import PolicyPrompt, Tokenizer, build_policy_prompt
+from .prompts import PolicyPrompt, Tokenizer, fit_prompt, lead_in_tokens
 from .routing import Thresholds, thresholds_for
 
 
@@ -23,6 +30,15 @@ class Catalog:
     registry: PolicyRegistry
     entries: dict[str, Entry]
     shadows: dict[str, tuple[Entry, ...]] = field(default_factory=dict)  # by production id
+    # The tokenizer the prompts were compiled with: a reload with it reuses their halves.
+    tokenizer: Any = field(default=None, compare=False, repr=False)
+
+    def halves(self, tokenizer: Tokenizer) -> dict[str, Halves]:
+        """Compiled halves by policy version, for a compile with ``tokenizer``."""
+        if tokenizer is not self.tokenizer:
+            return {}
+        prompts = (entry.prompt for entry in self.entries.values())
+        return {p.policy.version: Halves(p.prefix, p.suffix) for p in prompts}
 
     def resolve(self, requested: list[str] | None) -> list[Entry]:
         """Entries for one event's policies; raises PolicyError for unknown ids."""
@@ -30,24 +46,29 @@ class Catalog:
 
 
 def compile_catalog(
-    registry: PolicyRegistry, tokenizer: Tokenizer, max_model_len: int, routing: RoutingSettings
+    registry: PolicyRegistry,
+    tokenizer: Tokenizer,
+    max_model_len: int,
+    routing: RoutingSettings,
+    previous: Catalog | None = None,
 ) -> Catalog:
     """Raises PolicyError, or PromptError (a policy too long for the model, or a model whose
-    chat template the worker's prompts do not match)."""
+    chat template the worker's prompts do not match). ``previous``: the catalog in use, whose
+    halves are reused for unchanged policy texts."""
     check_routing(registry, routing)
-    check_splice(tokenizer, registry)
-    entries = {
-        policy.id: Entry(
-            policy,
-            build_policy_prompt(tokenizer, policy, max_model_len),
-            thresholds_for(policy, routing),
-        )
-        for policy in registry
-    }
+    check_splice(tokenizer)  # the probe contents; each policy is proven as it compiles
+    known = previous.halves(tokenizer) if previous is not None else None
+    halves = compile_halves(tokenizer, registry, known)
+    lead_in = lead_in_tokens(tokenizer)
+    entries = {}
+    for policy in registry:
+        half = halves[policy.version]
+        prompt = fit_prompt(policy, half.prefix, half.suffix, max_model_len, lead_in)
+        entries[policy.id] = Entry(policy, prompt, thresholds_for(policy, routing))
     shadows: dict[str, tuple[Entry, ...]] = {}
     for shadow, production in sorted(registry.shadows.items()):
         shadows[production] = (*shadows.get(production, ()), entries[shadow])
-    return Catalog(registry, entries, shadows)
+    return Catalog(registry, entries, shadows, tokenizer)
 
 
 def check_routing(registry: PolicyRegistry, routing: RoutingSettings) -> None:

@@ -44,7 +44,7 @@ PROBES: tuple[str, ...] = (
     _LONG + "\n\n",
 )
 # The probe each real policy gets: a newline that merges with the heading's.
-_POLICY_PROBE = "\nleading newline"
+POLICY_PROBE = "\nleading newline"
 _NO_LIMIT = 10**9
 
 
@@ -54,11 +54,18 @@ def check_splice(tokenizer: Tokenizer, policies: Iterable[Policy] = ()) -> None:
     Every probe runs on a probe policy; each given policy gets one probe, so that its own
     prefix is proven too.
     """
-    probe_policy = Policy("probe", "probe", _PROBE_POLICY, policy_version(_PROBE_POLICY))
     for content in PROBES:
-        _compare(tokenizer, probe_policy, content)
+        _compare(tokenizer, PROBE_POLICY, content)
     for policy in policies:
-        _compare(tokenizer, policy, _POLICY_PROBE)
+        check_policy(tokenizer, policy)
+
+
+def check_policy(tokenizer: Tokenizer, policy: Policy) -> None:
+    """Raise PromptError when the policy's own prompt, spliced, differs from the render."""
+    _compare(tokenizer, policy, POLICY_PROBE)
+
+
+PROBE_POLICY = Policy("probe", "probe", _PROBE_POLICY, policy_version(_PROBE_POLICY))
 
 
 def _compare(tokenizer: Tokenizer, policy: Policy, content: str) -> None:
@@ -66,17 +73,21 @@ def _compare(tokenizer: Tokenizer, policy: Policy, content: str) -> None:
     rendered = render(tokenizer, policy.text, content)
     full = tokenizer.encode(rendered, add_special_tokens=False, verbose=False)
     if spliced != full:
-        at = _first_difference(spliced, full)
-        raise PromptError(
-            "template",
-            f"model {model_name(tokenizer)!r}: its chat template renders content "
-            f"{content[:40]!r} (policy {policy.id!r}) differently from the worker's prompt "
-            f"(first difference at token {at}); the worker cannot build exact prompts for "
-            "this model's template",
-        )
+        raise splice_error(tokenizer, policy, content, first_difference(spliced, full))
 
 
-def _first_difference(a: list[int], b: list[int]) -> int:
+def splice_error(tokenizer: Tokenizer, policy: Policy, content: str, at: int) -> PromptError:
+    """The start-up error for a spliced prompt that differs from the render at token ``at``."""
+    return PromptError(
+        "template",
+        f"model {model_name(tokenizer)!r}: its chat template renders content "
+        f"{content[:40]!r} (policy {policy.id!r}) differently from the worker's prompt "
+        f"(first difference at token {at}); the worker cannot build exact prompts for "
+        "this model's template",
+    )
+
+
+def first_difference(a: list[int], b: list[int]) -> int:
     same = (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)
     return next(same, min(len(a), len(b)))
 

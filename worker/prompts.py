@@ -116,10 +116,27 @@ def answer_token_ids(tokenizer: Tokenizer) -> tuple[int, int]:
 
 def build_policy_prompt(tokenizer: Tokenizer, policy: Policy, max_model_len: int) -> PolicyPrompt:
     """Render the chat template around a slot and tokenize both sides once."""
-    before, after = _split_render(tokenizer, policy.text)
+    before, after = split_render(tokenizer, policy.text)
     prefix = tokenizer.encode(before, add_special_tokens=False)
     suffix = tokenizer.encode(after, add_special_tokens=False)
-    lead_in = len(tokenizer.encode(LEAD_IN, add_special_tokens=False))
+    lead_in = lead_in_tokens(tokenizer)
+    return fit_prompt(policy, tuple(prefix), tuple(suffix), max_model_len, lead_in)
+
+
+def lead_in_tokens(tokenizer: Tokenizer) -> int:
+    """How many tokens the lead-in takes on its own."""
+    return len(tokenizer.encode(LEAD_IN, add_special_tokens=False))
+
+
+def fit_prompt(
+    policy: Policy,
+    prefix: tuple[int, ...],
+    suffix: tuple[int, ...],
+    max_model_len: int,
+    lead_in: int,
+) -> PolicyPrompt:
+    """The policy's prompt halves within ``max_model_len``; PromptError when the policy
+    leaves no room for content (``lead_in``: the lead-in's own tokens)."""
     budget = max_model_len - len(prefix) - len(suffix) - 1  # one position for the answer
     if budget < lead_in + 1:
         raise PromptError(
@@ -127,10 +144,10 @@ def build_policy_prompt(tokenizer: Tokenizer, policy: Policy, max_model_len: int
             f"policy {policy.id!r} takes {len(prefix) + len(suffix) + lead_in} tokens with the "
             f"template; max_model_len is {max_model_len}",
         )
-    return PolicyPrompt(policy, tuple(prefix), tuple(suffix), budget)
+    return PolicyPrompt(policy, prefix, suffix, budget)
 
 
-def _split_render(tokenizer: Tokenizer, policy_text: str) -> tuple[str, str]:
+def split_render(tokenizer: Tokenizer, policy_text: str) -> tuple[str, str]:
     """The render's text before the lead-in and after the content."""
     before, sep, after = render(tokenizer, policy_text, _SLOT).partition(_SLOT)
     if not sep or not before.endswith(LEAD_IN):
@@ -250,7 +267,7 @@ def media_suffix(tokenizer: Tokenizer, images: int) -> tuple[int, ...]:
         )
     )
     before, sep, after = rendered.partition(_SLOT)
-    if not sep or before != _split_render(tokenizer, "P")[0] + LEAD_IN:
+    if not sep or before != split_render(tokenizer, "P")[0] + LEAD_IN:
         raise PromptError(
             "template",
             f"model {model_name(tokenizer)!r}: its chat template renders a message with images "

@@ -39,6 +39,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "model_files",
             "prompts",
             "prompt_check",
+            "prefixes",
             "routing",
             "catalog",
             "audit",
