@@ -45,10 +45,13 @@ async def start_classifier(settings: Settings) -> Classifier:
     return await start_engine(settings.engine)
 
 
-def load_catalog(settings: Settings, classifier: Classifier) -> Catalog:
+def load_catalog(
+    settings: Settings, classifier: Classifier, previous: Catalog | None = None
+) -> Catalog:
     """Raises PolicyError, or PromptError (one that names the limit to raise for a policy
-    the model's context cannot hold)."""
-    return compile_for(settings, classifier.tokenizer, classifier.max_model_len)
+    the model's context cannot hold). ``previous``: the catalog in use, on a reload."""
+    tokenizer, max_model_len = classifier.tokenizer, classifier.max_model_len
+    return compile_for(settings, tokenizer, max_model_len, previous=previous)
 
 
 async def run_worker(
@@ -201,9 +204,9 @@ async def _reload_on_change(settings: Settings, classifier: Classifier, worker: 
     async for _ in awatch(directory, recursive=True, force_polling=True, poll_delay_ms=500):
         before = worker.catalog
         try:
-            # Compiling thousands of policies takes seconds: in a thread, so that verdicts
-            # keep flowing meanwhile.
-            catalog = await asyncio.to_thread(load_catalog, settings, classifier)
+            # Only changed files are parsed and compiled again, but reading thousands takes a
+            # while: in a thread, so that verdicts keep flowing meanwhile.
+            catalog = await asyncio.to_thread(load_catalog, settings, classifier, before)
             if catalog.registry.shadows and not before.registry.shadows:
                 await ensure_topics(settings, shadow=True)  # the first shadow needs its topic
         except WorkerError as exc:

@@ -30,6 +30,8 @@ _NOT_IN_ID = re.compile(r"[^a-z0-9._-]+")
 _HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
 _BOLD_LINE = re.compile(r"^\*\*([^*]+)\*\*$")
 ID_MAX = 64
+# libyaml's loader where PyYAML was built with it: ten times faster on a large pack.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Front matter keys the worker reads; any other key is kept as metadata.
 KNOWN_KEYS = ("id", "title", "description", "threshold", "review_low", "review_high", "shadow_of")
 # Headings that name a section, not the policy (Zentropi's format opens with "# Criteria").
@@ -102,7 +104,7 @@ def _split(source: str, where: str) -> tuple[dict[str, Any] | None, str]:
     if not match:
         raise PolicyError(f"{where}: front matter opened with '---' is never closed by '---'")
     try:
-        meta = yaml.safe_load(match.group(1)) or {}
+        meta = yaml.load(match.group(1), Loader=_YAML_LOADER) or {}  # noqa: S506 (safe)
     except yaml.YAMLError as exc:
         reason = " ".join(str(exc).split())
         raise PolicyError(f"{where}: front matter is not valid YAML: {reason}") from None
@@ -218,7 +220,10 @@ class PolicyRegistry:
         policies: Iterable[Policy],
         default: Iterable[str] = (),
         shadow_pairs: Mapping[str, str] | None = None,
+        sources: Mapping[PackFile, Read] | None = None,
     ) -> None:
+        # What each file held when read (``load_policies``): a reload parses only changes.
+        self.sources: Mapping[PackFile, Read] = sources or {}
         by_id: dict[str, Policy] = {}
         for policy in policies:
             if policy.id in by_id:
@@ -293,39 +298,57 @@ class PackResult:
     error: str | None = None
 
 
+# A policy file as read: a digest of its text, and what it parsed to.
+Read = tuple[bytes, PackResult]
+
+
 def read_pack(directory: Path) -> list[PackResult]:
     """Every file of the pack, parsed where it is a policy; raises PolicyError only when the
     pack itself cannot be read (no directory, a broken pack.yaml)."""
+    return [result for _, result in _read_pack(directory, {}).values()]
+
+
+def _read_pack(directory: Path, known: Mapping[PackFile, Read]) -> dict[PackFile, Read]:
     try:
         files = scan_pack(directory)
     except PackError as exc:
         raise PolicyError(str(exc)) from None
-    return [_read(found) if found.skipped is None else PackResult(found) for found in files]
+    return {f: _read(f, known) if f.skipped is None else (b"", PackResult(f)) for f in files}
 
 
 def load_policies(
-    directory: Path, default: Iterable[str] = (), shadow_pairs: Mapping[str, str] | None = None
+    directory: Path,
+    default: Iterable[str] = (),
+    shadow_pairs: Mapping[str, str] | None = None,
+    previous: PolicyRegistry | None = None,
 ) -> PolicyRegistry:
     """The pack's policies (``packs.py`` says which files); PolicyError naming every file
-    that cannot load, in one line."""
-    results = read_pack(directory)
+    that cannot load, in one line. Files whose text is what ``previous`` read are not parsed
+    again."""
+    read = _read_pack(directory, previous.sources if previous is not None else {})
+    results = [result for _, result in read.values()]
     errors = [r.error for r in results if r.error is not None]
     if len(errors) == 1:
         raise PolicyError(errors[0])
     if errors:
         raise PolicyError(f"{len(errors)} policy files cannot load: " + "; ".join(errors))
-    return PolicyRegistry((r.policy for r in results if r.policy), default, shadow_pairs)
+    policies = (r.policy for r in results if r.policy)
+    return PolicyRegistry(policies, default, shadow_pairs, sources=read)
 
 
-def _read(found: PackFile) -> PackResult:
+def _read(found: PackFile, known: Mapping[PackFile, Read]) -> Read:
     path = found.path
     try:
         source = path.read_text(encoding="utf-8")
-        return PackResult(found, policy=parse_policy(source, path, found))
+        digest = hashlib.blake2b(source.encode("utf-8"), digest_size=16).digest()
+        before = known.get(found)
+        if before is not None and before[0] == digest:
+            return before
+        return digest, PackResult(found, policy=parse_policy(source, path, found))
     except UnicodeDecodeError as exc:
         error = f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
     except OSError as exc:
         error = f"{path}: cannot be read: {exc.strerror or exc}"
     except PolicyError as exc:
         error = str(exc)
-    return PackResult(found, error=error)
+    return b"", PackResult(found, error=error)

@@ -81,15 +81,21 @@ def compile_policies(settings: Settings, registry: PolicyRegistry | None = None)
 
 
 def compile_for(
-    settings: Settings, tokenizer: Any, max_model_len: int, registry: PolicyRegistry | None = None
+    settings: Settings,
+    tokenizer: Any,
+    max_model_len: int,
+    registry: PolicyRegistry | None = None,
+    previous: Catalog | None = None,
 ) -> Catalog:
     """The configured policies (shadows too; or ``registry``) compiled for this tokenizer and
-    context; a policy too long for the context names the limit to raise."""
+    context; a policy too long for the context names the limit to raise. ``previous``: the
+    catalog in use, whose unchanged files and policy texts are not parsed or compiled again."""
     if registry is None:
         policies = settings.policies
-        registry = load_policies(policies.dir, policies.default, settings.shadow.pairs)
+        before = previous.registry if previous is not None else None
+        registry = load_policies(policies.dir, policies.default, settings.shadow.pairs, before)
     try:
-        return compile_catalog(registry, tokenizer, max_model_len, settings.routing)
+        return compile_catalog(registry, tokenizer, max_model_len, settings.routing, previous)
     except PromptError as exc:
         if exc.kind != "policy_too_long":
             raise

@@ -134,3 +134,64 @@ def test_example_pack_loads():
     }
     for policy in registry:
         assert policy.path is not None and policy.path.stem == policy.id
+
+
+# ---- reloading: only files whose text changed are parsed again ---------------------------
+
+
+def _pack(directory: Path, count: int) -> None:
+    for n in range(count):
+        _write(directory, f"p{n}.md", f"---\nid: p{n}\n---\nFlag content naming item {n}.\n")
+
+
+@pytest.fixture
+def parsed(monkeypatch):
+    """The files parse_policy was called for, by name."""
+    import worker.policies as policies
+
+    seen: list[str] = []
+    parse = policies.parse_policy
+
+    def recording(source, path=None, found=None):
+        seen.append(path.name)
+        return parse(source, path, found)
+
+    monkeypatch.setattr(policies, "parse_policy", recording)
+    return seen
+
+
+def test_a_reload_parses_exactly_the_changed_and_added_files(tmp_path, parsed):
+    _pack(tmp_path, 6)
+    before = load_policies(tmp_path)
+    parsed.clear()
+    _write(tmp_path, "p1.md", "---\nid: p1\n---\nFlag content naming item one, edited.\n")
+    _write(tmp_path, "p6.md", "---\nid: p6\n---\nFlag content naming item 6.\n")
+    (tmp_path / "p4.md").unlink()
+    (tmp_path / "p2.md").write_text((tmp_path / "p2.md").read_text())  # rewritten, same text
+    after = load_policies(tmp_path, previous=before)
+    assert sorted(parsed) == ["p1.md", "p6.md"]
+    fresh = load_policies(tmp_path)
+    assert list(after) == list(fresh) and after.default == fresh.default
+    assert "p4" not in {p.id for p in after}
+    assert after.get("p2") is before.get("p2")  # the same parsed policy, not a copy
+
+
+def test_a_bad_file_fails_the_reload_and_a_fixed_one_loads(tmp_path, parsed):
+    _pack(tmp_path, 3)
+    before = load_policies(tmp_path)
+    _write(tmp_path, "p1.md", "---\nid: p1\nthreshold: 3\n---\nFlag it.\n")
+    with pytest.raises(PolicyError, match="p1.md: 'threshold' must be a number"):
+        load_policies(tmp_path, previous=before)
+    parsed.clear()
+    _write(tmp_path, "p1.md", "---\nid: p1\nthreshold: 0.3\n---\nFlag it.\n")
+    after = load_policies(tmp_path, previous=before)
+    assert parsed == ["p1.md"] and after.get("p1").threshold == 0.3
+
+
+def test_a_file_moved_to_another_name_is_parsed_under_its_new_name(tmp_path, parsed):
+    _pack(tmp_path, 2)
+    before = load_policies(tmp_path)
+    parsed.clear()
+    (tmp_path / "p1.md").rename(tmp_path / "renamed.md")
+    after = load_policies(tmp_path, previous=before)
+    assert parsed == ["renamed.md"] and after.get("p1").path == tmp_path / "renamed.md"
