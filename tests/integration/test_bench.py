@@ -252,11 +252,16 @@ async def test_bench_reload_phase_edits_a_policy_under_load(broker, engine, test
     reload = result["phases"]["reload"]
     assert "error" not in reload, reload
     assert reload["policies"] == 200 and reload["catalog_mib"] > 0 and reload["compile_s"] > 0
-    assert reload["missing"] == 0 and reload["verdicts"] == 400
-    assert reload["reload_visible_after_s"] is not None and reload["reload_visible_after_s"] > 0
-    assert reload["longest_gap_s"] > 0
-    # The edit is undone once the run ends.
-    assert "Edited" not in (tmp_path / "reload-200" / "p00000.md").read_text()
+    # Ten edited files, one added, one removed: only those are compiled again.
+    assert (reload["reload_changed"], reload["reload_removed"]) == (11, 1)
+    assert reload["missing"] == 0 and reload["verdicts"] == reload["sent"] > 100
+    # Both edits (one file, then every file) reach the verdicts while load runs.
+    assert reload["reload_visible_after_s"] > 0 and reload["full_reload_visible_after_s"] > 0
+    assert reload["longest_gap_one_file_s"] > 0 and reload["longest_gap_all_files_s"] > 0
+    # The edits are undone once the run ends.
+    pack = tmp_path / "reload-200"
+    assert not any("Edited" in p.read_text() for p in pack.glob("*.md"))
+    assert len(list(pack.glob("*.md"))) == 200
 
 
 async def test_cold_policy_micro_batch_counts_prefix_computations(engine, test_model, tmp_path):

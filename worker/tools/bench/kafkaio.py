@@ -40,9 +40,14 @@ async def produce_backlog(bootstrap: str, topic: str, events: Sequence[Event]) -
 
 
 async def produce_open_loop(
-    bootstrap: str, topic: str, events: Sequence[Event], offsets: Sequence[float]
+    bootstrap: str,
+    topic: str,
+    events: Sequence[Event],
+    offsets: Sequence[float],
+    stop: asyncio.Event | None = None,
 ) -> dict[str, float]:
-    """Send event n at start + offsets[n], never waiting on the system; return due times.
+    """Send event n at start + offsets[n], never waiting on the system; return due times
+    (of the events sent before ``stop`` was set, when given).
 
     Latency is measured from the due time, not the actual send, so a producer that falls
     behind does not hide queueing from the measurement.
@@ -58,6 +63,8 @@ async def produce_open_loop(
             delay = at - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if stop is not None and stop.is_set():
+                break
             due[event.id] = at
             futures.append(await producer.send(topic, event.value, key=event.id.encode()))
         await asyncio.gather(*futures)

@@ -62,11 +62,16 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     if "longest_gap_s" in phases.get("reload", {}):
         r = phases["reload"]
         console.print(
-            f"reload of {r['policies']} policies: load {r['load_s']} s, compile "
-            f"{r['compile_s']} s, catalog {r['catalog_mib']} MiB; under {r['offered_per_s']}/s "
-            f"the longest gap between verdicts was {r['longest_gap_s']} s (target <= 1 s; "
-            f"{r['longest_gap_before_edit_s']} s before the edit), the edit showed in "
-            f"verdicts after {r['reload_visible_after_s']} s"
+            f"pack of {r['policies']} policies: load {r['load_s']} s, compile {r['compile_s']} s, "
+            f"catalog {r['catalog_mib']} MiB (peak {r['load_peak_mib']}); reload after "
+            f"{r['reload_changed']} changes {r['reload_s']} s (peak +{r['reload_peak_mib']} MiB)"
+        )
+        console.print(
+            f"under {r['offered_per_s']}/s, longest gap between verdicts (target <= 1 s): "
+            f"{r['longest_gap_one_file_s']} s reloading one edited file (showed after "
+            f"{r['reload_visible_after_s']} s), {r['longest_gap_all_files_s']} s reloading "
+            f"every file edited (showed after {r['full_reload_visible_after_s']} s); "
+            f"{r['longest_gap_before_edit_s']} s before the edits"
         )
     for trial in phases.get("cold", {}).get("trials", []):
         console.print(
