@@ -74,7 +74,7 @@ async def run_worker(
         await retry_unreachable(lambda: ensure_topics(settings, shadow), settings.kafka, brokers)
         classifier = await classifier_factory(settings)
         try:
-            async with open_worker(settings, classifier, health, banks) as worker:
+            async with open_worker(settings, classifier, health, banks, catalog) as worker:
                 _install_signal_handlers(worker)
                 return await worker.run()
         finally:
@@ -88,21 +88,23 @@ async def open_worker(
     classifier: Classifier,
     health: Health | None = None,
     banks: BankSet | None = None,
+    compiled: Catalog | None = None,
 ) -> AsyncIterator[Worker]:
     """A ready-to-run Worker on a started producer, with policy and bank watching while it
     lives.
 
     Without ``health`` from the caller, it serves its own health endpoints meanwhile; without
-    ``banks``, it loads the configured ones.
+    ``banks``, it loads the configured ones. ``compiled``: the policies as start-up checks
+    compiled them, whose prompts are reused when the engine's tokenizer is the same.
     """
     if health is None:
         async with serve_health(settings.health) as served:
-            async with open_worker(settings, classifier, served, banks) as worker:
+            async with open_worker(settings, classifier, served, banks, compiled) as worker:
                 yield worker
         return
     health.set_check("engine", engine_check(classifier))
     metrics.watch_engine(getattr(classifier, "stats", None))
-    catalog, banks = await _load_content(settings, classifier, banks)
+    catalog, banks = await _load_content(settings, classifier, banks, compiled)
     health.set_check("policies", lambda: None)  # compiled; a rejected reload keeps these
     # Brokers that cannot be reached yet are waited for (kafka.connect_retry_s), not fatal.
     brokers = _BrokerWait()
@@ -132,11 +134,11 @@ async def open_worker(
 
 
 async def _load_content(
-    settings: Settings, classifier: Classifier, banks: BankSet | None
+    settings: Settings, classifier: Classifier, banks: BankSet | None, compiled: Catalog | None
 ) -> tuple[Catalog, BankSet | None]:
-    """The policies compiled for this engine, and the hash banks (the caller's, else the
-    configured ones)."""
-    catalog = load_catalog(settings, classifier)
+    """The policies compiled for this engine (reusing ``compiled``'s prompts where they
+    match), and the hash banks (the caller's, else the configured ones)."""
+    catalog = load_catalog(settings, classifier, compiled)
     log.info("policies loaded", policies=sorted(catalog.entries))
     if banks is None:
         banks = await load_for_serving(settings.banks, catalog.registry)

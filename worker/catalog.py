@@ -12,7 +12,7 @@ from typing import Any
 
 from .config import RoutingSettings, env_spelling
 from .policies import Policy, PolicyError, PolicyRegistry
-from .prefixes import Halves, compile_halves
+from .prefixes import Halves, compile_halves, same_tokenizer
 from .prompt_check import check_splice
 from .prompts import PolicyPrompt, Tokenizer, fit_prompt, lead_in_tokens
 from .routing import Thresholds, thresholds_for
@@ -35,7 +35,7 @@ class Catalog:
 
     def halves(self, tokenizer: Tokenizer) -> dict[str, Halves]:
         """Compiled halves by policy version, for a compile with ``tokenizer``."""
-        if tokenizer is not self.tokenizer:
+        if not same_tokenizer(tokenizer, self.tokenizer):
             return {}
         prompts = (entry.prompt for entry in self.entries.values())
         return {p.policy.version: Halves(p.prefix, p.suffix) for p in prompts}

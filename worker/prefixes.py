@@ -20,6 +20,7 @@ compiled catalog costs a pointer per token, not an int object per token.
 from __future__ import annotations
 
 import copy
+import hashlib
 import threading
 import weakref
 from bisect import bisect_left
@@ -156,6 +157,34 @@ def prompt_backend(tokenizer: Tokenizer) -> tokenizers.Tokenizer | None:
             backend.no_padding()
             _backends[tokenizer] = backend
         return backend
+
+
+def same_tokenizer(a: Tokenizer, b: Tokenizer | None) -> bool:
+    """Whether prompts compiled with ``a`` are those ``b`` compiles: the same object, or two
+    fast tokenizers with the same backend, chat template and special tokens (the engine's
+    tokenizer and the one start-up checks loaded, say)."""
+    if a is b:
+        return True
+    if b is None:
+        return False
+    mine, theirs = _fingerprint(a), _fingerprint(b)
+    return mine is not None and mine == theirs
+
+
+# Per tokenizer, a digest of its backend (vocabulary, merges, normalizers: fixed once loaded).
+_backend_digests: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(tokenizer: Tokenizer) -> tuple[str, str, str] | None:
+    backend = prompt_backend(tokenizer)
+    if backend is None:
+        return None
+    digest = _backend_digests.get(tokenizer)
+    if digest is None:
+        digest = hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest()
+        _backend_digests[tokenizer] = digest
+    special = sorted(getattr(tokenizer, "special_tokens_map", {}).items())
+    return digest, repr(getattr(tokenizer, "chat_template", None)), repr(special)
 
 
 # One int object per token id, shared by every compiled prompt (ids below 257 are shared by

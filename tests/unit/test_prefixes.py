@@ -129,3 +129,18 @@ def test_shared_ids_are_one_object_per_id():
     first, second = shared_ids([1000, 70000, 5]), shared_ids((70000, 1000))
     assert first == (1000, 70000, 5) and second == (70000, 1000)
     assert first[0] is second[1] and first[1] is second[0]
+
+
+def test_a_second_copy_of_the_same_tokenizer_reuses_the_compiled_prompts(tokenizer, compiled):
+    """Start-up checks load their own tokenizer; the engine's is another object."""
+    from transformers import AutoTokenizer
+
+    before = compile_catalog(PolicyRegistry(POLICIES), tokenizer, 4096, RoutingSettings())
+    compiled.clear()
+    copy = AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    again = compile_catalog(PolicyRegistry(POLICIES), copy, 4096, RoutingSettings(), before)
+    assert compiled == [] and again.entries == before.entries
+    copy.chat_template = tokenizer.chat_template.replace("<start_of_turn>", "<start_of_turn> ")
+    changed = compile_catalog(PolicyRegistry(POLICIES[:2]), copy, 4096, RoutingSettings(), before)
+    assert sorted(compiled) == ["rule-0", "rule-1"]
+    assert changed.entries["rule-0"].prompt.prefix != before.entries["rule-0"].prompt.prefix

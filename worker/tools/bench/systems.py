@@ -46,12 +46,13 @@ class WorkerSystem:
     def __init__(self, name: str, settings: Settings, classifier: Classifier) -> None:
         self.name = name
         self.settings = settings
-        self.classifier = RecordingClassifier(classifier, load_catalog(settings, classifier))
+        self.catalog = load_catalog(settings, classifier)
+        self.classifier = RecordingClassifier(classifier, self.catalog)
         self._context: Any = None
         self._task: asyncio.Task[int] | None = None
 
     async def start(self) -> None:
-        self._context = open_worker(self.settings, self.classifier)
+        self._context = open_worker(self.settings, self.classifier, compiled=self.catalog)
         worker = await self._context.__aenter__()
         self._worker = worker
         self._task = asyncio.create_task(worker.run())
