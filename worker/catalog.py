@@ -58,7 +58,8 @@ def compile_catalog(
     check_routing(registry, routing)
     check_splice(tokenizer)  # the probe contents; each policy is proven as it compiles
     known = previous.halves(tokenizer) if previous is not None else None
-    halves = compile_halves(tokenizer, registry, known)
+    # With a catalog in use, the compile runs beside serving: one thread, not every core.
+    halves = compile_halves(tokenizer, registry, known, alone=previous is not None)
     lead_in = lead_in_tokens(tokenizer)
     entries = {}
     for policy in registry:

@@ -57,10 +57,17 @@ class Halves:
 
 
 def compile_halves(
-    tokenizer: Tokenizer, policies: Iterable[Policy], known: Mapping[str, Halves] | None = None
+    tokenizer: Tokenizer,
+    policies: Iterable[Policy],
+    known: Mapping[str, Halves] | None = None,
+    alone: bool = False,
 ) -> dict[str, Halves]:
     """Halves by policy version for every policy: taken from ``known`` (versions compiled
-    before with this tokenizer) or compiled and proven. Raises PromptError ("template")."""
+    before with this tokenizer) or compiled and proven. Raises PromptError ("template").
+
+    ``alone``: tokenize in the calling thread only. The backend's batch call spreads over
+    every core, which suits start-up; a reload runs beside the engine and must not take
+    its cores."""
     known = known or {}
     halves: dict[str, Halves] = {}
     todo: dict[str, Policy] = {}
@@ -80,14 +87,18 @@ def compile_halves(
         _check_backend(tokenizer, backend)
     pending = list(todo.values())
     for start in range(0, len(pending), CHUNK):
-        halves.update(_batch(tokenizer, backend, pending[start : start + CHUNK]))
+        halves.update(_batch(tokenizer, backend, pending[start : start + CHUNK], alone))
     return halves
 
 
 def _batch(
-    tokenizer: Tokenizer, backend: tokenizers.Tokenizer, policies: Sequence[Policy]
+    tokenizer: Tokenizer,
+    backend: tokenizers.Tokenizer,
+    policies: Sequence[Policy],
+    alone: bool = False,
 ) -> dict[str, Halves]:
-    """One backend call for ``policies``: their halves, each proven on the probe content."""
+    """One backend call for ``policies`` (a call per policy when ``alone``): their halves,
+    each proven on the probe content."""
     [probe] = tokenize_contents(tokenizer, [POLICY_PROBE])
     cuts, tails, texts = [], [], []
     for policy in policies:
@@ -99,7 +110,10 @@ def _batch(
     encoded = backend.encode_batch(unique, add_special_tokens=False)
     suffixes = {tail: shared_ids(e.ids) for tail, e in zip(unique, encoded, strict=True)}
     out = {}
-    encodings = backend.encode_batch(texts, add_special_tokens=False)
+    if alone:
+        encodings = [backend.encode(text, add_special_tokens=False) for text in texts]
+    else:
+        encodings = backend.encode_batch(texts, add_special_tokens=False)
     for policy, cut, tail, encoding in zip(policies, cuts, tails, encodings, strict=True):
         prefix = _prefix(tokenizer, policy, encoding, cut, [*probe, *suffixes[tail]])
         out[policy.version] = Halves(prefix, suffixes[tail])

@@ -40,16 +40,17 @@ def compiled(monkeypatch):
     seen: list[str] = []
     batch = prefixes._batch
 
-    def recording(tokenizer, backend, policies):
+    def recording(tokenizer, backend, policies, *rest):
         seen.extend(p.id for p in policies)
-        return batch(tokenizer, backend, policies)
+        return batch(tokenizer, backend, policies, *rest)
 
     monkeypatch.setattr(prefixes, "_batch", recording)
     return seen
 
 
-def test_batched_halves_equal_the_one_at_a_time_prompts(any_tokenizer):
-    halves = compile_halves(any_tokenizer, POLICIES)
+@pytest.mark.parametrize("alone", [False, True])
+def test_batched_halves_equal_the_one_at_a_time_prompts(any_tokenizer, alone):
+    halves = compile_halves(any_tokenizer, POLICIES, alone=alone)
     for each in POLICIES:
         prompt = build_policy_prompt(any_tokenizer, each, 8192)
         assert halves[each.version] == Halves(prompt.prefix, prompt.suffix), each.id
