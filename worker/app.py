@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -205,10 +203,11 @@ async def _reload_on_change(settings: Settings, classifier: Classifier, worker: 
     from watchfiles import awatch
 
     directory = Path(settings.policies.dir)
-    # Reloads compile in a thread of their own at a lower CPU priority: only changed files
-    # are parsed and compiled again, but a pack rewritten whole takes seconds of CPU, which
-    # must go to the event loop and the engine first so that verdicts keep flowing.
-    reloads = ThreadPoolExecutor(1, "policy-reload", initializer=_lower_priority)
+    # Reloads compile in a thread of their own, one reload at a time: only changed files are
+    # parsed and compiled again, but a pack rewritten whole takes seconds of CPU. Not at a
+    # lower OS priority: the thread holds the GIL at times, and descheduled while holding
+    # it, it would stall the event loop behind it.
+    reloads = ThreadPoolExecutor(1, "policy-reload")
     loop = asyncio.get_running_loop()
     try:
         # ConfigMaps update by swapping a symlink; watching the directory sees the swap.
@@ -229,19 +228,6 @@ async def _reload_on_change(settings: Settings, classifier: Classifier, worker: 
             log.info("policies reloaded", **reload_summary(before, catalog))
     finally:
         reloads.shutdown(wait=False, cancel_futures=True)
-
-
-RELOAD_NICENESS = 10  # added to the reload thread's: it gets a tenth of a contended core
-
-
-def _lower_priority() -> None:
-    """Lower the calling thread's CPU priority (Linux schedules each thread on its own)."""
-    try:
-        thread = threading.get_native_id()
-        niceness = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness + RELOAD_NICENESS))
-    except (AttributeError, OSError):  # not Linux, or not allowed: the usual priority
-        pass
 
 
 def reload_summary(before: Catalog, after: Catalog, named: int = 20) -> dict[str, object]:

@@ -1,5 +1,4 @@
-"""A policy reload: its log line stays short however many policies a pack holds, and it
-compiles below the CPU priority of serving."""
+"""The log line of a policy reload stays short however many policies a pack holds."""
 
 from __future__ import annotations
 
@@ -26,24 +25,3 @@ def test_a_reload_names_what_changed_up_to_a_bound():
     assert summary["versions"] == {"new": "c" * 12, **{f"p{n:05}": "b" * 12 for n in range(10, 14)}}
     assert summary["removed"] == ["p00000"]
     assert len(str(summary)) < 1000
-
-
-def test_the_reload_thread_runs_at_a_lower_cpu_priority_than_serving():
-    import os
-    import threading
-
-    from worker.app import RELOAD_NICENESS, _lower_priority
-
-    seen: dict[str, int] = {}
-
-    def reload_thread() -> None:
-        _lower_priority()
-        seen["reload"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    serving = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    thread = threading.Thread(target=reload_thread)
-    thread.start()
-    thread.join()
-    assert seen["reload"] == min(19, serving + RELOAD_NICENESS)
-    # Only that thread: the calling thread keeps its priority.
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == serving
