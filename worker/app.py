@@ -205,8 +205,8 @@ async def _reload_on_change(settings: Settings, classifier: Classifier, worker: 
     directory = Path(settings.policies.dir)
     # Reloads compile in a thread of their own, one reload at a time: only changed files are
     # parsed and compiled again, but a pack rewritten whole takes seconds of CPU. Not at a
-    # lower OS priority: the thread holds the GIL at times, and descheduled while holding
-    # it, it would stall the event loop behind it.
+    # lower OS priority: measured, that made the pauses in verdicts longer (the thread holds
+    # the GIL at times; descheduled while holding it, it keeps the event loop waiting).
     reloads = ThreadPoolExecutor(1, "policy-reload")
     loop = asyncio.get_running_loop()
     try:
