@@ -180,61 +180,71 @@ def demo(
 
 
 LEVELS = "0.25,0.5,0.75,1"  # the bench's load levels: fractions of the saturated rate
+PHASES_HELP = "engine,worker,remote,naive,overhead (default); diy,cache,shadow,policies,reload,"
+PHASES_HELP += "cold,hash,images"
+
+
+def _opt(kind: Any, text: str, *names: str) -> Any:
+    """An annotated option type, so that each of bench's many options takes one line."""
+    return Annotated[kind, typer.Option(*names, help=text)]
+
+
+def IntOpt(text: str) -> Any:  # noqa: N802 (used as a type)
+    return _opt(int, text)
+
+
+def FloatOpt(text: str) -> Any:  # noqa: N802
+    return _opt(float, text)
+
+
+def StrOpt(text: str) -> Any:  # noqa: N802
+    return _opt(str, text)
+
+
+EngineArgOpt = _opt(list[str] | None, "vLLM engine argument KEY=VALUE (repeatable).")
+MaxItemsOpt = _opt(int | None, "batch.max_items")
+LingerOpt = _opt(float | None, "batch.linger_ms")
+InFlightOpt = _opt(int | None, "batch.max_in_flight")
+BootstrapOpt = _opt(str | None, "Use this broker instead of an embedded one.")
+WorkdirOpt = _opt(Path, "Fitted policies, images, logs.")
+OutOpt = _opt(Path | None, "Write the result as JSON.", "--out")
+FETCH_WAIT = "Longest a broker may hold the systems' fetches (ms)."
+DUPLICATES = "cache phase: share of events copying an earlier one (Zipf)."
 
 
 @app.command()
 def bench(
     model: ModelOpt = None,
-    policies: Annotated[Path, typer.Option(help="Policy pack to fit.")] = Path("policies"),
-    engine_arg: Annotated[
-        list[str] | None, typer.Option(help="vLLM engine argument KEY=VALUE (repeatable).")
-    ] = None,
-    max_model_len: Annotated[int, typer.Option(help="Engine max_model_len.")] = 8192,
-    policy_tokens: Annotated[int, typer.Option(help="Tokens per policy (cut or extended).")] = 2000,
-    content_tokens: Annotated[str, typer.Option(help="Content tokens MIN:MAX.")] = "50:400",
-    policies_per_event: Annotated[int, typer.Option(help="Policies per event.")] = 1,
-    events: Annotated[int, typer.Option(help="Events in each saturated run.")] = 600,
-    warmup: Annotated[int, typer.Option(help="Leading events left out of rates.")] = 100,
-    levels: Annotated[str, typer.Option(help="Loads: fractions of max, or N/s.")] = LEVELS,
-    level_seconds: Annotated[float, typer.Option(help="Seconds measured per load.")] = 20.0,
-    level_warmup_seconds: Annotated[float, typer.Option(help="Unmeasured lead-in.")] = 3.0,
-    overhead_events: Annotated[int, typer.Option(help="Events per overhead run.")] = 5000,
-    phases: Annotated[
-        str,
-        typer.Option(
-            help="engine,worker,remote,naive,overhead (default); diy,cache,shadow,policies,"
-            "reload,cold,hash"
-        ),
-    ] = "",
-    diy_in_flight: Annotated[str, typer.Option(help="diy: events in flight, a run each.")] = (
-        "64,128,256"
-    ),
-    policy_counts: Annotated[
-        str, typer.Option(help="policies phase: distinct policies, a run each.")
-    ] = "1,10,100,1000,10000",
-    many_policy_words: Annotated[str, typer.Option(help="policies: words MIN:MAX.")] = "50:2900",
-    max_items: Annotated[int | None, typer.Option(help="batch.max_items")] = None,
-    linger_ms: Annotated[float | None, typer.Option(help="batch.linger_ms")] = None,
-    max_in_flight: Annotated[int | None, typer.Option(help="batch.max_in_flight")] = None,
-    partitions: Annotated[int, typer.Option(help="Partitions of the content topic.")] = 3,
-    fetch_max_wait_ms: Annotated[
-        int, typer.Option(help="Longest a broker may hold the systems' fetches (ms).")
-    ] = 500,
-    bootstrap: Annotated[
-        str | None, typer.Option(help="Use this broker instead of an embedded one.")
-    ] = None,
-    duplicate_share: Annotated[
-        float, typer.Option(help="cache phase: share of events copying an earlier one (Zipf).")
-    ] = 0.3,
-    known_share: Annotated[
-        float, typer.Option(help="hash phase: share of events whose text a hash bank holds.")
-    ] = 0.3,
-    shadow_sample: Annotated[
-        float, typer.Option(help="Share of events a draft policy shadows in the worker runs.")
-    ] = 0.0,
-    seed: Annotated[int, typer.Option(help="Workload seed.")] = 7,
-    workdir: Annotated[Path, typer.Option(help="Fitted policies, logs.")] = Path(".cache/bench"),
-    out: Annotated[Path | None, typer.Option("--out", help="Write the result as JSON.")] = None,
+    policies: _opt(Path, "Policy pack to fit.") = Path("policies"),
+    engine_arg: EngineArgOpt = None,
+    max_model_len: IntOpt("Engine max_model_len.") = 8192,
+    policy_tokens: IntOpt("Tokens per policy (cut or extended).") = 2000,
+    content_tokens: StrOpt("Content tokens MIN:MAX.") = "50:400",
+    policies_per_event: IntOpt("Policies per event.") = 1,
+    events: IntOpt("Events in each saturated run.") = 600,
+    warmup: IntOpt("Leading events left out of rates.") = 100,
+    levels: StrOpt("Loads: fractions of max, or N/s.") = LEVELS,
+    level_seconds: FloatOpt("Seconds measured per load.") = 20.0,
+    level_warmup_seconds: FloatOpt("Unmeasured lead-in.") = 3.0,
+    overhead_events: IntOpt("Events per overhead run.") = 5000,
+    phases: StrOpt(PHASES_HELP) = "",
+    diy_in_flight: StrOpt("diy: events in flight, a run each.") = "64,128,256",
+    policy_counts: StrOpt("policies phase: distinct policies, a run each.") = "1,10,100,1000,10000",
+    many_policy_words: StrOpt("policies: words MIN:MAX.") = "50:2900",
+    image_events: IntOpt("images phase: events of one image each.") = 300,
+    image_size: IntOpt("images phase: the images' side in pixels.") = 1024,
+    max_items: MaxItemsOpt = None,
+    linger_ms: LingerOpt = None,
+    max_in_flight: InFlightOpt = None,
+    partitions: IntOpt("Partitions of the content topic.") = 3,
+    fetch_max_wait_ms: IntOpt(FETCH_WAIT) = 500,
+    bootstrap: BootstrapOpt = None,
+    duplicate_share: FloatOpt(DUPLICATES) = 0.3,
+    known_share: FloatOpt("hash phase: share of events whose text a hash bank holds.") = 0.3,
+    shadow_sample: FloatOpt("Share of events a draft policy shadows in the worker runs.") = 0.0,
+    seed: IntOpt("Workload seed.") = 7,
+    workdir: WorkdirOpt = Path(".cache/bench"),
+    out: OutOpt = None,
 ) -> None:
     """Measure the worker against its engine's limit, a naive peer and a raw Kafka loop."""
     options = dict(locals())

@@ -317,3 +317,57 @@ async def test_bench_hash_phase_banks_part_of_the_texts(broker, engine, test_mod
         assert sat["items"] == sat["verdicts"] == 40 and sat["missing"] == 0
         assert run["labels"]["checked"] == 40 and run["labels"]["wrong"] == 0, run["labels"]
     assert (phase["none"]["engine_prompts"], phase["known"]["engine_prompts"]) == (40, 20)
+
+
+async def test_bench_images_phase_checks_every_label(broker, tmp_path):
+    """Images by URL over real HTTP: the engine limit and the worker (each starting its own
+    engine on the seeing test model), every verdict checked against its image's colour, and
+    the fetch + decode cost measured. Small and not timed: figures exist, labels are right."""
+    from transformers import AutoTokenizer
+
+    from worker.testing.seeing import build_seeing_model
+    from worker.tools.bench.report import print_report
+
+    model = build_seeing_model(REPO / ".cache" / "test-model-seeing")
+    config = BenchConfig(
+        model=str(model),
+        policy_dir=REPO / "policies",
+        max_model_len=4096,
+        engine_args=CPU_ENGINE_ARGS,
+        policy_tokens=300,
+        batch={"max_items": 8},
+        phases=("images",),
+        image_events=30,
+        image_size=256,
+        image_cost_runs=3,
+        wait_timeout_s=300.0,
+        workdir=tmp_path,
+    )
+
+    async def in_process(kind, spec):
+        return await build_system(kind, config, spec)  # the worker with its own engine
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    result = await run_bench(
+        config, tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
+    )
+    write_json(result, tmp_path / "bench.json")
+    result = orjson.loads((tmp_path / "bench.json").read_bytes())
+    images = result["phases"]["images"]
+    assert "error" not in images, images
+    limit, worker = images["engine_limit"], images["worker"]
+    assert limit["items"] == 27 and limit["items_per_s"] > 0  # a tenth is warm-up
+    sat = worker["saturation"]
+    assert sat["items"] == sat["verdicts"] == 30 and sat["missing"] == sat["dead_letters"] == 0
+    # Both the engine limit and the worker labelled every image as its colour says.
+    assert limit["labels"]["checked"] == 27 and limit["labels"]["wrong"] == 0, limit["labels"]
+    assert worker["labels"]["checked"] == 30 and worker["labels"]["wrong"] == 0, worker["labels"]
+    assert 0 < worker["labels"]["expected_1"] < 30
+    assert images["worker_over_engine"] > 0
+    cost = images["fetch_decode"]
+    assert cost["runs"] == 3 and cost["jpeg_bytes"] > 0
+    assert 0 < cost["decode_cpu_ms"] and 0 < cost["fetch_decode_cpu_ms"]
+    # Measured at 256 pixels: the 1024-pixel cost target has nothing to compare.
+    assert result["targets"]["image_fetch_decode_cpu_ms"]["met"] is None
+    assert result["targets"]["images_worker_over_engine"]["measured"] > 0
+    print_report(result)

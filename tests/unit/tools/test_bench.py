@@ -135,11 +135,30 @@ def test_ratios_and_targets():
         "min_policy_prefix_cached": True,
         "cache_duplicates_over_unique": None,  # the cache phase did not run
         "policies_1000_over_1": None,  # nor the policies phase
+        "images_worker_over_engine": None,  # nor the images phase
+        "image_fetch_decode_cpu_ms": None,
     }
     phases["cache"] = {"duplicates_over_unique": 1.45}
     assert targets(phases)["cache_duplicates_over_unique"]["met"] is True
     phases["policies"] = {"runs": {"1": {}, "1000": {}}, "over_fewest": {"1": 1.0, "1000": 0.6}}
     assert targets(phases)["policies_1000_over_1"] == {"target": 0.7, "measured": 0.6, "met": False}
+
+
+def test_image_targets_a_ratio_and_a_cost_at_most():
+    phases = {
+        "images": {
+            "image_size": 1024,
+            "worker_over_engine": 0.93,
+            "fetch_decode": {"fetch_decode_cpu_ms": 10.4},
+        }
+    }
+    rows = targets(phases)
+    assert rows["images_worker_over_engine"]["met"] is True
+    assert rows["image_fetch_decode_cpu_ms"] == {
+        "target": 10.0, "measured": 10.4, "met": False, "at_most": True
+    }  # fmt: skip
+    phases["images"]["image_size"] = 256  # the cost target is for 1024-pixel images
+    assert targets(phases)["image_fetch_decode_cpu_ms"]["met"] is None
 
 
 def test_a_system_with_wrong_labels_has_no_rate_to_compare():

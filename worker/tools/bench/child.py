@@ -1,7 +1,8 @@
 """``python -m worker.tools.bench.child KIND CONFIG SPEC STATS READY``: one phase, own process.
 
-``engine-limit`` measures and writes its result to STATS. The systems start, touch READY
-once they consume, run until SIGTERM, then write what they measured to STATS.
+``engine-limit``, ``image-engine-limit`` and ``cold-batch`` measure and write their result
+to STATS. The systems start, touch READY once they consume, run until SIGTERM, then write
+what they measured to STATS.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 import orjson
 
@@ -20,25 +22,42 @@ from .launch import build_system, child_files
 from .systems import Spec
 
 
+def _engine_limit(config: BenchConfig) -> dict:
+    from .engine_limit import run_engine_limit
+
+    return run_engine_limit(config)
+
+
+def _cold_batches(config: BenchConfig) -> dict:
+    from .cold import run_cold_batches
+
+    return asyncio.run(run_cold_batches(config))
+
+
+def _image_engine_limit(config: BenchConfig) -> dict:
+    from .image_limit import run_image_engine_limit
+
+    return run_image_engine_limit(config)
+
+
+# Kinds that measure themselves and exit: what each runs.
+ONE_SHOT: dict[str, Callable[[BenchConfig], dict]] = {
+    "engine-limit": _engine_limit,
+    "cold-batch": _cold_batches,
+    "image-engine-limit": _image_engine_limit,
+}
+
+
 def main(argv: list[str]) -> int:
     kind, files = argv[0], child_files(argv[1:])
     config = BenchConfig.from_json(files["config.json"].read_bytes())
     configure_logging(LogSettings(level="WARNING"))
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    if kind == "engine-limit":
-        from .engine_limit import run_engine_limit
-
+    if kind in ONE_SHOT:
         # Exit through Python on SIGTERM, so that vLLM shuts its engine processes down
         # instead of leaving them behind.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-
-        files["stats.json"].write_bytes(orjson.dumps(run_engine_limit(config)))
-        return 0
-    if kind == "cold-batch":
-        from .cold import run_cold_batches
-
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-        files["stats.json"].write_bytes(orjson.dumps(asyncio.run(run_cold_batches(config))))
+        files["stats.json"].write_bytes(orjson.dumps(ONE_SHOT[kind](config)))
         return 0
     spec = Spec(**orjson.loads(files["spec.json"].read_bytes()))
     stats = asyncio.run(_serve(kind, config, spec, files["ready"]))

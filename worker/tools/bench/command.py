@@ -56,13 +56,23 @@ def on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
-def build_config(options: dict[str, Any], console: Console) -> BenchConfig:
-    model = options.pop("model")
-    if model is None:
-        from ...testing.devmodel import DEFAULT_DIR, build_test_model
+def default_model(images: bool, console: Console) -> str:
+    """The test model, built on first use: the seeing one when images are measured (its
+    text path is the trigger-word model's, so every phase's labels are still known)."""
+    if images:
+        from ...testing.seeing import DEFAULT_DIR, build_seeing_model
 
-        console.print(f"no --model: using the tiny test model built in {DEFAULT_DIR}")
-        model = str(build_test_model(DEFAULT_DIR))
+        console.print(f"no --model: using the tiny seeing test model built in {DEFAULT_DIR}")
+        return str(build_seeing_model(DEFAULT_DIR))
+    from ...testing.devmodel import DEFAULT_DIR as TEXT_DIR
+    from ...testing.devmodel import build_test_model
+
+    console.print(f"no --model: using the tiny test model built in {TEXT_DIR}")
+    return str(build_test_model(TEXT_DIR))
+
+
+def build_config(options: dict[str, Any], console: Console) -> BenchConfig:
+    model = options.pop("model") or default_model("images" in options["phases"], console)
     engine_args = parse_engine_args(options.pop("engine_arg") or [])
     if on_cpu():
         engine_args = {**CPU_ENGINE_ARGS, **engine_args}

@@ -28,6 +28,7 @@ PHASES = (
     "reload",
     "cold",
     "hash",
+    "images",
 )
 DEFAULT_PHASES = ("engine", "worker", "remote", "naive", "overhead")
 
@@ -70,6 +71,11 @@ class BenchConfig:
     many_policy_words: tuple[int, int] = (50, 2900)
     # The DIY peer's bounds on events in flight, one run each.
     diy_in_flight: tuple[int, ...] = (64, 128, 256)
+    # The images phase: events of one image each, the images' side in pixels, and how many
+    # fetches and decodes of a photo-like JPEG of that side measure their CPU cost.
+    image_events: int = 300
+    image_size: int = 1024
+    image_cost_runs: int = 50
     seed: int = 7
     wait_timeout_s: float = 600.0
     workdir: Path = Path(".cache/bench")
@@ -91,6 +97,8 @@ class BenchConfig:
             raise ValueError("the duplicate share must be in [0, 1)")
         if not self.diy_in_flight or min(self.diy_in_flight) < 1:
             raise ValueError("the DIY peer's in-flight bounds must be positive")
+        if self.image_events < 10 or self.image_size < 32 or self.image_cost_runs < 1:
+            raise ValueError("images: at least 10 events, 32 pixels a side and one cost run")
         if not 0 <= self.shadow_sample <= 1:
             raise ValueError("the shadow sample must be in [0, 1]")
         if not 0 < self.known_share <= 1:

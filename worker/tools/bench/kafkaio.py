@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from ...events import DEAD_LETTER_PREFIX
 from .workload import Event
 
 
@@ -83,6 +84,12 @@ def _label_and_version(value: bytes | None) -> tuple[object, object]:
         return None, None
 
 
+def _reason(headers: Sequence[tuple[str, bytes]]) -> str:
+    """A dead letter's reason, as the worker's dead-letter headers give it."""
+    found = dict(headers).get(DEAD_LETTER_PREFIX + "reason", b"")
+    return found.decode(errors="replace")
+
+
 class ResultCollector:
     """Reads the results and dead-letter topics from the start; first arrival per item id.
 
@@ -98,6 +105,7 @@ class ResultCollector:
         self.arrivals: dict[str, float] = {}
         self.produced: dict[str, float] = {}
         self.dead: dict[str, float] = {}
+        self.reasons: dict[str, str] = {}  # each dead letter's reason header
         self.labels: dict[str, object] = {}  # each result's label, checked against the expected
         self.versions: dict[str, object] = {}  # each result's first policy version
         self.duplicates = 0
@@ -141,6 +149,8 @@ class ResultCollector:
                         if seen is self.arrivals:
                             label, version = _label_and_version(record.value)
                             self.labels[key], self.versions[key] = label, version
+                        else:
+                            self.reasons[key] = _reason(record.headers)
                         self._awaited.discard(key)
             if not self._awaited:
                 self._all_in.set()

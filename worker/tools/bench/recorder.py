@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ...catalog import Catalog
 from ...engine import Classifier, Score
@@ -58,11 +60,15 @@ class RecordingClassifier:
         self.model_name = inner.model_name
         self.max_model_len = inner.max_model_len
         self.tokenizer = inner.tokenizer
+        self.accepts_media = bool(getattr(inner, "accepts_media", False))
         self._fingerprints = PolicyFingerprints(catalog)
         self.usage: list[Usage] = []
 
-    async def score(self, prompt_token_ids: list[int]) -> Score:
-        score = await self.inner.score(prompt_token_ids)
+    async def score(self, prompt_token_ids: list[int], media: Sequence[Any] = ()) -> Score:
+        inner = self.inner
+        score = await (
+            inner.score(prompt_token_ids, media=media) if media else inner.score(prompt_token_ids)
+        )
         if score.cached_tokens is None:  # not reported for this prompt
             return score
         policy = self._fingerprints.policy_of(prompt_token_ids)

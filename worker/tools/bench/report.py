@@ -79,7 +79,21 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
             f"{trial['items_that_computed_the_prefix']} computed the prefix (target 1), "
             f"{trial['prefill_tokens_per_item']} prefill tokens per item"
         )
+    if "fetch_decode" in phases.get("images", {}):
+        _print_images(phases["images"], console)
     console.print(_targets(result["targets"]))
+
+
+def _print_images(phase: dict[str, Any], console: Console) -> None:
+    limit, worker, cost = phase["engine_limit"], phase["worker"], phase["fetch_decode"]
+    wrong = [run.get("labels", {}).get("wrong", "-") for run in (limit, worker)]
+    console.print(
+        f"images ({phase['image_size']} px JPEG, one per event): engine limit "
+        f"{saturated_rate(limit):.1f}/s, worker {saturated_rate(worker):.1f}/s, ratio "
+        f"{_num(phase['worker_over_engine'], 3)} (wrong labels: {wrong[0]} and {wrong[1]}); "
+        f"per image CPU: decode {cost['decode_cpu_ms']} ms, fetch over HTTP + decode "
+        f"{cost['fetch_decode_cpu_ms']} ms ({cost['jpeg_bytes']} bytes, photo-like)"
+    )
 
 
 def _throughput(phases: dict[str, Any]) -> Table:
@@ -191,7 +205,8 @@ def _targets(targets: dict[str, dict[str, Any]]) -> Table:
         table.add_column(column, justify="left" if column == "measure" else "right")
     for name, row in targets.items():
         met = {True: "yes", False: "NO", None: "not measured"}[row["met"]]
-        table.add_row(name, f">= {row['target']}", _num(row["measured"], 3), met)
+        bound = "<=" if row.get("at_most") else ">="
+        table.add_row(name, f"{bound} {row['target']}", _num(row["measured"], 3), met)
     return table
 
 

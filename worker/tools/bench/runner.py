@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from ...prompts import Tokenizer
 from ..broker import EmbeddedBroker
 from .config import BenchConfig
 from .hashed import hash_phase
+from .image_phase import images_phase
 from .kafkaio import ResultCollector, produce_backlog, produce_open_loop, topic_names
 from .launch import ChildSystem
 from .phases import cache_phase, diy_phase, policies_phase, shadow_phase
@@ -124,6 +126,7 @@ def _phase_runs(
         ("reload", "reload", lambda: reload_phase(bench, config, tokenizer)),
         ("hash", "hash", lambda: hash_phase(bench, config, tokenizer)),
         ("cold", "cold", lambda: ChildSystem("cold-batch", config, None).run_to_end()),
+        ("images", "images", lambda: images_phase(bench, config, tokenizer)),
     ]
 
 
@@ -305,6 +308,7 @@ class SystemBench:
             "items": len(ids),
             "verdicts": len(produced),
             "dead_letters": sum(1 for i in ids if i in collector.dead),
+            "dead_letter_reasons": _reasons(collector, ids),
             "missing": missing,
             "warmup_items": skip,
             "items_per_s": steady_rate(produced, skip),
@@ -344,6 +348,12 @@ class SystemBench:
             "achieved_per_s": round(len(done) / span, 2) if span > 0 else None,
             "latency_ms": latency_summary(latencies),
         }
+
+
+def _reasons(collector: ResultCollector, ids: list[str], most: int = 5) -> dict[str, int]:
+    """The commonest dead-letter reasons of a run and how many items each ended."""
+    counts = Counter(collector.reasons[i][:160] for i in ids if i in collector.reasons)
+    return dict(counts.most_common(most))
 
 
 def _skipped(rate: float, most: float) -> dict[str, Any]:

@@ -40,6 +40,9 @@ class Workload:
     catalog: Catalog
     contents: list[str]
     events: list[Event]
+    # Each event's label where the workload knows it itself (the image workload's do not
+    # follow from the text prompt); None: from the prompts (expected_labels).
+    expected: dict[str, int] | None = None
 
     def prefix_tokens(self) -> dict[str, int]:
         return {pid: len(e.prompt.prefix) for pid, e in self.catalog.entries.items()}
@@ -209,15 +212,18 @@ def expected_labels(workload: Workload, tokenizer: Tokenizer) -> dict[str, int]:
     The test model answers 1 exactly when some word of TRIGGER_WORDS occurs twice in the
     prompt (see worker.testing.devmodel), so its labels follow from the prompt's ids.
     """
+    if workload.expected is not None:
+        return workload.expected
     trigger_ids = {tokenizer.encode(w, add_special_tokens=False)[0] for w in TRIGGER_WORDS}
-    labels = iter(_repeats(ids, trigger_ids) for _, ids in event_prompts(workload, tokenizer))
+    labels = iter(repeats(ids, trigger_ids) for _, ids in event_prompts(workload, tokenizer))
     out = {}
     for event in workload.events:
         out[event.id] = int(any([next(labels) for _ in event.policies]))
     return out
 
 
-def _repeats(ids: list[int], trigger_ids: set[int]) -> bool:
+def repeats(ids: list[int], trigger_ids: set[int]) -> bool:
+    """Whether some trigger word occurs twice: the test model's answer."""
     seen: set[int] = set()
     for token in ids:
         if token in trigger_ids:
