@@ -206,3 +206,90 @@ def test_eval_command_line_end_to_end(test_model, tmp_path: Path):
     flips = {f["id"] for f in data["comparison"]["flips"]}
     assert flips == {"fruit-02", "fruit-04", "fruit-06"}  # the mango rows
     assert data["bad_rows"] == []
+
+
+@pytest.fixture(scope="module")
+async def seeing_engine():
+    from tests.conftest import CPU_ENGINE_ARGS, engine_settings
+    from worker.engine.vllm import VllmClassifier
+    from worker.testing.seeing import build_seeing_model
+
+    model = build_seeing_model(REPO / ".cache" / "test-model-seeing")
+    settings = engine_settings(model)
+    settings.extra_args = {**CPU_ENGINE_ARGS, "limit_mm_per_prompt": {"image": 1}}
+    classifier = await VllmClassifier.start(settings)
+    yield classifier
+    classifier.close()
+
+
+async def test_eval_rows_with_images_from_files_and_urls(seeing_engine, tmp_path: Path):
+    """Image rows calibrated on their own: files relative to the dataset and URLs over real
+    HTTP through the guarded fetcher, every label exact on the seeing model; a refused host
+    and a corrupt file are listed with their rule, a missing file as a bad row."""
+    from tests.media_server import MediaServer
+    from worker.testing import media_samples as samples
+
+    red, green, blue, white = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+    (tmp_path / "img").mkdir()
+    for name, rgb in (("red", red), ("blue", blue), ("white", white)):
+        (tmp_path / "img" / f"{name}.png").write_bytes(samples.image(rgb))
+    (tmp_path / "img" / "broken.jpg").write_bytes(samples.corrupt_jpeg())
+    server = await MediaServer().start()
+    try:
+        green_url = server.add("green.jpg", samples.image(green, "JPEG"), "image/jpeg")
+        red_url = server.add("red.webp", samples.image(red, "WEBP"), "image/webp")
+
+        def row(id_, label, policy, *media, content=None):
+            items = [
+                {"type": "image", ("url" if m.startswith("http") else "path"): m} for m in media
+            ]
+            row = {"id": id_, "label": label, "policy": policy, "media": items}
+            return orjson.dumps(row | ({"content": content} if content else {}))
+
+        lines = [
+            row("f1", 1, "fruit", "img/red.png"),  # red shows apple
+            row("f2", 0, "fruit", "img/blue.png"),
+            row("f3", 0, "fruit", "img/white.png"),  # white shows nothing
+            row("f4", 1, "fruit", red_url, content="look at this"),
+            row("f5", 0, "fruit", green_url),
+            row("n1", 1, "nature", "img/blue.png"),  # blue shows river
+            row("n2", 1, "nature", green_url),  # green shows meadow
+            row("n3", 0, "nature", "img/red.png"),
+            row("x1", 1, "fruit", "img/missing.png"),  # line 9: no such file
+            row("x2", 1, "fruit", "http://cdn.example.com/a.png"),  # line 10: host refused
+            row("x3", 0, "fruit", "img/broken.jpg"),  # line 11: corrupt
+        ]
+        (tmp_path / "images.jsonl").write_bytes(b"\n".join(lines))
+        media = {
+            "allowed_schemes": ["http"],
+            "allowed_hosts": ["127.0.0.1"],
+            "allow_loopback": True,
+        }
+        settings = Settings(policies={"dir": POLICIES}, media=media)
+        request = EvalRequest(
+            dataset=tmp_path / "images.jsonl",
+            policy=None,
+            pairs=None,
+            compare=None,
+            out=tmp_path / "report",
+            targets=Targets(precision=0.95),
+        )
+        selection, sample = prepare(settings, request)
+        evaluation = await evaluate_sample(
+            settings, request, seeing_engine, selection, sample, Console(file=io.StringIO())
+        )
+    finally:
+        await server.stop()
+
+    fruit, nature = evaluation.policies
+    assert (fruit.confusion.n, nature.confusion.n) == (5, 3)
+    for result in (fruit, nature):
+        assert result.confusion.accuracy == 1.0, result.items
+    shown = {item.id: item.content for item in fruit.items}
+    assert shown["f1"] == "[image: red.png]" and shown["f4"] == f"look at this [image: {red_url}]"
+    reasons = {b.line: b.reason for b in evaluation.bad_rows}
+    assert set(reasons) == {9, 10, 11}, reasons
+    assert reasons[9].startswith("media[0]: no such file")
+    assert reasons[10].startswith("media_rejected: host_not_allowed")
+    assert reasons[11].startswith("media_rejected: corrupt")
+    assert server.hits["green.jpg"] == 1  # fetched once for both rows that show it

@@ -45,7 +45,7 @@ def test_golden_rows_and_bad_rows_with_line_numbers():
     assert [b.line for b in bad] == [4, 5, 6, 7, 8, 9, 11, 13, 14]
     reasons = {b.line: b.reason for b in bad}
     assert reasons[4].startswith("invalid JSON")
-    assert reasons[5] == "missing field(s): content"
+    assert reasons[5] == "missing field(s): content (or media)"
     assert reasons[6] == "label must be 0 or 1, got 2"
     assert reasons[7] == "label must be 0 or 1, got true"
     assert reasons[8] == "unknown policy 'weather' in policy"
@@ -56,6 +56,40 @@ def test_golden_rows_and_bad_rows_with_line_numbers():
     )
     assert reasons[14] == "label must be 0 or 1, got 1.0"
     assert str(bad[0]).startswith("golden.jsonl:4: invalid JSON")
+
+
+def test_rows_with_media_paths_relative_to_the_dataset_and_urls(tmp_path):
+    from worker.tools.evaluate.media_rows import MediaSpec
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "red.png").write_bytes(b"png bytes")
+    lines = [
+        '{"id": "a", "media": [{"type": "image", "path": "img/red.png"}], "label": 1}',
+        '{"id": "b", "content": "look", "label": 0,'
+        ' "media": [{"type": "video", "url": "https://cdn.example/v.mp4", "mime": "video/mp4"}]}',
+        '{"id": "c", "media": [{"type": "image", "path": "img/gone.png"}], "label": 1}',
+        '{"id": "d", "media": [{"type": "audio", "url": "x"}], "label": 1}',
+        '{"id": "e", "media": [{"type": "image", "path": "p", "url": "u"}], "label": 1}',
+        '{"id": "f", "media": [], "label": 1}',
+        '{"id": "g", "media": [{"type": "image", "path": "img/red.png", "size": 3}], "label": 0}',
+    ]
+    rows, bad = parse_rows(lines, KNOWN, "fruit", "g.jsonl", tmp_path)
+    red = MediaSpec("image", path=tmp_path / "img" / "red.png")
+    video = MediaSpec("video", url="https://cdn.example/v.mp4", mime="video/mp4")
+    assert rows == [
+        Row(1, "a", None, 1, "fruit", (red,)),
+        Row(2, "b", "look", 0, "fruit", (video,)),
+    ]
+    assert rows[0].shown == "[image: red.png]"
+    assert rows[1].shown == "look [video: https://cdn.example/v.mp4]"
+    assert red.ref().data == "cG5nIGJ5dGVz"  # the file's bytes, inline as an event has them
+    assert {b.line: b.reason for b in bad} == {
+        3: f"media[0]: no such file: {tmp_path / 'img' / 'gone.png'}",
+        4: "media[0]: type must be one of image, video",
+        5: "media[0]: give exactly one of path and url, a non-empty string",
+        6: "media must be a non-empty list of objects",
+        7: "media[0]: unknown field(s): size",
+    }
 
 
 def test_rows_without_policy_need_a_default():

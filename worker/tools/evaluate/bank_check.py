@@ -33,6 +33,8 @@ class BankCheck:
 def check_rows(rows: Sequence[Row], banks: BankSet) -> list[BankCheck]:
     checks = []
     for row in rows:
+        if row.content is None:  # media alone: no text to match
+            continue
         decision = decide(banks.match_text(row.content), [row.policy]).get(row.policy)
         if decision is not None:
             match = decision.match

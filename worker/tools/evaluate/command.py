@@ -85,7 +85,9 @@ async def evaluate_sample(
     except BankError as exc:
         raise EvalError(str(exc)) from None
     with progress_bar(err, total=len(plan_tasks(plan))) as advance:
-        result = await evaluate(classifier, plan, engine.overlong, engine.max_retries, advance)
+        result = await evaluate(
+            classifier, plan, engine.overlong, engine.max_retries, advance, settings.media
+        )
     if banks is None:
         return result
     return replace(result, bank_checks=check_rows(sample.rows, banks))
@@ -112,7 +114,8 @@ def read_sample(request: EvalRequest, known: set[str], default_policy: str | Non
     try:
         if request.dataset is not None:
             lines = read_lines(request.dataset)
-            rows, bad_rows = parse_rows(lines, known, default_policy, rows_source)
+            base = request.dataset.parent
+            rows, bad_rows = parse_rows(lines, known, default_policy, rows_source, base)
             bad += bad_rows
         if request.pairs is not None:
             pairs, bad_pairs = parse_pairs(read_lines(request.pairs), known, pairs_source)

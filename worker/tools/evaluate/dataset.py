@@ -1,5 +1,8 @@
 """Reading evaluation samples: golden rows and contrastive pairs, as JSON lines.
 
+Golden rows may carry media (``media_rows``): images and video files or URLs, scored as
+events with media are.
+
 A bad row never stops a run: it becomes a ``BadRow`` naming its file, line and reason, and
 the rest of the file is read. Blank lines are skipped.
 """
@@ -14,6 +17,7 @@ from typing import Any
 import orjson
 
 from ...errors import WorkerError
+from .media_rows import MediaSpec, parse_media
 
 
 @dataclass(frozen=True)
@@ -22,9 +26,15 @@ class Row:
 
     line: int
     id: str
-    content: str
+    content: str | None  # None: a row of media alone, "[image]"/"[video]" to the model
     label: int
     policy: str
+    media: tuple[MediaSpec, ...] = ()
+
+    @property
+    def shown(self) -> str:
+        """The row as reports show it: its text, then its media items."""
+        return " ".join([*([self.content] if self.content else []), *map(str, self.media)])
 
 
 @dataclass(frozen=True)
@@ -65,21 +75,25 @@ def parse_rows(
     known_policies: Collection[str],
     default_policy: str | None,
     source: str,
+    base: Path | None = None,
 ) -> tuple[list[Row], list[BadRow]]:
+    """Golden rows; ``base`` is the folder that media paths are relative to."""
     rows: list[Row] = []
     bad: list[BadRow] = []
     first_line: dict[tuple[str, str], int] = {}
     for number, obj in _objects(lines, source, bad):
         problems = _row_problems(obj, known_policies, default_policy)
-        if problems:
-            bad.append(BadRow(source, number, "; ".join(problems)))
+        media, media_problems = parse_media(obj["media"], base) if "media" in obj else ((), [])
+        if problems or media_problems:
+            bad.append(BadRow(source, number, "; ".join(problems + media_problems)))
             continue
         row = Row(
             number,
             _text_id(obj["id"]),
-            obj["content"],
+            obj.get("content"),
             obj["label"],
             obj.get("policy") or default_policy or "",
+            media,
         )
         key = (row.policy, row.id)
         if key in first_line:
@@ -126,7 +140,9 @@ def _objects(
 def _row_problems(
     obj: dict[str, Any], known: Collection[str], default_policy: str | None
 ) -> list[str]:
-    problems = _missing(obj, ("id", "content", "label"))
+    problems = _missing(obj, ("id", "label"))
+    if "content" not in obj and "media" not in obj:
+        problems.append("missing field(s): content (or media)")
     problems += _id_problem(obj) + _content_problem(obj)
     label = obj.get("label")
     if "label" in obj and not (_is_int(label) and label in (0, 1)):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...catalog import Catalog, Entry
+from ...config import MediaSettings
 from ...engine import Classifier
 from ...prompts import Overlong
 from .dataset import BadRow, Pair, Row
@@ -155,18 +156,21 @@ async def evaluate(
     overlong: Overlong,
     max_retries: int,
     advance: Advance | None = None,
+    media: MediaSettings | None = None,
 ) -> Evaluation:
+    """``media``: the limits and allowed hosts for rows' media (the worker's settings)."""
     tasks = plan_tasks(plan)
-    scores = await run_tasks(classifier, tasks, overlong, max_retries, advance=advance)
+    scores = await run_tasks(classifier, tasks, overlong, max_retries, advance=advance, media=media)
     return summarize(plan, scores, classifier.model_name)
 
 
 def plan_tasks(plan: Plan) -> list[Task]:
     entries = plan.catalog.entries
-    tasks = [Task(("row", i), r.content, entries[r.policy]) for i, r in enumerate(plan.sample.rows)]
+    rows = plan.sample.rows
+    tasks = [Task(("row", i), r.content, entries[r.policy], r.media) for i, r in enumerate(rows)]
     if plan.other is not None:
         tasks += [
-            Task(("other", i), r.content, plan.other)
+            Task(("other", i), r.content, plan.other, r.media)
             for i, r in enumerate(plan.sample.rows)
             if r.policy == plan.primary
         ]
@@ -186,7 +190,7 @@ def summarize(plan: Plan, scores: dict[Hashable, float | Failure], model: str) -
             bad.append(BadRow(sample.rows_source, row.line, f"{score.kind}: {score.reason}"))
             continue
         predicted = plan.catalog.entries[row.policy].thresholds.label(score)
-        item = Item(row.line, row.id, row.content, row.label, score, predicted)
+        item = Item(row.line, row.id, row.shown, row.label, score, predicted)
         items.setdefault(row.policy, []).append(item)
     results = [
         policy_result(plan.catalog.entries[policy], items[policy], plan.targets)
