@@ -37,7 +37,7 @@ def _cold_batches(config: BenchConfig) -> dict:
 def _image_engine_limit(config: BenchConfig) -> dict:
     from .image_limit import run_image_engine_limit
 
-    return run_image_engine_limit(config)
+    return asyncio.run(run_image_engine_limit(config))
 
 
 # Kinds that measure themselves and exit: what each runs.
