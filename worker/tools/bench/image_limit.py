@@ -1,6 +1,6 @@
 """The engine's limit on the image workload: every image prompt handed to the engine at once.
 
-The worker's own engine class (``VllmClassifier``, vLLM's ``AsyncLLM``) gets every prompt
+The worker's own in-process engine (``start_classifier``: vLLM's ``AsyncLLM``) gets every prompt
 together, with nothing streaming and nothing waiting on Kafka, fetching or decoding: the
 same token ids as the worker sends (``images.image_prompts``) with the same frames (the
 files decoded by the worker's decoder before the clock starts). Not the offline
@@ -25,9 +25,9 @@ from .workload import is_test_model
 
 
 async def run_image_engine_limit(config: BenchConfig) -> dict[str, Any]:
-    from ...engine.vllm import VllmClassifier
+    from ...engine.factory import start_classifier
 
-    engine = await VllmClassifier.start(config.engine_settings())
+    engine = await start_classifier(config.engine_settings())
     try:
         return await _measure(engine, config)
     finally:
