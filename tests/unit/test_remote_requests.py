@@ -20,11 +20,14 @@ from worker.prompts import answer_token_ids
 
 
 class _Server:
-    """Answers /v1/completions (every prompt P("1") = 0.75) and records each request."""
+    """Answers /v1/completions and /inference/v1/generate (every prompt P("1") = 0.75) and
+    records each request."""
 
     def __init__(self, yes: int, no: int) -> None:
         self.requests: list[int] = []  # prompts per request
+        self.media: list[dict] = []  # token-in request bodies
         self._top = {f"token_id:{yes}": math.log(0.75), f"token_id:{no}": math.log(0.25)}
+        self._yes, self._no = yes, no
 
     async def completions(self, request: web.Request) -> web.Response:
         prompts = orjson.loads(await request.read())["prompt"]
@@ -34,6 +37,15 @@ class _Server:
         ]
         return web.json_response({"choices": choices})
 
+    async def generate(self, request: web.Request) -> web.Response:
+        self.media.append(orjson.loads(await request.read()))
+        top = [
+            {"token_id": self._yes, "logprob": math.log(0.75)},
+            {"token_id": self._no, "logprob": math.log(0.25)},
+        ]
+        content = [{**top[0], "top_logprobs": top}]
+        return web.json_response({"choices": [{"index": 0, "logprobs": {"content": content}}]})
+
 
 @pytest.fixture
 async def server(tokenizer):
@@ -41,6 +53,7 @@ async def server(tokenizer):
     fake = _Server(yes, no)
     app = web.Application()
     app.router.add_post("/v1/completions", fake.completions)
+    app.router.add_post("/inference/v1/generate", fake.generate)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -80,3 +93,28 @@ async def test_a_cancelled_caller_leaves_nothing_waiting_behind_it(tokenizer) ->
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
     assert asyncio.all_tasks() - before == set()  # no request task lives on, detached
     remote.close()
+
+
+async def test_media_prompts_go_alone_to_the_token_in_endpoint_with_their_frames(
+    tokenizer, server
+) -> None:
+    from PIL import Image
+
+    frames = (Image.new("RGB", (4, 4), (255, 0, 0)), Image.new("RGB", (4, 4), (0, 0, 255)))
+    remote = _classifier(tokenizer, server.url)
+    try:
+        scores = await asyncio.gather(
+            remote.score([5, 6, 7], media=frames),
+            remote.score([5, 6, 8], media=frames[:1]),
+            remote.score([5, 6, 9]),
+        )
+    finally:
+        remote.close()
+    assert [s.p_yes for s in scores] == pytest.approx([0.75] * 3)
+    assert [s.prompt_tokens for s in scores] == [3, 3, 3]
+    assert server.requests == [1]  # the text prompt, on its own path
+    bodies = sorted(server.media, key=lambda b: b["token_ids"])
+    assert [b["token_ids"] for b in bodies] == [[5, 6, 7], [5, 6, 8]]
+    assert [len(b["content_parts"]) for b in bodies] == [2, 1]
+    assert bodies[0]["content_parts"][0] == bodies[1]["content_parts"][0]  # the same frame
+    assert all(b["model"] == "m" for b in bodies)

@@ -18,6 +18,8 @@ _TOKEN_ID = "token_id:"
 # Processed logprobs of the two allowed answers sum to one; a server giving raw logprobs
 # (the whole vocabulary's softmax) leaves a visible gap.
 _SUM_TOLERANCE = 0.01
+# The flag vLLM names when it refuses its token-in endpoint (see media_api).
+SCALE_OUT_FLAG = "--enable-scale-out"
 
 
 class ServerMismatch(FatalError):
@@ -71,7 +73,11 @@ def _choices(reply: Any, count: int) -> list[Any]:
 
 
 def _p_yes(choice: Any, no: int, yes: int) -> float:
-    logprobs = answer_logprobs(choice)
+    return p_yes_of(answer_logprobs(choice), no, yes)
+
+
+def p_yes_of(logprobs: dict[int, float], no: int, yes: int) -> float:
+    """P("1") normalised over the two answers' logprobs (keyed by token id)."""
     p_yes = math.exp(logprobs[yes]) if yes in logprobs else 0.0
     p_no = math.exp(logprobs[no]) if no in logprobs else 0.0
     total = p_yes + p_no
@@ -134,6 +140,10 @@ class Refusal:
 def classify_status(status: int, body: str, url: str) -> Refusal:
     # Gateways answer 502/503/504 when no server is behind them, and a rejected key stops
     # every request alike: both mean the fleet is out of reach, not that the item is bad.
+    # A server that refuses the token-in endpoint (restarted without the flag) fails media
+    # requests only, and waiting would not change that.
+    if status == 403 and SCALE_OUT_FLAG in body:
+        return Refusal(False, f"engine server {url} answered HTTP {status}: {body[:300]}")
     if status in (401, 403):
         return Refusal(True, f"engine server {url} refused the API key (HTTP {status})")
     if status in (502, 503, 504):

@@ -14,11 +14,17 @@ one out of reach gets no traffic and is probed (``GET /v1/models``, on a backoff
 from the callers' own tasks) until it answers, then takes its turn again. A request the
 server refuses or fails is an EngineError, retried and then dead-lettered by the caller as
 with the in-process engine.
+
+Items with media go one prompt a request to vLLM's token-in endpoint (``media_api``), the
+same token ids with the frames attached, through the same servers, slots, waits and
+retries. At start-up every server is asked whether it takes them (``remote_check``); where
+one does not, ``accepts_media`` is false and ``no_media`` says why.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,34 +33,17 @@ import orjson
 import structlog
 
 from ..config import RemoteEngineSettings
-from ..errors import TransientError
-from ..policies import parse_policy
-from ..prompts import (
-    PromptError,
-    Tokenizer,
-    answer_token_ids,
-    assemble,
-    build_policy_prompt,
-    tokenize_contents,
-)
+from ..prompts import Tokenizer, answer_token_ids
 from ..retry import Backoff
 from . import EngineDead, EngineError, Score
 from .fleet import Endpoints
-from .openai_api import (
-    ServerMismatch,
-    check_answer_logprobs,
-    classify_status,
-    completion_body,
-    score_reply,
-    served_max_model_len,
-)
+from .media_api import GENERATE_PATH, generate_body, image_parts, score_generate_reply
+from .openai_api import ServerMismatch, completion_body, score_reply
+from .remote_check import check_server
+from .remote_http import COMPLETIONS_PATH, Unavailable, get_models, post
 from .tokenizer import load_tokenizer
 
 log = structlog.get_logger("worker.engine.remote")
-
-
-class Unavailable(TransientError):
-    """The server cannot be reached or will not serve anyone now; worth waiting for."""
 
 
 @dataclass(eq=False)
@@ -90,6 +79,10 @@ class RemoteClassifier:
         self.model_name = model_name
         self.max_model_len = max_model_len
         self._no, self._yes = answer_token_ids(tokenizer)
+        # Set by start(): every server took a media prompt at its check. Otherwise media
+        # items are dead-lettered with no_media as the reason.
+        self.accepts_media = False
+        self.no_media: str | None = "the engine servers were not checked for media"
 
     @classmethod
     async def start(cls, settings: RemoteEngineSettings) -> RemoteClassifier:
@@ -101,8 +94,8 @@ class RemoteClassifier:
         name = settings.served_model_name or settings.model
         session = _session(settings)
         try:
-            lengths = [
-                await _check_server(session, url, name, settings, tokenizer)
+            checks = [
+                await check_server(session, url, name, settings, tokenizer)
                 for url in settings.urls()
             ]
         except BaseException:
@@ -110,12 +103,25 @@ class RemoteClassifier:
             raise
         # The worker fits prompts to the smallest context of the fleet, and to its own
         # setting when that is smaller still.
+        lengths = [check.max_model_len for check in checks]
         max_len = min([*lengths, settings.max_model_len or min(lengths)])
-        log.info("engine servers checked", urls=settings.urls(), model=name, max_model_len=max_len)
+        # Media goes to any server in turn, so every one must take it.
+        no_media = next((check.no_media for check in checks if check.no_media), None)
+        log.info(
+            "engine servers checked",
+            urls=settings.urls(),
+            model=name,
+            max_model_len=max_len,
+            media=no_media or "accepted",
+        )
         endpoints = Endpoints(settings.urls(), settings.backoff_max_s)
-        return cls(session, endpoints, tokenizer, name, max_len, settings)
+        classifier = cls(session, endpoints, tokenizer, name, max_len, settings)
+        classifier.accepts_media, classifier.no_media = no_media is None, no_media
+        return classifier
 
-    async def score(self, prompt_token_ids: list[int]) -> Score:
+    async def score(self, prompt_token_ids: list[int], media: Sequence[Any] = ()) -> Score:
+        if media:
+            return await self._score_media(prompt_token_ids, media)
         async with self._slots:
             waiting = _Waiting(prompt_token_ids, asyncio.get_running_loop().create_future())
             self._queue.append(waiting)
@@ -129,6 +135,14 @@ class RemoteClassifier:
                 if self._queue:
                     await self._answer(self._take())
             return await waiting.answer
+
+    async def _score_media(self, prompt: list[int], frames: Sequence[Any]) -> Score:
+        """One media prompt, in a request of its own (the token-in endpoint takes one)."""
+        async with self._slots:
+            parts = await asyncio.to_thread(image_parts, frames)
+            body = generate_body(self.model_name, prompt, parts, self._no, self._yes)
+            reply = await self._post_until_reached(orjson.dumps(body), GENERATE_PATH)
+            return score_generate_reply(reply, self._no, self._yes, len(prompt))
 
     def _take(self) -> list[_Waiting]:
         group = self._queue[: self._per_request]
@@ -157,7 +171,7 @@ class RemoteClassifier:
         reply = await self._post_until_reached(body)
         return score_reply(reply, self._no, self._yes, [len(p) for p in prompts])
 
-    async def _post_until_reached(self, body: bytes) -> Any:
+    async def _post_until_reached(self, body: bytes, path: str = COMPLETIONS_PATH) -> Any:
         delays = Backoff(float("inf"), self._backoff_max_s)
         while True:
             if self._closed:
@@ -165,7 +179,7 @@ class RemoteClassifier:
             await self._probe_due()
             endpoint = self._endpoints.pick()
             try:
-                reply = await _post(self._session, endpoint.url, body)
+                reply = await post(self._session, endpoint.url, body, path)
             except Unavailable as exc:
                 if self._endpoints.mark_down(endpoint, str(exc)):
                     log.warning("engine server out of reach; probing it", error=str(exc))
@@ -185,7 +199,7 @@ class RemoteClassifier:
             if self._endpoints.probe_due(endpoint) != 0:
                 continue  # up, or not due yet (a due probe reschedules the next)
             try:
-                await _get_models(self._session, endpoint.url, self._probe_timeout)
+                await get_models(self._session, endpoint.url, self._probe_timeout)
             except (Unavailable, ServerMismatch) as exc:
                 endpoint.down = str(exc)
                 continue
@@ -234,118 +248,3 @@ def _session(settings: RemoteEngineSettings) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=settings.max_concurrency),
         raise_for_status=False,
     )
-
-
-async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> Any:
-    """One completion request; Unavailable when the server is out of reach."""
-    try:
-        async with session.post(f"{url}/v1/completions", data=body) as response:
-            text = await response.text()
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-        # Refused, reset, or dropped mid-answer: the server is gone, not the request bad
-        # (a read timeout is a ServerTimeoutError and falls through to a failed request).
-        if isinstance(exc, aiohttp.ServerTimeoutError) and not isinstance(
-            exc, aiohttp.ConnectionTimeoutError
-        ):
-            raise EngineError(f"engine server {url} did not answer in time") from exc
-        raise Unavailable(f"engine server {url} unreachable: {_describe(exc)}") from exc
-    except TimeoutError as exc:
-        raise EngineError(f"engine server {url} did not answer in time") from exc
-    if response.status != 200:
-        refusal = classify_status(response.status, text, url)
-        if refusal.unavailable:
-            raise Unavailable(refusal.reason)
-        raise EngineError(refusal.reason)
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise EngineError(f"engine server {url} answered with invalid JSON") from exc
-
-
-# The start-up check is a request shaped like real traffic: a policy prompt through the
-# model's template with a short content. A degenerate one (a single token) as the first
-# request a fresh vLLM CPU server sees has killed its engine process on some CPUs.
-CHECK_POLICY = (
-    "---\nid: server-check\n---\n"
-    "Flag content that offers to sell account passwords or stolen payment card numbers.\n"
-    "Ordinary talk about security, passwords or shopping is not flagged."
-)
-CHECK_CONTENT = "Does anyone know a good recipe for lentil soup?"
-
-
-def check_prompt(tokenizer: Tokenizer, max_model_len: int) -> list[int]:
-    """The start-up check's prompt ids, built as every item's prompt is built."""
-    prompt = build_policy_prompt(tokenizer, parse_policy(CHECK_POLICY), max_model_len)
-    [content] = tokenize_contents(tokenizer, [CHECK_CONTENT])
-    return assemble(prompt, content, "truncate")
-
-
-async def _check_server(
-    session: aiohttp.ClientSession,
-    url: str,
-    name: str,
-    settings: RemoteEngineSettings,
-    tokenizer: Tokenizer,
-) -> int:
-    """One server at start-up: reachable, serving ``name``, giving processed logprobs."""
-    delays = Backoff(settings.connect_retry_s, settings.backoff_max_s)
-    while True:
-        try:
-            return await _check_once(session, url, name, tokenizer)
-        except Unavailable as exc:
-            delay = delays.next()
-            if delay is None:
-                raise EngineError(f"{exc}: check engine.url (and engine.api_key)") from None
-            log.warning("engine server out of reach; retrying", error=str(exc), in_s=delay)
-            await asyncio.sleep(delay)
-        except ServerMismatch as exc:
-            raise EngineError(str(exc)) from None
-
-
-async def _check_once(
-    session: aiohttp.ClientSession, url: str, name: str, tokenizer: Tokenizer
-) -> int:
-    models = await _get_models(session, url)
-    length = served_max_model_len(models, name, url)
-    no, yes = answer_token_ids(tokenizer)
-    try:
-        prompt = check_prompt(tokenizer, length)
-        reply = await _post(session, url, orjson.dumps(completion_body(name, [prompt], no, yes)))
-    except (EngineError, PromptError) as exc:
-        raise ServerMismatch(f"engine server {url} failed a test request: {exc}") from None
-    check_answer_logprobs(reply, no, yes)
-    return length
-
-
-async def _get_models(
-    session: aiohttp.ClientSession, url: str, timeout: aiohttp.ClientTimeout | None = None
-) -> Any:
-    try:
-        request = session.get(f"{url}/v1/models", **({"timeout": timeout} if timeout else {}))
-        async with request as response:
-            text = await response.text()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise Unavailable(f"engine server {url} unreachable: {_describe(exc)}") from exc
-    if response.status in (401, 403):
-        raise ServerMismatch(
-            f"engine server {url} refused the API key (HTTP {response.status}): "
-            "set engine.api_key_file (or engine.api_key)"
-        )
-    if response.status != 200:
-        refusal = classify_status(response.status, text, url)
-        if refusal.unavailable:
-            raise Unavailable(refusal.reason)
-        raise ServerMismatch(
-            f"engine.url {url} is not a vLLM OpenAI-compatible server: "
-            f"GET /v1/models answered HTTP {response.status}"
-        )
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise ServerMismatch(
-            f"engine.url {url} is not a vLLM OpenAI-compatible server: /v1/models is not JSON"
-        ) from None
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__

@@ -235,10 +235,12 @@ def _add_prompts(
 
 def _suffix(classifier: Classifier, images: int) -> tuple[int, ...]:
     if not getattr(classifier, "accepts_media", False):
+        # The remote engine says why its servers take no media; otherwise the model has no
+        # vision path.
+        why = getattr(classifier, "no_media", None) or "a text-only model"
         raise MediaRejected(
             "model_without_vision",
-            f"model {classifier.model_name!r} on this engine does not take images "
-            "(a text-only model, or engine.kind remote)",
+            f"model {classifier.model_name!r} on this engine does not take images ({why})",
         )
     return media_suffix(classifier.tokenizer, images)
 

@@ -73,3 +73,19 @@ def test_media_bytes_held_count_against_the_in_flight_bound() -> None:
     assert room_for(10, 100, 999, 1000) == 90
     assert room_for(10, 100, 1000, 1000) == 0  # bytes at the bound: pause
     assert flow(room_for(1, 100, 5000, 1000), False, 100) is Flow.PAUSE
+
+
+def test_an_engine_without_media_dead_letters_them_with_its_reason() -> None:
+    from worker.media import MediaRejected
+    from worker.scoring.classify import _suffix
+
+    class TextOnly:
+        model_name, accepts_media = "m", False
+
+    class FleetWithoutEndpoint(TextOnly):
+        no_media = "engine server http://s does not serve /inference/v1/generate"
+
+    for engine, says in ((TextOnly(), "(a text-only model)"), (FleetWithoutEndpoint(), "http://s")):
+        with pytest.raises(MediaRejected) as caught:
+            _suffix(engine, 1)
+        assert caught.value.rule == "model_without_vision" and says in caught.value.detail
