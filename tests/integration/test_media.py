@@ -1,13 +1,16 @@
 """Images and video end to end: real broker, real CPU engine with the seeing test model,
 media served over real HTTP from 127.0.0.1 and inline; exact labels and every bad case
-dead-lettered with its reason."""
+dead-lettered with its reason. The remote engine, against a vLLM server of the same model,
+builds the same prompts and gets the in-process engine's scores."""
 
 from __future__ import annotations
 
 import base64
+import json
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -17,6 +20,7 @@ from worker.testing import media_samples as samples
 
 from .harness import RunningWorker, create_topics, produce, read_topic, topic_names, verdicts
 from .harness import worker_settings as base_settings
+from .vllm_server import SERVED_NAME, VllmServer
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +39,36 @@ MEDIA = {
     "fetch_timeout_s": 5.0,
     "fetch_retries": 2,
 }
+
+
+API_KEY = "media-key-5e0b"
+
+
+@pytest.fixture(scope="module")
+def seeing_server(seeing_model, tmp_path_factory):
+    """vLLM's server on the seeing model, with its token-in endpoint (which media prompts
+    need) and room for a video's frames in one prompt, as the in-process engine has."""
+    limit = json.dumps({"image": SEEING_IMAGES})
+    server = VllmServer(
+        seeing_model,
+        tmp_path_factory.mktemp("vllm-seeing") / "server.log",
+        API_KEY,
+        extra_args=["--enable-scale-out", "--limit-mm-per-prompt", limit],
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def remote_engine(vllm_server: VllmServer) -> dict:
+    return {
+        "kind": "remote",
+        "url": vllm_server.url,
+        "served_model_name": SERVED_NAME,
+        "api_key": API_KEY,
+        "connect_retry_s": 5,
+        "backoff_max_s": 1,
+    }
 
 
 @pytest.fixture
@@ -200,3 +234,101 @@ async def test_a_slow_media_server_holds_up_nothing_else(
     assert dict(letters[0].headers)["x-dead-letter-error-type"] == b"media_unavailable"
     # The slow fetch takes three read timeouts and two backoffs; the rest did not wait for it.
     assert others_done < slow_done - 1.5, (others_done, slow_done)
+
+
+async def test_the_remote_engine_scores_media_as_the_in_process_engine_does(
+    broker, seeing_model, seeing_engine, seeing_server, server, tmp_path
+):
+    from worker.engine.remote import RemoteClassifier
+
+    url = server.add
+    items = {
+        "red-url": ([{"type": "image", "url": url("red.png", samples.image(RED))}], None),
+        "blue-jpeg": ([inline("image", samples.image(BLUE, "JPEG"))], None),
+        "white-webp": ([inline("image", samples.image(WHITE, "WEBP"))], None),
+        "video-mp4": ([{"type": "video", "url": url("v.mp4", samples.video([WHITE, RED]))}], None),
+        "text-and-image": ([inline("image", samples.image(BLUE))], "a mango on the table"),
+        "several": (
+            [inline("image", samples.image(WHITE)), inline("image", samples.image(RED, "GIF"))],
+            None,
+        ),
+    }
+    expected = {
+        "red-url": {"fruit": 1, "water": 0},
+        "blue-jpeg": {"fruit": 0, "water": 1},
+        "white-webp": {"fruit": 0, "water": 0},
+        "video-mp4": {"fruit": 1, "water": 0},
+        "text-and-image": {"fruit": 1, "water": 1},
+        "several": {"fruit": 1, "water": 0},
+        "text-only": {"fruit": 0, "water": 1},
+    }
+    records = [ev(i, media, content) for i, (media, content) in items.items()]
+    records.append((b"text-only", orjson.dumps({"id": "text-only", "content": "a walnut"}), []))
+    outcome = {}
+    for kind in ("local", "remote"):
+        topics = topic_names(f"media-{kind}")
+        if kind == "local":
+            settings = settings_for(broker, seeing_model, tmp_path, topics)
+            classifier = seeing_engine
+        else:
+            engine = remote_engine(seeing_server)
+            settings = settings_for(broker, seeing_model, tmp_path, topics, engine=engine)
+            classifier = await RemoteClassifier.start(settings.engine)
+            assert classifier.accepts_media, classifier.no_media
+        await create_topics(broker.bootstrap_servers, list(topics.values()), 3)
+        await produce(broker.bootstrap_servers, topics["content"], records)
+        try:
+            async with RunningWorker(settings, classifier):
+                results = await read_topic(
+                    broker.bootstrap_servers, topics["results"], ids=expected
+                )
+        finally:
+            if kind == "remote":
+                classifier.close()
+        outcome[kind] = {
+            v["id"]: {p["policy"]: (p["label"], p["score"]) for p in v["verdicts"]}
+            for v in verdicts(results)
+        }
+    local, remote = outcome["local"], outcome["remote"]
+    assert {i: {p: v[0] for p, v in remote[i].items()} for i in expected} == expected
+    for item_id in expected:
+        for policy in POLICIES:
+            assert remote[item_id][policy][0] == local[item_id][policy][0], (item_id, policy)
+            assert remote[item_id][policy][1] == pytest.approx(
+                local[item_id][policy][1], rel=1e-3, abs=1e-5
+            ), (item_id, policy)
+
+
+def test_the_server_builds_the_workers_prompt_with_the_image_where_the_template_puts_it(
+    seeing_model, seeing_server
+):
+    """The server's prompt is the worker's ids, with only the image placeholder expanded by
+    the model's processor, in the place the chat template writes it."""
+    from PIL import Image
+    from transformers import AutoTokenizer
+
+    from worker.engine.media_api import GENERATE_PATH, generate_body, image_parts
+    from worker.engine.remote_check import check_prompt
+    from worker.prompts import answer_token_ids
+    from worker.testing.seeing import IMAGE_TOKEN
+
+    tokenizer = AutoTokenizer.from_pretrained(str(seeing_model))
+    ids = check_prompt(tokenizer, 4096, "[image]", images=1)
+    no, yes = answer_token_ids(tokenizer)
+    parts = image_parts([Image.new("RGB", (32, 32), RED)])
+    body = {**generate_body(SERVED_NAME, ids, parts, no, yes), "return_token_ids": True}
+    response = httpx.post(
+        f"{seeing_server.url}{GENERATE_PATH}",
+        json=body,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    reply = response.json()
+    served = reply["prompt_token_ids"]
+    [place] = reply["mm_placeholders"]["image"]
+    at = ids.index(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    assert place["offset"] == at
+    expansion = served[at : at + place["length"]]
+    assert served == ids[:at] + expansion + ids[at + 1 :]
+    assert tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) in expansion

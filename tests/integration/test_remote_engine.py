@@ -8,10 +8,13 @@ is waited for with nothing lost; servers that cannot serve the worker stop start
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -43,10 +46,33 @@ CPU_ARGS = {"extra_args": {"enforce_eager": True, "block_size": 32}}
 
 @pytest.fixture(scope="session")
 def vllm_server(test_model, tmp_path_factory):
-    server = VllmServer(test_model, tmp_path_factory.mktemp("vllm") / "server.log", API_KEY)
+    # With the token-in endpoint that media prompts use: a text-only model must still be
+    # found to take no media.
+    server = VllmServer(
+        test_model,
+        tmp_path_factory.mktemp("vllm") / "server.log",
+        API_KEY,
+        extra_args=["--enable-scale-out"],
+    )
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def image_template(test_model, tmp_path_factory) -> Path:
+    """The text-only test model's tokenizer with a chat template that attaches images (the
+    seeing model's), so that the worker sends media prompts and sees how servers answer."""
+    from worker.testing.seeing import CHAT_TEMPLATE
+
+    path = tmp_path_factory.mktemp("image-template")
+    for name in ("config.json", "tokenizer.json", "special_tokens_map.json"):
+        shutil.copy(test_model / name, path / name)
+    config = json.loads((test_model / "tokenizer_config.json").read_text())
+    (path / "tokenizer_config.json").write_text(
+        json.dumps({**config, "chat_template": CHAT_TEMPLATE})
+    )
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -149,6 +175,33 @@ async def test_prompts_meet_the_servers_prefix_cache(test_model, vllm_server, ke
     # Sent in one request, the same prompts get the same answers and no made-up counts.
     assert [s.p_yes for s in together] == pytest.approx([s.p_yes for s in scores], abs=1e-6)
     assert all(s.cached_tokens is None for s in together)
+
+
+async def test_a_server_of_a_text_only_model_takes_no_media_and_says_why(
+    test_model, vllm_server, key_file, image_template
+):
+    from worker.engine.remote_check import check_prompt
+
+    async def started(**engine) -> RemoteClassifier:
+        options = remote_engine(vllm_server, key_file, **engine)
+        settings = worker_settings("127.0.0.1:1", test_model, topic_names("text"), engine=options)
+        return await RemoteClassifier.start(settings.engine)
+
+    # The model's own template attaches no images: the server is not even asked.
+    remote = await started()
+    remote.close()
+    assert remote.accepts_media is False and "chat template" in remote.no_media
+    # A template that does: the server has the token-in endpoint, but its model refuses an
+    # image, and says so.
+    remote = await started(tokenizer=str(image_template))
+    try:
+        assert remote.accepts_media is False
+        assert vllm_server.url in remote.no_media and "image" in remote.no_media
+        assert "--enable-scale-out" not in remote.no_media, remote.no_media
+        # Text is still classified.
+        assert (await remote.score(check_prompt(remote.tokenizer, 4096))).p_yes < 0.5
+    finally:
+        remote.close()
 
 
 class _Borrowed:
@@ -354,7 +407,7 @@ def _served(server: VllmServer) -> float:
 
 
 async def test_a_fleet_server_that_restarts_gets_its_share_of_traffic_again(
-    test_model, vllm_server, key_file, tmp_path
+    test_model, vllm_server, key_file, image_template, tmp_path
 ):
     from worker.policies import parse_policy
     from worker.prompts import assemble, build_policy_prompt, tokenize_contents
@@ -367,10 +420,20 @@ async def test_a_fleet_server_that_restarts_gets_its_share_of_traffic_again(
             "127.0.0.1:1",
             test_model,
             topic_names("fleet"),
-            engine=remote_engine(vllm_server, key_file, url=urls, prompts_per_request=1),
+            engine=remote_engine(
+                vllm_server,
+                key_file,
+                url=urls,
+                prompts_per_request=1,
+                tokenizer=str(image_template),  # so that the servers are asked about media
+            ),
         )
         remote = await RemoteClassifier.start(settings.engine)
         try:
+            # A server without the token-in endpoint is named with the flag it lacks.
+            assert remote.accepts_media is False
+            assert f"{fresh.url} does not serve" in remote.no_media, remote.no_media
+            assert "--enable-scale-out" in remote.no_media
             health = await asyncio.to_thread(httpx.get, f"{fresh.url}/health")
             assert fresh.alive() and health.status_code == 200
             policy = parse_policy("---\nid: fleet\n---\nFlag content that mentions: comet.")

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -19,8 +20,16 @@ SERVED_NAME = "test-model"
 class VllmServer:
     """``python -m vllm.entrypoints.openai.api_server`` on a fixed port; restartable."""
 
-    def __init__(self, model: Path, log: Path, api_key: str, port: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Path,
+        log: Path,
+        api_key: str,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.model = model
+        self.extra_args = list(extra_args)
         self.log = log
         self.api_key = api_key
         self.port = port or free_port()
@@ -55,6 +64,7 @@ class VllmServer:
             "--logprobs-mode",
             "processed_logprobs",
             "--enable-prompt-tokens-details",
+            *self.extra_args,
         ]
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
         with self.log.open("ab") as out:

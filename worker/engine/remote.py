@@ -106,14 +106,10 @@ class RemoteClassifier:
         lengths = [check.max_model_len for check in checks]
         max_len = min([*lengths, settings.max_model_len or min(lengths)])
         # Media goes to any server in turn, so every one must take it.
-        no_media = next((check.no_media for check in checks if check.no_media), None)
-        log.info(
-            "engine servers checked",
-            urls=settings.urls(),
-            model=name,
-            max_model_len=max_len,
-            media=no_media or "accepted",
-        )
+        no_media = "; ".join(check.no_media for check in checks if check.no_media) or None
+        log.info("engine servers checked", urls=settings.urls(), model=name, max_model_len=max_len)
+        if no_media:
+            log.warning("media items will be dead-lettered (model_without_vision)", why=no_media)
         endpoints = Endpoints(settings.urls(), settings.backoff_max_s)
         classifier = cls(session, endpoints, tokenizer, name, max_len, settings)
         classifier.accepts_media, classifier.no_media = no_media is None, no_media
