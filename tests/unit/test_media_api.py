@@ -1,5 +1,5 @@
 """Media prompts for the remote engine: the token-in request, its reply, what a refusal at
-start-up means, and frames sent as lossless PNG data URIs."""
+start-up means, and frames sent as lossless BMP data URIs."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def reply(top: list[tuple[int, float]], cached: int | None = None) -> dict:
 
 
 def test_body_sends_the_ids_and_frames_and_asks_what_the_in_process_engine_asks():
-    parts = [{"type": "image_url", "url": "data:image/png;base64,AA=="}]
+    parts = [{"type": "image_url", "url": "data:image/bmp;base64,AA=="}]
     body = generate_body("m", [1, 2, 3], parts, NO, YES)
     assert body == {
         "model": "m",
@@ -93,14 +93,14 @@ def test_a_server_restarted_without_the_endpoint_fails_requests_and_is_not_waite
     assert classify_status(403, "Unauthorized", "http://s").unavailable is True
 
 
-def test_frames_travel_as_lossless_png_encoded_once_per_frame():
+def test_frames_travel_as_lossless_bmp_encoded_once_per_frame():
     noise = Image.frombytes("RGB", (31, 17), bytes(range(256)) * 7)
     red = Image.new("RGB", (8, 8), (255, 0, 0))
     parts = image_parts([noise, red])
     assert [p["type"] for p in parts] == ["image_url", "image_url"]
     for part, frame in zip(parts, (noise, red), strict=True):
         prefix, data = part["url"].split(",", 1)
-        assert prefix == "data:image/png;base64"
+        assert prefix == "data:image/bmp;base64"
         decoded = Image.open(io.BytesIO(base64.b64decode(data)))
         assert decoded.mode == "RGB" and decoded.tobytes() == frame.tobytes()
     again = image_parts([noise])
