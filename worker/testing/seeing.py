@@ -1,24 +1,27 @@
 """A tiny multimodal test model that sees colours: the trigger-word model with eyes.
 
-``build_seeing_model(path)`` writes a Llava-style model directory (a CLIP vision tower, a
-two-layer projector, and the trigger-word Llama of ``devmodel`` as its language model) that
-``transformers`` and vLLM load as ``LlavaForConditionalGeneration``. Its answer is that of
-the text model, where an image counts as a mention of the trigger word its colour stands for
-(``COLOUR_WORDS``): "the policy names the word and the image shows its colour" gives "1".
+``build_seeing_model(path)`` writes an Idefics3 model directory (a one-layer vision
+encoder, the connector's projection, and the trigger-word Llama of ``devmodel`` as its
+language model) that ``transformers`` and vLLM load as ``Idefics3ForConditionalGeneration``.
+Its answer is that of the text model, where an image counts as a mention of the trigger word
+its colour stands for (``COLOUR_WORDS``): "the policy names the word and the image shows its
+colour" gives "1".
 
-Why Llava and not Gemma 4's own vision path: the text circuit is hand-set on a Llama, and
-Llava puts a plain Llama behind a vision tower whose every step (patch embedding, layer
-norm, projector) can be set by hand in a few lines; vLLM serves it on CPU with its stock
-processor (Pillow only). It takes images the way Gemma 4 does in the worker's prompts: the
-content text first, then one image placeholder per image, through the chat template.
+Why Idefics3 and not Gemma 4's own vision path: vLLM's Gemma 3/4, Llava and Qwen2-VL
+modules import torchvision, whose PyPI builds do not load beside the CPU build of torch the
+engine pins; Idefics3's processor needs only Pillow. It puts a plain Llama (whose circuit is
+hand-set) behind a vision encoder whose every step (patch embedding, layer norm, MLP,
+projection) can be set by hand in a few lines, and it takes images the way Gemma 4 does in
+the worker's prompts: the content text first, then one image placeholder per image, through
+the model's chat template.
 
 How an image becomes a word, nothing trained:
 
 * The processor resizes any image to one 16x16 patch, so an image is one token.
 * The patch embedding averages each colour channel (pixels scaled to [-1, 1]); a position
   constant keeps the layer norm's scale fixed for the eight corner colours of the RGB cube.
-* The projector's first layer scores the patch against each colour (+10 when it matches,
-  about -10 otherwise); its second writes the image token of the matching word, or a
+* The encoder's MLP scores the patch against each colour (+10 when it matches, about -10
+  otherwise); the connector's projection writes the image token of the matching word, or a
   neutral token when no colour matches (white, black, grey, photos).
 * An image token queries for its word like the word's own token does but is never a key
   (``circuit._layer1``), so it matches the word's copies in the text (the policy) and
