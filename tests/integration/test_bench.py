@@ -218,9 +218,11 @@ async def test_bench_policies_phase_sweeps_distinct_policies(broker, engine, tes
         assert run["labels"]["checked"] == 40 and run["labels"]["wrong"] == 0, run["labels"]
         prefill = run["prefill"]
         assert 0 < prefill["hit_ratio"] < 1 and prefill["computed_tokens_per_prompt"] > 0
-    # One policy stays cached; six share the traffic with colder prefixes.
-    single, six = phase["runs"]["1"]["prefill"], phase["runs"]["6"]["prefill"]
-    assert single["computed_tokens_per_prompt"] <= six["computed_tokens_per_prompt"]
+    # One policy stays cached: past the warm-up its items compute their content (and the
+    # prefix's last partial block), never the prefix. (Six policies of other lengths are
+    # not compared with it: over 40 events length, not caching, would decide.)
+    single = phase["runs"]["1"]
+    assert single["prefill"]["computed_tokens_per_prompt"] < single["policy_tokens_mean"]
     svg = policies_svg(phase["runs"])
     assert svg.startswith("<svg") and svg.count("<polyline") == 3
 
