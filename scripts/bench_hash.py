@@ -162,8 +162,9 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",") if s):
         report["indexes"].append(bench_size(size, args, rng))
         print(json.dumps(report["indexes"][-1]), flush=True)
-    report["image_pdq_cpu"] = bench_images(args.images, rng)
-    print(json.dumps(report["image_pdq_cpu"]), flush=True)
+    if args.images:
+        report["image_pdq_cpu"] = bench_images(args.images, rng)
+        print(json.dumps(report["image_pdq_cpu"]), flush=True)
     if args.load_lines:
         report["bank_load"] = bench_load(args.load_lines, rng)
         print(json.dumps(report["bank_load"]), flush=True)
