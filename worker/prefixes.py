@@ -19,7 +19,6 @@ compiled catalog costs a pointer per token, not an int object per token.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import threading
 import weakref
@@ -37,6 +36,7 @@ from .prompts import (
     LEAD_IN,
     PromptError,
     Tokenizer,
+    backend_copy,
     build_policy_prompt,
     model_name,
     split_render,
@@ -76,7 +76,7 @@ def compile_halves(
             halves[policy.version] = known[policy.version]
         else:
             todo.setdefault(policy.version, policy)
-    backend = prompt_backend(tokenizer)
+    backend = backend_copy(tokenizer, split_special=False)
     if backend is None:
         for version, policy in todo.items():
             check_policy(tokenizer, policy)
@@ -147,32 +147,6 @@ def _check_backend(tokenizer: Tokenizer, backend: tokenizers.Tokenizer) -> None:
         )
 
 
-# Per tokenizer, one private copy of its Rust backend for policy prompts: special-token text
-# is read as special tokens (the template writes them), no truncation, no padding. A copy,
-# because the Hugging Face call changes these settings on the shared backend for each call.
-_backends: weakref.WeakKeyDictionary[Any, tokenizers.Tokenizer] = weakref.WeakKeyDictionary()
-_backends_lock = threading.Lock()
-
-
-def prompt_backend(tokenizer: Tokenizer) -> tokenizers.Tokenizer | None:
-    """The policy-prompt copy of ``tokenizer``'s backend; None for a tokenizer without one."""
-    with _backends_lock:
-        try:
-            backend = _backends.get(tokenizer)
-        except TypeError:  # not weak-referenceable
-            return None
-        if backend is None:
-            shared = getattr(tokenizer, "backend_tokenizer", None)
-            if not isinstance(shared, tokenizers.Tokenizer):
-                return None
-            backend = copy.deepcopy(shared)
-            backend.encode_special_tokens = False
-            backend.no_truncation()
-            backend.no_padding()
-            _backends[tokenizer] = backend
-        return backend
-
-
 def same_tokenizer(a: Tokenizer, b: Tokenizer | None) -> bool:
     """Whether prompts compiled with ``a`` are those ``b`` compiles: the same object, or two
     fast tokenizers with the same backend, chat template and special tokens (the engine's
@@ -190,7 +164,7 @@ _backend_digests: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionar
 
 
 def _fingerprint(tokenizer: Tokenizer) -> tuple[str, str, str] | None:
-    backend = prompt_backend(tokenizer)
+    backend = backend_copy(tokenizer, split_special=False)
     if backend is None:
         return None
     digest = _backend_digests.get(tokenizer)

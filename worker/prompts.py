@@ -174,7 +174,7 @@ def tokenize_contents(tokenizer: Tokenizer, contents: Sequence[str]) -> list[lis
         return []
     trims = _template_trims(tokenizer)
     texts = [_content_text(c, trims) for c in contents]
-    backend = _content_backend(tokenizer)
+    backend = backend_copy(tokenizer, split_special=True)
     if backend is None:  # not a fast tokenizer: the general (slower) call
         encoded = tokenizer(
             texts,
@@ -214,29 +214,36 @@ def _template_trims(tokenizer: Tokenizer) -> bool:
     return trims
 
 
-# One private copy of each fast tokenizer's Rust backend, set once to split special-token
-# text. The Hugging Face call flips ``encode_special_tokens`` on the shared backend for each
-# call, so a policy compile on another thread could flip it back mid-batch; a copy cannot.
-_backends: weakref.WeakKeyDictionary[Any, tokenizers.Tokenizer] = weakref.WeakKeyDictionary()
+# Private copies of each fast tokenizer's Rust backend, one per way of reading special-token
+# text: split like any text (content) or read as the special tokens it names (the policy
+# prompts the chat template writes). The Hugging Face call flips ``encode_special_tokens``
+# on the shared backend for each call, so a compile on another thread could flip it back
+# mid-batch; a copy cannot.
+_backends: weakref.WeakKeyDictionary[Any, dict[bool, tokenizers.Tokenizer]] = (
+    weakref.WeakKeyDictionary()
+)
 _backends_lock = threading.Lock()
 
 
-def _content_backend(tokenizer: Tokenizer) -> tokenizers.Tokenizer | None:
-    """The content copy of ``tokenizer``'s backend; None for a tokenizer without one."""
+def backend_copy(tokenizer: Tokenizer, *, split_special: bool) -> tokenizers.Tokenizer | None:
+    """A private copy of ``tokenizer``'s backend that splits special-token text like any
+    text (``split_special``) or reads it as special tokens, with no truncation (content
+    length is assemble()'s decision) and no padding; None for a tokenizer without one."""
     with _backends_lock:
         try:
-            backend = _backends.get(tokenizer)
+            copies = _backends.setdefault(tokenizer, {})
         except TypeError:  # not weak-referenceable: a copy per call would cost more than it saves
             return None
+        backend = copies.get(split_special)
         if backend is None:
             shared = getattr(tokenizer, "backend_tokenizer", None)
             if not isinstance(shared, tokenizers.Tokenizer):
                 return None
             backend = copy.deepcopy(shared)
-            backend.encode_special_tokens = True
-            backend.no_truncation()  # content length is assemble()'s decision
+            backend.encode_special_tokens = split_special
+            backend.no_truncation()
             backend.no_padding()
-            _backends[tokenizer] = backend
+            copies[split_special] = backend
         return backend
 
 
