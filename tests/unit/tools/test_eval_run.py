@@ -446,6 +446,57 @@ async def test_rows_a_hash_bank_decides_are_shown_with_their_agreement(workspace
     assert "| known | 2 | 1 | 1 |" in text and "| beta-good | 1 | 1 | 0 |" in text
 
 
+async def test_rows_with_media_are_decided_by_their_pictures_as_the_worker_decides(
+    workspace, tokenizer
+):
+    from worker.hashbanks.signals import image_pdq
+    from worker.testing import media_samples as samples
+
+    banned, meme, unknown = samples.picture(), samples.picture(seed=5), samples.picture(seed=7)
+    pictures = {"banned": banned, "meme": meme, "unknown": unknown}
+    for name, data in {**pictures, "corrupt": samples.corrupt_jpeg()}.items():
+        (workspace["out"].parent / f"{name}.png").write_bytes(data)
+    banks = workspace["out"].parent / "banks"
+    banks.mkdir()
+    (banks / "removed.yaml").write_text("policies: [alpha]\nlabel: 1\n")
+    (banks / "removed.txt").write_text(f"pdq {image_pdq(banned)[0]}\n")
+    (banks / "memes.yaml").write_text("policies: [alpha]\nlabel: 0\n")
+    (banks / "memes.txt").write_text(f"pdq {image_pdq(meme)[0]}\nraw_text c0\n")
+
+    def row(id_, label, *files, content=None):
+        media = [{"type": "image", "path": f"{name}.png"} for name in files]
+        text = {"content": content} if content else {}
+        return {"id": id_, "label": label, **text, "media": media}
+
+    golden = _jsonl(
+        workspace["out"].parent / "media.jsonl",
+        [
+            row("m-banned", 1, "banned"),  # a known-bad picture decides
+            row("m-meme", 1, "meme"),  # known good, and the bank disagrees with the label
+            row("m-caption", 0, "unknown", content="c0"),  # a good caption, a new picture
+            row("m-both", 0, "meme", content="c0"),  # every part known good
+            row("m-corrupt", 1, "corrupt"),  # its media fail: never decided
+        ],
+    )
+    settings = Settings(
+        policies={"dir": workspace["policies"]}, engine={"max_retries": 0}, banks={"dir": banks}
+    )
+    request = _request(workspace, dataset=golden)
+    selection, sample = prepare(settings, request)
+    quiet = Console(file=io.StringIO())
+    evaluation = await evaluate_sample(
+        settings, request, TableClassifier(tokenizer), selection, sample, quiet
+    )
+    got = [(c.id, c.bank, c.bank_label, c.agrees) for c in evaluation.bank_checks]
+    assert got == [
+        ("m-banned", "removed", 1, True),
+        ("m-meme", "memes", 0, False),
+        ("m-both", "memes", 0, True),
+    ]
+    shown = {c.id: c.content for c in evaluation.bank_checks}
+    assert shown["m-both"] == "c0 [image: meme.png]"
+
+
 async def test_without_banks_the_report_has_no_bank_section(workspace, tokenizer):
     evaluation = await _evaluate(workspace, tokenizer)
     assert evaluation.bank_checks is None

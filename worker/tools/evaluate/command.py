@@ -28,6 +28,7 @@ from .document import build
 from .errors import EvalError
 from .evaluation import Evaluation, Plan, Sample, Targets, evaluate, plan_tasks
 from .report import write_report
+from .runner import MediaHashes
 from .selection import Selection, select_policies
 
 ClassifierFactory = Callable[[Settings], Awaitable[Classifier]]
@@ -84,13 +85,14 @@ async def evaluate_sample(
         banks = await load_for_serving(settings.banks, selection.registry)
     except BankError as exc:
         raise EvalError(str(exc)) from None
+    hashes = MediaHashes(banks.signal_types if banks is not None else frozenset())
     with progress_bar(err, total=len(plan_tasks(plan))) as advance:
         result = await evaluate(
-            classifier, plan, engine.overlong, engine.max_retries, advance, settings.media
+            classifier, plan, engine.overlong, engine.max_retries, advance, settings.media, hashes
         )
     if banks is None:
         return result
-    return replace(result, bank_checks=check_rows(sample.rows, banks))
+    return replace(result, bank_checks=check_rows(sample.rows, banks, hashes.seen))
 
 
 def prepare(settings: Settings, request: EvalRequest) -> tuple[Selection, Sample]:

@@ -28,7 +28,7 @@ from .metrics import (
     reliability,
     steerability,
 )
-from .runner import Advance, Failure, Task, run_tasks
+from .runner import Advance, Failure, MediaHashes, Task, run_tasks
 from .thresholds import Band, BandOutcome, Suggestion, band_outcome, suggest
 
 
@@ -157,10 +157,14 @@ async def evaluate(
     max_retries: int,
     advance: Advance | None = None,
     media: MediaSettings | None = None,
+    hashes: MediaHashes | None = None,
 ) -> Evaluation:
-    """``media``: the limits and allowed hosts for rows' media (the worker's settings)."""
+    """``media``: the limits and allowed hosts for rows' media (the worker's settings);
+    ``hashes``: the banks' signal types to compute for them, filled as they are."""
     tasks = plan_tasks(plan)
-    scores = await run_tasks(classifier, tasks, overlong, max_retries, advance=advance, media=media)
+    scores = await run_tasks(
+        classifier, tasks, overlong, max_retries, advance=advance, media=media, hashes=hashes
+    )
     return summarize(plan, scores, classifier.model_name)
 
 

@@ -4,13 +4,15 @@ Each task is one (content, policy) prompt, with the row's media when it has some
 through ``classify.score_jobs``, the code the worker runs, so prompts, truncation and
 retries are the production ones. Media go through the worker's media step first (the
 guarded fetcher for URLs, the same limits and decoders for files), a batch at a time, so
-that only one batch's decoded frames are held at once.
+that only one batch's decoded frames are held at once. With hash banks loaded, the step
+also computes each item's bank signals; ``MediaHashes`` keeps them per row's media, so the
+bank check sees the same parts the worker's hash pass would.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ...catalog import Entry
@@ -18,6 +20,7 @@ from ...config import MediaSettings
 from ...engine import Classifier, Score
 from ...errors import DeadLetterKind, Rejected
 from ...events import ContentEvent
+from ...hashbanks.signals import NO_SIGNALS, MediaSignals
 from ...media import FetchedMedia, MediaRef
 from ...media.step import MediaStep
 from ...prompts import Overlong
@@ -33,6 +36,15 @@ class Task:
     content: str | None  # None: media alone
     entry: Entry
     media: tuple[MediaSpec, ...] = ()
+
+
+@dataclass
+class MediaHashes:
+    """The signal types the banks hold (``wanted``), and the signals computed for each
+    row's media (``seen``, by the row's media specs; rows whose media failed are absent)."""
+
+    wanted: frozenset[str]
+    seen: dict[tuple[MediaSpec, ...], list[MediaSignals]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -52,15 +64,20 @@ async def run_tasks(
     batch_size: int = 256,
     advance: Advance | None = None,
     media: MediaSettings | None = None,
+    hashes: MediaHashes | None = None,
 ) -> dict[Hashable, float | Failure]:
-    """P("1") per task key, or why it has none. Raises EngineError if the engine dies."""
+    """P("1") per task key, or why it has none. Raises EngineError if the engine dies.
+    ``hashes``: the banks' signal types to compute for rows' media, filled as they are."""
     results: dict[Hashable, float | Failure] = {}
     counting = _Counting(classifier, advance)
-    step = MediaStep(media or MediaSettings()) if any(t.media for t in tasks) else None
+    hashes = hashes or MediaHashes(frozenset())
+    step = None
+    if any(t.media for t in tasks):
+        step = MediaStep(media or MediaSettings(), wanted=lambda: hashes.wanted)
     try:
         for start in range(0, len(tasks), batch_size):
             batch = tasks[start : start + batch_size]
-            jobs = await _jobs(batch, start, step, results)
+            jobs = await _jobs(batch, start, step, results, hashes)
             counting.counted = 0
             for scored in await score_jobs(counting, list(jobs), overlong, max_retries):
                 task = jobs[scored.job]
@@ -82,6 +99,7 @@ async def _jobs(
     start: int,
     step: MediaStep | None,
     results: dict[Hashable, float | Failure],
+    hashes: MediaHashes,
 ) -> dict[Job, Task]:
     """The batch's jobs, their media fetched and decoded; a task whose media fail gets its
     Failure in ``results`` instead. A row's media are prepared once for all its tasks."""
@@ -95,6 +113,8 @@ async def _jobs(
         if isinstance(got, Failure):
             results[task.key] = got
             continue
+        if got:
+            hashes.seen[task.media] = [m.fetched.signals or NO_SIGNALS for m in got]
         refs = [m.ref for m in got]
         event = ContentEvent(id=f"eval-{start + i}", content=task.content, media=refs)
         job = Job(event, [task.entry], media=[m.fetched for m in got])
