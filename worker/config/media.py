@@ -37,6 +37,13 @@ class MediaSettings(Section):
     max_pixels: int = Field(
         40_000_000, ge=1, description="Largest image or video frame (width x height): bombs stop."
     )
+    max_side: int = Field(
+        1536,
+        ge=64,
+        description="Frames larger than this on their longer side are scaled down to it (after "
+        "hashing) before they reach the engine: vision processors resize to under a thousand "
+        "pixels anyway, and full-size frames cost memory, CPU and, to remote servers, bytes.",
+    )
     max_video_s: float = Field(300.0, gt=0, description="Longest video accepted, in seconds.")
     max_frames: int = Field(
         8, ge=1, le=32, description="Frames sampled from a video or animated image."

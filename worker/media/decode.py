@@ -5,13 +5,17 @@ Formats: JPEG, PNG, WebP and GIF images (animated ones sampled like a video), MP
 (Matroska) video. Size is checked from the header before any pixel is decoded, so a small
 file claiming a huge canvas (a decompression bomb) is refused without the memory it asks for.
 Every refusal is a ``MediaRejected`` naming its rule.
+
+Frames are scaled down to ``media.max_side`` (``fit``): a video's as they are sampled, so a
+4K clip never holds eight 4K frames; an image's by the media step once its PDQ hash is taken
+from the full picture, as the field's tools hash a file.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import MediaSettings
@@ -65,6 +69,22 @@ def decode_image(data: bytes, settings: MediaSettings) -> Decoded:
             "corrupt", f"the {image.format} image cannot be decoded: {exc}"
         ) from None
     return Decoded(tuple(frames), width, height)
+
+
+def fit(frame: Any, side: int) -> Any:
+    """``frame`` scaled down, aspect kept, so that neither side is over ``side`` pixels."""
+    if max(frame.size) <= side:
+        return frame
+    from PIL import Image
+
+    scale = side / max(frame.size)
+    size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
+    return frame.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
+def fit_frames(decoded: Decoded, side: int) -> Decoded:
+    """``decoded`` with every frame fitted to ``side``; its size stays the original's."""
+    return replace(decoded, frames=tuple(fit(frame, side) for frame in decoded.frames))
 
 
 def sample_indexes(count: int, most: int) -> list[int]:
@@ -133,10 +153,10 @@ def _sample(container: Any, stream: Any, duration: float | None, settings: Media
         when = float(frame.time or 0.0)
         while targets and when >= targets[0] - 1e-6:
             targets.pop(0)
-            frames.append(frame.to_image().convert("RGB"))
+            frames.append(fit(frame.to_image().convert("RGB"), settings.max_side))
         last = frame
         if not targets or decoded + 1 >= budget:
             break
     if targets and last is not None:  # the stream ended before the times it claimed
-        frames.append(last.to_image().convert("RGB"))
+        frames.append(fit(last.to_image().convert("RGB"), settings.max_side))
     return frames

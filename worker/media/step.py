@@ -26,7 +26,7 @@ from ..errors import DeadLetterKind, Rejected
 from ..hashbanks.signals import MediaSignals, SignalError, media_signals
 from ..retry import Backoff, retry
 from . import observe
-from .decode import Decoded, decode
+from .decode import Decoded, decode, fit_frames
 from .fetch import Resolver, Transport, download, system_resolver
 from .refs import (
     FetchedMedia,
@@ -153,15 +153,16 @@ class MediaStep:
 def _decode_and_hash(
     kind: MediaKind, data: bytes, settings: MediaSettings, wanted: Collection[str]
 ) -> tuple[Decoded, MediaSignals | None]:
-    """Decode, then compute the signals the banks want; in the pool, off the event loop."""
+    """Decode, compute the signals the banks want from the full-size frames, then fit the
+    frames to ``media.max_side``; in the pool, off the event loop."""
     decoded = decode(kind, data, settings)
-    if not wanted:
-        return decoded, None
-    try:
-        return decoded, media_signals(kind, data, decoded.frames, wanted)
-    except SignalError as exc:  # decoded above, so not expected: matched by nothing then
-        log.warning("media item not hashed", error=str(exc))
-        return decoded, None
+    signals = None
+    if wanted:
+        try:
+            signals = media_signals(kind, data, decoded.frames, wanted)
+        except SignalError as exc:  # decoded above, so not expected: matched by nothing then
+            log.warning("media item not hashed", error=str(exc))
+    return fit_frames(decoded, settings.max_side), signals
 
 
 def _rejected(rule: str, reason: str) -> MediaRejected:

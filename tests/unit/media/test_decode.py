@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from worker.config import MediaSettings
-from worker.media.decode import decode, sample_indexes
+from worker.media.decode import decode, fit, sample_indexes
 from worker.media.refs import MediaRejected
 from worker.testing import media_samples as samples
 
@@ -75,3 +77,36 @@ def test_bad_media_refused_by_its_rule(kind, data, settings, rule) -> None:
     assert caught.value.rule == rule
     assert caught.value.kind == "media_rejected"
     assert str(caught.value).startswith(f"{rule}: ")
+
+
+def test_video_frames_are_fitted_to_max_side_as_they_are_sampled() -> None:
+    data = samples.video([RED, BLUE], size=160)
+    decoded = decode("video", data, MediaSettings(max_frames=2, max_side=64))
+    assert (decoded.width, decoded.height) == (160, 160)  # the original's, as reported
+    assert [f.size for f in decoded.frames] == [(64, 64), (64, 64)]
+    assert near(decoded.frames[1].getpixel((32, 32)), BLUE, 40)
+
+
+def test_fit_keeps_the_aspect_and_leaves_small_frames_alone() -> None:
+    from PIL import Image
+
+    wide = Image.new("RGB", (3000, 1000), RED)
+    assert fit(wide, 1536).size == (1536, 512)
+    small = Image.new("RGB", (48, 32), RED)
+    assert fit(small, 1536) is small
+
+
+async def test_images_are_hashed_full_size_then_fitted_for_the_engine() -> None:
+    from worker.hashbanks.signals import PDQ, image_pdq
+    from worker.media.refs import MediaRef
+    from worker.media.step import MediaStep
+
+    data = samples.picture()  # 256 x 256
+    step = MediaStep(MediaSettings(max_side=64), wanted=lambda: {PDQ})
+    ref = MediaRef(type="image", data=base64.b64encode(data).decode())
+    try:
+        [item] = await step.prepare([ref])
+    finally:
+        step.close()
+    assert [f.size for f in item.frames] == [(64, 64)] and (item.width, item.height) == (256, 256)
+    assert item.signals.pdq == image_pdq(data)[0]  # the file's hash, as HMA takes it

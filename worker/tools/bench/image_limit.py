@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config import MediaSettings
-from ...media.decode import decode
+from ...media.decode import decode, fit_frames
 from .config import BenchConfig
 from .images import ImagePrompt, expected_label, image_prompts, image_workload, images_dir
 from .workload import is_test_model
@@ -72,4 +72,9 @@ def decoded_frames(prompts: list[ImagePrompt], folder: Path, size: int) -> dict[
     """Each image file decoded by the worker's decoder, as the worker hands it on."""
     settings = MediaSettings(max_pixels=max(size * size, MediaSettings().max_pixels))
     files = {prompt.file for prompt in prompts}
-    return {f: decode("image", (folder / f).read_bytes(), settings).frames[0] for f in files}
+    return {
+        f: fit_frames(
+            decode("image", (folder / f).read_bytes(), settings), settings.max_side
+        ).frames[0]
+        for f in files
+    }
