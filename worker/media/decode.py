@@ -79,7 +79,9 @@ def fit(frame: Any, side: int) -> Any:
 
     scale = side / max(frame.size)
     size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
-    return frame.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    # A box reduction first, then bicubic: half the CPU of bicubic alone on a 12 MP photo,
+    # and the model's processor resizes the result again anyway.
+    return frame.resize(size, Image.Resampling.BICUBIC, reducing_gap=1.0)
 
 
 def fit_frames(decoded: Decoded, side: int) -> Decoded:
