@@ -189,16 +189,10 @@ class SystemBench:
         config = self.config
         load = os.getloadavg()[0]
         name = name or kind
-        topics = topic_names(name)
-        await create_topics(self.bootstrap, list(topics.values()), config.partitions)
         workload = workload or load_workload(
             config, self.tokenizer, count, f"{name}-sat", duplicate_share=duplicate_share
         )
-        self.progress(f"{name}: {count} events queued, starting the system")
-        await produce_backlog(self.bootstrap, topics["content"], workload.events)
-        collector = await ResultCollector(
-            self.bootstrap, topics["results"], topics["dead_letter"]
-        ).start()
+        topics, collector = await self._queue(name, workload)
         group = f"bench-{topics['content']}"
         url = await self.server.url() if served else None
         spec = Spec(
@@ -227,6 +221,15 @@ class SystemBench:
         if is_test_model(config.model) and kind not in UNCLASSIFIED:
             result["labels"] = self._labels(collector, workload)
         return result
+
+    async def _queue(self, name: str, workload: Workload) -> tuple[dict[str, str], ResultCollector]:
+        """The run's topics, its backlog produced, and a collector reading its outcomes."""
+        topics = topic_names(name)
+        await create_topics(self.bootstrap, list(topics.values()), self.config.partitions)
+        self.progress(f"{name}: {len(workload.events)} events queued, starting the system")
+        await produce_backlog(self.bootstrap, topics["content"], workload.events)
+        collector = ResultCollector(self.bootstrap, topics["results"], topics["dead_letter"])
+        return topics, await collector.start()
 
     def _labels(self, collector: ResultCollector, workload: Workload) -> dict[str, int]:
         """Verdicts checked against the test model's known labels: a wrong system's speed
