@@ -19,12 +19,35 @@ from ..conftest import REPO
 pytestmark = pytest.mark.integration
 
 
-async def test_bench_worker_and_overhead_phases(broker, engine, test_model, tmp_path):
-    config = BenchConfig(
-        model=str(test_model),
+def _config(model, tmp_path, **fields) -> BenchConfig:
+    """A small run on the repository's policies and the CPU engine, its files in tmp_path."""
+    base = dict(
+        model=str(model),
         policy_dir=REPO / "policies",
-        max_model_len=engine.max_model_len,
         engine_args=CPU_ENGINE_ARGS,
+        wait_timeout_s=120.0,
+        workdir=tmp_path,
+    )
+    return BenchConfig(**(base | fields))
+
+
+async def _run(config: BenchConfig, broker, tokenizer, engine=None) -> dict:
+    """The configured phases, each system built in this process: on the session's
+    ``engine`` when given, else with an engine of its own."""
+
+    async def in_process(kind, spec):
+        return await build_system(kind, config, spec, classifier=engine)
+
+    return await run_bench(
+        config, tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
+    )
+
+
+async def test_bench_worker_and_overhead_phases(broker, engine, test_model, tmp_path):
+    config = _config(
+        test_model,
+        tmp_path,
+        max_model_len=engine.max_model_len,
         policy_tokens=300,
         content_tokens=(20, 60),
         events=40,
@@ -36,16 +59,8 @@ async def test_bench_worker_and_overhead_phases(broker, engine, test_model, tmp_
         overhead_events=1000,
         batch={"max_items": 4},
         phases=("worker", "overhead"),
-        wait_timeout_s=120.0,
-        workdir=tmp_path,
     )
-
-    async def in_process(kind, spec):
-        return await build_system(kind, config, spec, classifier=engine)
-
-    result = await run_bench(
-        config, engine.tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
-    )
+    result = await _run(config, broker, engine.tokenizer, engine)
     write_json(result, tmp_path / "bench.json")
     result = orjson.loads((tmp_path / "bench.json").read_bytes())
 
@@ -86,11 +101,10 @@ async def test_bench_worker_and_overhead_phases(broker, engine, test_model, tmp_
 
 
 async def test_bench_cache_and_shadow_phases(broker, engine, test_model, tmp_path):
-    config = BenchConfig(
-        model=str(test_model),
-        policy_dir=REPO / "policies",
+    config = _config(
+        test_model,
+        tmp_path,
         max_model_len=engine.max_model_len,
-        engine_args=CPU_ENGINE_ARGS,
         policy_tokens=300,
         content_tokens=(20, 60),
         events=60,
@@ -99,16 +113,8 @@ async def test_bench_cache_and_shadow_phases(broker, engine, test_model, tmp_pat
         batch={"max_items": 4},
         phases=("cache", "shadow"),
         duplicate_share=0.3,
-        wait_timeout_s=120.0,
-        workdir=tmp_path,
     )
-
-    async def in_process(kind, spec):
-        return await build_system(kind, config, spec, classifier=engine)
-
-    result = await run_bench(
-        config, engine.tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
-    )
+    result = await _run(config, broker, engine.tokenizer, engine)
     phases = result["phases"]
     assert set(phases) == {"cache", "shadow"}, phases
     cache, shadow = phases["cache"], phases["shadow"]
@@ -130,11 +136,10 @@ async def test_bench_remote_and_diy_phases_share_one_vllm_server(
 ):
     """The remote phase measures the worker through an OpenAI server; the DIY peer runs at
     each in-flight bound against that same server, its verdicts checked label by label."""
-    config = BenchConfig(
-        model=str(test_model),
-        policy_dir=REPO / "policies",
+    config = _config(
+        test_model,
+        tmp_path,
         max_model_len=4096,
-        engine_args=CPU_ENGINE_ARGS,
         policy_tokens=300,
         content_tokens=(20, 60),
         events=40,
@@ -146,15 +151,8 @@ async def test_bench_remote_and_diy_phases_share_one_vllm_server(
         phases=("remote", "diy"),
         diy_in_flight=(4, 16),
         wait_timeout_s=300.0,
-        workdir=tmp_path,
     )
-
-    async def in_process(kind, spec):
-        return await build_system(kind, config, spec)
-
-    result = await run_bench(
-        config, tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
-    )
+    result = await _run(config, broker, tokenizer)
     remote = result["phases"]["worker-remote"]
     assert "error" not in remote, remote
     sat = remote["saturation"]
@@ -186,11 +184,10 @@ async def test_bench_policies_phase_sweeps_distinct_policies(broker, engine, tes
     """Zipf traffic over 1 and then 6 generated policies, each run checked label by label."""
     from worker.tools.bench.chart import policies_svg
 
-    config = BenchConfig(
-        model=str(test_model),
-        policy_dir=REPO / "policies",
+    config = _config(
+        test_model,
+        tmp_path,
         max_model_len=engine.max_model_len,
-        engine_args=CPU_ENGINE_ARGS,
         content_tokens=(20, 60),
         events=40,
         warmup_events=10,
@@ -198,16 +195,8 @@ async def test_bench_policies_phase_sweeps_distinct_policies(broker, engine, tes
         phases=("policies",),
         policy_counts=(1, 6),
         many_policy_words=(20, 400),
-        wait_timeout_s=120.0,
-        workdir=tmp_path,
     )
-
-    async def in_process(kind, spec):
-        return await build_system(kind, config, spec, classifier=engine)
-
-    result = await run_bench(
-        config, engine.tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
-    )
+    result = await _run(config, broker, engine.tokenizer, engine)
     phase = result["phases"]["policies"]
     assert "error" not in phase, phase
     assert set(phase["runs"]) == {"1", "6"} and phase["over_fewest"]["1"] == 1.0
@@ -230,27 +219,18 @@ async def test_bench_policies_phase_sweeps_distinct_policies(broker, engine, tes
 async def test_bench_reload_phase_edits_a_policy_under_load(broker, engine, test_model, tmp_path):
     """A pack is compiled and measured; an edit mid-run reaches the verdicts; every item
     ends as a verdict while the pack reloads."""
-    config = BenchConfig(
-        model=str(test_model),
-        policy_dir=REPO / "policies",
+    config = _config(
+        test_model,
+        tmp_path,
         max_model_len=engine.max_model_len,
-        engine_args=CPU_ENGINE_ARGS,
         content_tokens=(10, 30),
         events=40,
         warmup_events=10,
         phases=("reload",),
         policy_counts=(200,),
         many_policy_words=(20, 200),
-        wait_timeout_s=120.0,
-        workdir=tmp_path,
     )
-
-    async def in_process(kind, spec):
-        return await build_system(kind, config, spec, classifier=engine)
-
-    result = await run_bench(
-        config, engine.tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
-    )
+    result = await _run(config, broker, engine.tokenizer, engine)
     reload = result["phases"]["reload"]
     assert "error" not in reload, reload
     assert reload["policies"] == 200 and reload["catalog_mib"] > 0 and reload["compile_s"] > 0
@@ -285,11 +265,10 @@ async def test_cold_policy_micro_batch_counts_prefix_computations(engine, test_m
 async def test_bench_hash_phase_banks_part_of_the_texts(broker, engine, test_model, tmp_path):
     """The same texts without banks and with half of them banked at the model's own labels:
     the banked run sends the engine only the other half, and its verdicts check out."""
-    config = BenchConfig(
-        model=str(test_model),
-        policy_dir=REPO / "policies",
+    config = _config(
+        test_model,
+        tmp_path,
         max_model_len=engine.max_model_len,
-        engine_args=CPU_ENGINE_ARGS,
         policy_tokens=300,
         content_tokens=(20, 60),
         events=40,
@@ -297,16 +276,8 @@ async def test_bench_hash_phase_banks_part_of_the_texts(broker, engine, test_mod
         batch={"max_items": 8},
         phases=("hash",),
         known_share=0.5,
-        wait_timeout_s=120.0,
-        workdir=tmp_path,
     )
-
-    async def in_process(kind, spec):
-        return await build_system(kind, config, spec, classifier=engine)
-
-    result = await run_bench(
-        config, engine.tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
-    )
+    result = await _run(config, broker, engine.tokenizer, engine)
     phase = result["phases"]["hash"]
     assert "error" not in phase, phase
     assert phase["known_events"] == 20 and phase["known_over_none"] > 0
@@ -331,11 +302,10 @@ async def test_bench_images_phase_checks_every_label(broker, tmp_path):
     from worker.tools.bench.report import print_report
 
     model = build_seeing_model(REPO / ".cache" / "test-model-seeing")
-    config = BenchConfig(
-        model=str(model),
-        policy_dir=REPO / "policies",
+    config = _config(
+        model,
+        tmp_path,
         max_model_len=4096,
-        engine_args=CPU_ENGINE_ARGS,
         policy_tokens=300,
         batch={"max_items": 8},
         phases=("images",),
@@ -343,16 +313,9 @@ async def test_bench_images_phase_checks_every_label(broker, tmp_path):
         image_size=256,
         image_cost_runs=3,
         wait_timeout_s=300.0,
-        workdir=tmp_path,
     )
-
-    async def in_process(kind, spec):
-        return await build_system(kind, config, spec)  # the worker with its own engine
-
     tokenizer = AutoTokenizer.from_pretrained(str(model))
-    result = await run_bench(
-        config, tokenizer, bootstrap=broker.bootstrap_servers, launcher=in_process
-    )
+    result = await _run(config, broker, tokenizer)  # the worker with its own engine
     write_json(result, tmp_path / "bench.json")
     result = orjson.loads((tmp_path / "bench.json").read_bytes())
     images = result["phases"]["images"]
