@@ -95,6 +95,7 @@ class PolicyPrompt:
     suffix: tuple[int, ...]
     # Room for the ids of ``tokenize_contents`` (lead-in and content) within max_model_len.
     max_content_tokens: int
+    lead_in: int = 0  # of that room, what the lead-in takes on its own
 
     @property
     def overhead(self) -> int:
@@ -144,7 +145,7 @@ def fit_prompt(
             f"policy {policy.id!r} takes {len(prefix) + len(suffix) + lead_in} tokens with the "
             f"template; max_model_len is {max_model_len}",
         )
-    return PolicyPrompt(policy, prefix, suffix, budget)
+    return PolicyPrompt(policy, prefix, suffix, budget, lead_in)
 
 
 def split_render(tokenizer: Tokenizer, policy_text: str) -> tuple[str, str]:
@@ -287,20 +288,76 @@ def media_suffix(tokenizer: Tokenizer, images: int) -> tuple[int, ...]:
 Overlong = Literal["truncate", "dead_letter"]
 
 
+@dataclass(frozen=True)
+class Images:
+    """The images attached to one prompt: how many, and the prompt positions each takes in
+    the engine once its processor has expanded the placeholder (an upper bound per image)."""
+
+    count: int
+    tokens_each: int
+
+    @property
+    def tokens(self) -> int:
+        return self.count * self.tokens_each
+
+    def described(self) -> str:
+        return f"{self.count} image{'s' * (self.count != 1)} of {self.tokens_each} tokens each"
+
+
+def content_room(
+    prompt: PolicyPrompt, suffix: Sequence[int] | None = None, images: Images | None = None
+) -> int:
+    """Room for an item's ``tokenize_contents`` ids (lead-in and content) within
+    max_model_len: what the policy leaves, less what the media ``suffix`` adds beyond the
+    text suffix, less the images' tokens in the engine. The suffix's placeholders are
+    counted beside the images' full expansion, a token per image to spare."""
+    extra = len(suffix) - len(prompt.suffix) if suffix is not None else 0
+    return prompt.max_content_tokens - extra - (images.tokens if images else 0)
+
+
 def assemble(
     prompt: PolicyPrompt,
     content_ids: Sequence[int],
     overlong: Overlong,
     suffix: Sequence[int] | None = None,
+    images: Images | None = None,
 ) -> list[int]:
     """The full prompt for one item and one policy; ``content_ids`` from tokenize_contents,
-    ``suffix`` from media_suffix when images follow the content."""
-    if len(content_ids) > prompt.max_content_tokens:
+    ``suffix`` from media_suffix when images follow the content, ``images`` what they cost
+    in the engine (their tokens are taken from the content's room).
+
+    Content past its room is truncated or refused (``content_too_long``), as ``overlong``
+    says; images that leave no room for the lead-in and a token of content are refused
+    (``media_rejected``) whatever ``overlong`` says, as no cut of the text makes them fit."""
+    room = content_room(prompt, suffix, images)
+    if images is not None and images.count and room <= prompt.lead_in:
+        reason = _no_room_for_images(prompt, images, room + images.tokens)
+        raise PromptError(DeadLetterKind.MEDIA_REJECTED, reason)
+    if len(content_ids) > room:
         if overlong == "dead_letter":
             raise PromptError(
-                DeadLetterKind.CONTENT_TOO_LONG,
-                f"content is {len(content_ids)} tokens with its heading; policy "
-                f"{prompt.policy.id!r} leaves room for {prompt.max_content_tokens}",
+                DeadLetterKind.CONTENT_TOO_LONG, _too_long(prompt, len(content_ids), room, images)
             )
-        content_ids = content_ids[: prompt.max_content_tokens]
+        content_ids = content_ids[:room]
     return [*prompt.prefix, *content_ids, *(prompt.suffix if suffix is None else suffix)]
+
+
+def _too_long(prompt: PolicyPrompt, length: int, room: int, images: Images | None) -> str:
+    where = f"policy {prompt.policy.id!r} leaves room for {room}"
+    if images is None or not images.count:
+        return f"content is {length} tokens with its heading; {where}"
+    return (
+        f"content is {length} tokens with its heading; {where} beside its "
+        f"{images.described()}: set engine.overlong to truncate, or raise engine.max_model_len"
+    )
+
+
+def _no_room_for_images(prompt: PolicyPrompt, images: Images, room: int) -> str:
+    # A video's or an animated image's frames are one prompt: fewer frames make it fit.
+    fewer = "lower media.max_frames or " if images.count > 1 else ""
+    # The same line a MediaRejected makes: the rule, then why.
+    return (
+        f"too_many_image_tokens: {images.described()} take {images.tokens} tokens in the "
+        f"engine; policy {prompt.policy.id!r} leaves {room} for content and images within "
+        f"engine.max_model_len: {fewer}raise engine.max_model_len"
+    )

@@ -56,7 +56,12 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("pipeline", ("pipeline",)),
     ("app", ("app", "preflight", "cli", "cli_common", "coop", "tools")),
 ]
-ENGINE_PUBLIC = {"worker.engine", "worker.engine.factory", "worker.engine.tokenizer"}
+ENGINE_PUBLIC = {
+    "worker.engine",
+    "worker.engine.factory",
+    "worker.engine.tokenizer",
+    "worker.engine.image_tokens",
+}
 # The record's path, intake to commit; offsets is the ledger intake opens and commits close.
 PIPELINE_ORDER = [
     "offsets",

@@ -1,7 +1,8 @@
 """The classifier behind the worker: a protocol, so the pipeline does not know about vLLM.
 
-Outside this package, code imports this module, ``factory`` (opening an engine) and
-``tokenizer`` (loading the model's tokenizer, which checks need before any engine) only;
+Outside this package, code imports this module, ``factory`` (opening an engine),
+``tokenizer`` (loading the model's tokenizer, which checks need before any engine) and
+``image_tokens`` (what an image takes in a prompt, which ``policies check`` reports) only;
 the engines' own modules are private to it."""
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ class Classifier(Protocol):
         """P("1") for one prompt, with ``media`` (RGB images) attached where its image
         placeholders stand. Raises EngineError, or EngineDead when the engine is gone.
 
-        Engines that take images say so with ``accepts_media = True``."""
+        Engines that take images say so with ``accepts_media = True``, and say the most
+        prompt positions one image takes once expanded with ``tokens_per_image`` (None
+        where they cannot count it)."""
         ...
 
     def close(self) -> None: ...

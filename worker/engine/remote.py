@@ -18,7 +18,8 @@ with the in-process engine.
 Items with media go one prompt a request to vLLM's token-in endpoint (``media_api``), the
 same token ids with the frames attached, through the same servers, slots, waits and
 retries. At start-up every server is asked whether it takes them (``remote_check``); where
-one does not, ``accepts_media`` is false and ``no_media`` says why.
+one does not, ``accepts_media`` is false and ``no_media`` says why. What an image takes in
+a server's prompt is counted from the model's files, as the in-process engine counts it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..prompts import Tokenizer, answer_token_ids
 from ..retry import Backoff
 from . import EngineDead, EngineError, Score
 from .fleet import Endpoints
+from .image_tokens import ImageTokensUnknown, model_tokens_per_image
 from .media_api import GENERATE_PATH, generate_body, image_parts, score_generate_reply
 from .openai_api import ServerMismatch, completion_body, score_reply
 from .remote_check import check_server
@@ -83,6 +85,9 @@ class RemoteClassifier:
         # items are dead-lettered with no_media as the reason.
         self.accepts_media = False
         self.no_media: str | None = "the engine servers were not checked for media"
+        # The most prompt positions an image takes on the servers, counted from the model's
+        # files (image_tokens.py); None: images are not fitted to max_model_len.
+        self.tokens_per_image: int | None = None
 
     @classmethod
     async def start(cls, settings: RemoteEngineSettings) -> RemoteClassifier:
@@ -113,6 +118,8 @@ class RemoteClassifier:
         endpoints = Endpoints(settings.urls(), settings.backoff_max_s)
         classifier = cls(session, endpoints, tokenizer, name, max_len, settings)
         classifier.accepts_media, classifier.no_media = no_media is None, no_media
+        if classifier.accepts_media:
+            classifier.tokens_per_image = await _tokens_per_image(source)
         return classifier
 
     async def score(self, prompt_token_ids: list[int], media: Sequence[Any] = ()) -> Score:
@@ -220,6 +227,22 @@ class RemoteClassifier:
         except RuntimeError:
             return  # no loop left: the process is ending and takes the sockets with it
         self._closing = loop.create_task(self._session.close())
+
+
+async def _tokens_per_image(source: str) -> int | None:
+    """What an image takes on the servers, from the model files the tokenizer came from:
+    the servers run vLLM on the same model, so its processor counts the same. When the files
+    cannot say, a warning, and media prompts go out unfitted (the servers refuse those that
+    do not fit, which end as engine_error)."""
+    try:
+        return await asyncio.to_thread(model_tokens_per_image, source)
+    except ImageTokensUnknown as exc:
+        log.warning(
+            "prompts with images are not fitted to max_model_len; set engine.tokenizer to "
+            "the model's directory (with its config and processor files)",
+            why=str(exc),
+        )
+        return None
 
 
 def _settle(group: list[_Waiting], error: EngineError | EngineDead) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import math
@@ -16,6 +17,7 @@ from ..prompts import Tokenizer, answer_token_ids
 from ..subprocesses import StarterThread, bind_children
 from . import EngineDead, EngineError, EngineStartError, Score
 from .failures import failure_notes, start_error
+from .image_tokens import engine_tokens_per_image
 from .orphans import find_orphans, orphans_line
 
 log = structlog.get_logger("worker.engine")
@@ -106,6 +108,20 @@ def _orphans_error(exc: Exception) -> EngineStartError | None:
     return EngineStartError(f"the engine could not start ({reason}) while {orphans_line(orphans)}")
 
 
+async def _tokens_per_image(classifier: VllmClassifier) -> int | None:
+    """The engine's count, off the event loop; None (images then unbudgeted) with a warning
+    when this vLLM cannot say."""
+    try:
+        return await asyncio.to_thread(engine_tokens_per_image, classifier._engine.model_config)
+    except Exception as exc:  # an internal vLLM API: a change there must not stop the worker
+        log.warning(
+            "cannot count an image's tokens; prompts with images are not fitted to "
+            "max_model_len, and those that do not fit end as engine_error",
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        return None
+
+
 class VllmClassifier:
     """Scores token-id prompts. Build with ``await VllmClassifier.start(settings)``."""
 
@@ -130,6 +146,9 @@ class VllmClassifier:
         # A model with a vision path takes images after the content (media_suffix).
         config = getattr(engine, "model_config", None)
         self.accepts_media = bool(getattr(config, "is_multimodal_model", False))
+        # The most prompt positions an image takes once the engine expands its placeholder;
+        # set by start() for a model that takes images (image_tokens.py).
+        self.tokens_per_image: int | None = None
 
     @classmethod
     async def start(cls, settings: LocalEngineSettings) -> VllmClassifier:
@@ -180,6 +199,8 @@ class VllmClassifier:
             starter.release()
             raise
         del engine  # see close()
+        if classifier.accepts_media:
+            classifier.tokens_per_image = await _tokens_per_image(classifier)
         return classifier
 
     async def score(self, prompt_token_ids: list[int], media: Sequence[Any] = ()) -> Score:

@@ -29,7 +29,7 @@ from ..events import (
 from ..hashbanks import NO_SIGNALS, BankSet, Decision, Match, decide_parts
 from ..media import FetchedMedia, MediaRejected
 from ..policies import PolicyError
-from ..prompts import Overlong, PromptError, assemble, media_suffix, tokenize_contents
+from ..prompts import Images, Overlong, PromptError, assemble, media_suffix, tokenize_contents
 from ..retry import Backoff, retriable, retry
 from ..routing import confidence, route
 from .verdict_cache import VerdictCache, cache_key
@@ -226,7 +226,8 @@ def _add_prompts(
                 continue
             frames = unit.frames if unit is not None else ()
             suffix = _suffix(classifier, len(frames)) if frames else None
-            ids = assemble(entry.prompt, ids_of[job.text(unit)], overlong, suffix)
+            images = _images(classifier, len(frames)) if frames else None
+            ids = assemble(entry.prompt, ids_of[job.text(unit)], overlong, suffix, images)
             new[key] = (entry.policy.id, ids, frames)
     plan.prompts.update(new)  # only once every prompt of the job could be built
     plan.owners.update(dict.fromkeys(new, job))
@@ -243,6 +244,13 @@ def _suffix(classifier: Classifier, images: int) -> tuple[int, ...]:
             f"model {classifier.model_name!r} on this engine does not take images ({why})",
         )
     return media_suffix(classifier.tokenizer, images)
+
+
+def _images(classifier: Classifier, count: int) -> Images | None:
+    """What ``count`` frames take in the engine's prompt; None where the engine cannot say
+    (the prompt then goes out unfitted, and the engine refuses one that does not fit)."""
+    tokens_each = getattr(classifier, "tokens_per_image", None)
+    return Images(count, tokens_each) if tokens_each else None
 
 
 def _collect(
