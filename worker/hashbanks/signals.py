@@ -190,7 +190,8 @@ def media_signals(
     kind: str, data: bytes, frames: Sequence[Any], wanted: Collection[str]
 ) -> MediaSignals:
     """The signals of ``wanted`` types (those the loaded banks hold) that an item of ``kind``
-    has: PDQ for an image (of its first frame, as the library hashes a file), the file's
+    has: PDQ for an image (of its first frame as stored, EXIF orientation not applied, as
+    the library hashes a file: ``frames`` as ``Decoded.as_stored`` gives them), the file's
     digests for a video. Nothing is computed for types no bank holds. Blocking: run it
     beside decoding, off the event loop."""
     if kind == "video":

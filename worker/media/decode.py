@@ -9,6 +9,12 @@ Every refusal is a ``MediaRejected`` naming its rule.
 Frames are scaled down to ``media.max_side`` (``fit``): a video's as they are sampled, so a
 4K clip never holds eight 4K frames; an image's by the media step once its PDQ hash is taken
 from the full picture, as the field's tools hash a file.
+
+Images are turned upright by their EXIF Orientation tag (``ImageOps.exif_transpose``), as
+every viewer shows a phone photo: the model sees what a person sees. The hash banks do
+not: python-threatexchange's and the reference PDQ hashers hash a file's pixels as stored,
+ignoring the tag, so lists exported from them match only hashes of the stored pixels; the
+first frame as stored is kept beside the upright one for them (``Decoded.as_stored``).
 """
 
 from __future__ import annotations
@@ -28,12 +34,23 @@ VIDEO_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
 MAX_FPS = 120
 
 
+# EXIF's Orientation tag; 1 (or none) means the pixels are stored upright.
+ORIENTATION_TAG = 0x0112
+
+
 @dataclass(frozen=True)
 class Decoded:
-    frames: tuple[Any, ...]  # RGB PIL images
-    width: int
+    frames: tuple[Any, ...]  # RGB PIL images, upright
+    width: int  # as stored (the header's: what the pixel limit is checked on)
     height: int
     duration_s: float | None = None
+    # A still image's frame as stored, where its EXIF orientation turned it for ``frames``.
+    stored: Any = None
+
+    @property
+    def as_stored(self) -> tuple[Any, ...]:
+        """The frames as the file stores them, which the hash banks hash."""
+        return self.frames if self.stored is None else (self.stored, *self.frames[1:])
 
 
 def decode(kind: MediaKind, data: bytes, settings: MediaSettings) -> Decoded:
@@ -60,15 +77,31 @@ def decode_image(data: bytes, settings: MediaSettings) -> Decoded:
     _check_pixels(width, height, settings)
     count = getattr(image, "n_frames", 1)
     try:
+        turned = _orientation(image) not in (None, 1)
         frames = []
         for index in sample_indexes(count, settings.max_frames):
             image.seek(index)
-            frames.append(image.convert("RGB"))
+            frames.append(_upright(image) if turned else image.convert("RGB"))
+        stored = image.convert("RGB") if turned and count == 1 else None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise MediaRejected(
             "corrupt", f"the {image.format} image cannot be decoded: {exc}"
         ) from None
-    return Decoded(tuple(frames), width, height)
+    return Decoded(tuple(frames), width, height, stored=stored)
+
+
+def _orientation(image: Any) -> int | None:
+    try:
+        return image.getexif().get(ORIENTATION_TAG)
+    except Exception:  # EXIF is metadata: a broken block leaves the pixels as they are
+        return None
+
+
+def _upright(image: Any) -> Any:
+    """The current frame turned by the image's EXIF orientation, in RGB."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def fit(frame: Any, side: int) -> Any:
@@ -86,7 +119,8 @@ def fit(frame: Any, side: int) -> Any:
 
 def fit_frames(decoded: Decoded, side: int) -> Decoded:
     """``decoded`` with every frame fitted to ``side``; its size stays the original's."""
-    return replace(decoded, frames=tuple(fit(frame, side) for frame in decoded.frames))
+    frames = tuple(fit(frame, side) for frame in decoded.frames)
+    return replace(decoded, frames=frames, stored=None)  # the stored one was for hashing
 
 
 def sample_indexes(count: int, most: int) -> list[int]:

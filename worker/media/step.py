@@ -153,13 +153,13 @@ class MediaStep:
 def _decode_and_hash(
     kind: MediaKind, data: bytes, settings: MediaSettings, wanted: Collection[str]
 ) -> tuple[Decoded, MediaSignals | None]:
-    """Decode, compute the signals the banks want from the full-size frames, then fit the
-    frames to ``media.max_side``; in the pool, off the event loop."""
+    """Decode, compute the signals the banks want from the full-size frames as stored, then
+    fit the frames to ``media.max_side``; in the pool, off the event loop."""
     decoded = decode(kind, data, settings)
     signals = None
     if wanted:
         try:
-            signals = media_signals(kind, data, decoded.frames, wanted)
+            signals = media_signals(kind, data, decoded.as_stored, wanted)
         except SignalError as exc:  # decoded above, so not expected: matched by nothing then
             log.warning("media item not hashed", error=str(exc))
     return fit_frames(decoded, settings.max_side), signals

@@ -110,3 +110,50 @@ async def test_images_are_hashed_full_size_then_fitted_for_the_engine() -> None:
         step.close()
     assert [f.size for f in item.frames] == [(64, 64)] and (item.width, item.height) == (256, 256)
     assert item.signals.pdq == image_pdq(data)[0]  # the file's hash, as HMA takes it
+
+
+def rotated_jpeg(orientation: int) -> bytes:
+    """A 64x48 JPEG, red left half and blue right half with smooth noise (so its PDQ hash
+    has quality), whose EXIF says to show it turned: 6 = rotate 90 degrees clockwise."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.zeros((48, 64, 3), dtype=np.uint8)
+    pixels[:, :32] = RED
+    pixels[:, 32:] = BLUE
+    grain = np.random.default_rng(0).integers(0, 40, (48, 64, 1), dtype=np.uint8)
+    image = Image.fromarray(np.clip(pixels.astype(int) + grain - 20, 0, 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=95, exif=exif)
+    return out.getvalue()
+
+
+def test_a_jpeg_is_turned_upright_by_its_exif_orientation() -> None:
+    decoded = decode("image", rotated_jpeg(6), SETTINGS)
+    [frame] = decoded.frames
+    # Turned 90 degrees clockwise: the stored left (red) half is now the top.
+    assert frame.size == (48, 64) and (decoded.width, decoded.height) == (64, 48)
+    assert near(frame.getpixel((24, 5)), RED, 40) and near(frame.getpixel((24, 58)), BLUE, 40)
+    [stored] = decoded.as_stored
+    assert stored.size == (64, 48) and near(stored.getpixel((5, 24)), RED, 40)
+    upright = decode("image", rotated_jpeg(1), SETTINGS)
+    assert upright.frames[0].size == (64, 48) and upright.as_stored == upright.frames
+
+
+def test_the_hash_banks_hash_the_stored_pixels_as_threatexchange_does() -> None:
+    """PDQ lists exported with python-threatexchange hash files as stored, the EXIF tag
+    ignored: the worker's PDQ of a turned photo is the library's of the same file."""
+    from threatexchange.signal_type.pdq.pdq_hasher import pdq_from_bytes
+
+    from worker.hashbanks.signals import PDQ, frame_pdq, media_signals
+
+    data = rotated_jpeg(6)
+    decoded = decode("image", data, SETTINGS)
+    library, quality = pdq_from_bytes(data)
+    signals = media_signals("image", data, decoded.as_stored, {PDQ})
+    assert signals.pdq == library and signals.pdq_quality == quality
+    assert frame_pdq(decoded.frames[0])[0] != library  # the upright pixels hash otherwise
