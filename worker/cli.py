@@ -99,15 +99,14 @@ def policies_check(
     """Check the pack that will be deployed, file by file: loaded (id, title, prompt tokens,
     room for content) or why not, and warnings."""
     from .preflight import load_kv_shape
-    from .tools.pack_check import check_pack
+    from .tools.pack_check import check_pack, image_layout
 
     settings = settings_for(config, model, directory)
     try:
         tok, max_len = _tokenizer_and_limit(settings, tokenizer)
-        kv = load_kv_shape(
-            settings, tokenizer or settings.engine.tokenizer or settings.engine.model
-        )
-        tally = check_pack(settings, tok, max_len, typer.echo, kv)
+        source = tokenizer or settings.engine.tokenizer or settings.engine.model
+        kv = load_kv_shape(settings, source)
+        tally = check_pack(settings, tok, max_len, typer.echo, kv, image_layout(settings, source))
     except WorkerError as exc:
         die(str(exc), code=exc.exit_code)
     raise typer.Exit(1 if tally.errors or (strict and tally.warnings) else 0)
@@ -136,17 +135,29 @@ def prompt(
     ] = 0,
 ) -> None:
     """Print exactly what the engine receives for TEXT and one policy (needs only the tokenizer)."""
-    from .tools.prompt_view import format_prompt, prompt_ids
+    from .tools.prompt_view import format_prompt, image_note, prompt_ids
 
     settings = settings_for(config, model, policies)
     engine = settings.engine
     try:
         tok, max_len = _tokenizer_and_limit(settings, tokenizer)
         registry = load_policies(settings.policies.dir, settings.policies.default)
-        built = prompt_ids(tok, registry, policy, text, max_len, engine.overlong, images)
+        each = _tokens_per_image(tokenizer or engine.tokenizer or engine.model) if images else None
+        built = prompt_ids(tok, registry, policy, text, max_len, engine.overlong, images, each)
     except (WorkerError, ValueError) as exc:
         die(str(exc), code=exc.exit_code)
     sys.stdout.write(format_prompt(tok, built, ids))
+    if images:
+        typer.echo(image_note(images, each, built, max_len), err=True)
+
+
+def _tokens_per_image(model: str) -> int | None:
+    from .engine.image_tokens import ImageTokensUnknown, model_tokens_per_image
+
+    try:
+        return model_tokens_per_image(model)
+    except ImageTokensUnknown:
+        return None  # the note says it is not known
 
 
 @app.command()

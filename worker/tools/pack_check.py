@@ -1,8 +1,9 @@
 """``moderation-worker policies check``: the pack that will be deployed, file by file.
 
 For every file of the pack: loaded (id, where the id came from, title, prompt tokens, the
-room left for content in ``max_model_len`` and, when the model's config can be read, the KV
-cache its cached prefix holds) or why not (an error, or the reason it is not a
+room left for content in ``max_model_len``, for a model that takes images the room left
+beside one image and beside ``media.max_frames`` frames, and, when the model's config can
+be read, the KV cache its cached prefix holds) or why not (an error, or the reason it is not a
 policy); then the warnings ``policy_lint`` finds. The pack-wide checks the worker makes at
 start-up (ids unique, default set, shadow pairs, routing overrides, the model's chat
 template) follow. Exit code: 1 when anything would stop the worker, or with ``strict``
@@ -17,14 +18,41 @@ from pathlib import Path
 
 from ..catalog import check_routing
 from ..config import Settings
+from ..engine.image_tokens import ImageTokensUnknown, model_tokens_per_image
 from ..kv_footprint import KvShape, kv_bytes
 from ..policies import PackResult, Policy, PolicyError, PolicyRegistry, read_pack
 from ..policy_lint import Finding, lint
 from ..prompt_check import check_splice
-from ..prompts import PromptError, Tokenizer, build_policy_prompt
+from ..prompts import (
+    Images,
+    PolicyPrompt,
+    PromptError,
+    Tokenizer,
+    build_policy_prompt,
+    content_room,
+    media_suffix,
+)
 
 Echo = Callable[[str], None]
 KvLayout = tuple[KvShape, int]  # the model's KV shape and the engine's cache block size
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """What images take in this model's prompts: each one's tokens in the engine, and the
+    image counts reported (one, and the most frames of one item)."""
+
+    tokens_each: int
+    counts: tuple[int, ...]
+
+    def line(self) -> str:
+        return (
+            f"images: {self.tokens_each} tokens each in the engine; room for content shown "
+            f"beside {' and '.join(str(n) for n in self.counts)} (media.max_frames)"
+        )
+
+
+Limits = tuple[int, KvLayout | None, ImageLayout | None]
 
 
 @dataclass
@@ -41,21 +69,40 @@ class Tally:
         )
 
 
+def image_layout(settings: Settings, model: str) -> ImageLayout | str | None:
+    """What images take for ``model`` (its files), or why that is not known; None for a
+    model without a vision part or with media off."""
+    if not settings.media.enabled:
+        return None
+    try:
+        tokens_each = model_tokens_per_image(model)
+    except ImageTokensUnknown as exc:
+        return str(exc)
+    if tokens_each is None:
+        return None
+    return ImageLayout(tokens_each, tuple(sorted({1, settings.media.max_frames})))
+
+
 def check_pack(
     settings: Settings,
     tokenizer: Tokenizer,
     max_model_len: int,
     echo: Echo,
     kv: KvLayout | None = None,
+    images: ImageLayout | str | None = None,
 ) -> Tally:
-    """Print the report on ``settings.policies.dir``; the tally it ends with. Raises
+    """Print the report on ``settings.policies.dir``; the tally it ends with. ``images``:
+    what images take for a model that takes them, or why that is not known. Raises
     PolicyError when the pack cannot be read at all (no directory, a broken pack.yaml)."""
     directory = settings.policies.dir
     results = read_pack(directory)
     echo(f"policy pack {directory} (max_model_len {max_model_len})")
+    if images is not None:
+        echo(images.line() if isinstance(images, ImageLayout) else f"images: {images}")
+    layout = images if isinstance(images, ImageLayout) else None
     tally = Tally()
     for result in results:
-        _report_file(result, tokenizer, (max_model_len, kv), echo, tally)
+        _report_file(result, tokenizer, (max_model_len, kv, layout), echo, tally)
     policies = [r.policy for r in results if r.policy is not None]
     for problem in pack_problems(settings, policies, tokenizer):
         echo(f"error    pack: {problem}")
@@ -67,7 +114,7 @@ def check_pack(
 def _report_file(
     result: PackResult,
     tokenizer: Tokenizer,
-    limits: tuple[int, KvLayout | None],
+    limits: Limits,
     echo: Echo,
     tally: Tally,
 ) -> None:
@@ -90,7 +137,13 @@ def _report_file(
         _finding(finding, echo, tally)
 
 
-def _length(tokenizer: Tokenizer, policy: Policy, max_model_len: int, kv: KvLayout | None) -> str:
+def _length(
+    tokenizer: Tokenizer,
+    policy: Policy,
+    max_model_len: int,
+    kv: KvLayout | None,
+    images: ImageLayout | None,
+) -> str:
     try:
         prompt = build_policy_prompt(tokenizer, policy, max_model_len)
     except PromptError as exc:
@@ -98,10 +151,23 @@ def _length(tokenizer: Tokenizer, policy: Policy, max_model_len: int, kv: KvLayo
             return f"not compiled: {exc.reason}"
         return f"too long: {exc.reason}; raise engine.max_model_len or shorten the policy"
     room = f"{prompt.overhead} prompt tokens, {prompt.max_content_tokens} left for content"
+    if images is not None:
+        room += "".join(_beside(tokenizer, prompt, images.tokens_each, n) for n in images.counts)
     if kv is None:
         return room
     mib = kv_bytes(kv[0], len(prompt.prefix), kv[1]) / 2**20
     return f"{room}, {mib:.1f} MiB of KV cache"
+
+
+def _beside(tokenizer: Tokenizer, prompt: PolicyPrompt, tokens_each: int, count: int) -> str:
+    """The room left for content beside ``count`` images, as assemble() counts it."""
+    try:
+        suffix = media_suffix(tokenizer, count)
+    except PromptError as exc:
+        return f", no images: {exc.reason}"
+    room = content_room(prompt, suffix, Images(count, tokens_each))
+    left = f"{room} left" if room > prompt.lead_in else "no room left"
+    return f", beside {count} image{'s' * (count != 1)} {left}"
 
 
 def _finding(finding: Finding, echo: Echo, tally: Tally) -> None:
