@@ -16,7 +16,9 @@ import pytest
 
 from tests.conftest import SEEING_IMAGES
 from tests.media_server import MediaServer
+from worker.prompts import build_policy_prompt
 from worker.testing import media_samples as samples
+from worker.testing.words import FILLER_WORDS
 
 from .harness import RunningWorker, create_topics, produce, read_topic, topic_names, verdicts
 from .harness import worker_settings as base_settings
@@ -275,6 +277,8 @@ async def test_the_remote_engine_scores_media_as_the_in_process_engine_does(
             settings = settings_for(broker, seeing_model, tmp_path, topics, engine=engine)
             classifier = await RemoteClassifier.start(settings.engine)
             assert classifier.accepts_media, classifier.no_media
+            # Counted from the model files, as the in-process engine counts it.
+            assert classifier.tokens_per_image == seeing_engine.tokens_per_image == 4
         await create_topics(broker.bootstrap_servers, list(topics.values()), 3)
         await produce(broker.bootstrap_servers, topics["content"], records)
         try:
@@ -307,6 +311,7 @@ def test_the_server_builds_the_workers_prompt_with_the_image_where_the_template_
     from PIL import Image
     from transformers import AutoTokenizer
 
+    from worker.engine.image_tokens import model_tokens_per_image
     from worker.engine.media_api import GENERATE_PATH, generate_body, image_parts
     from worker.engine.remote_check import check_prompt
     from worker.prompts import answer_token_ids
@@ -332,3 +337,63 @@ def test_the_server_builds_the_workers_prompt_with_the_image_where_the_template_
     expansion = served[at : at + place["length"]]
     assert served == ids[:at] + expansion + ids[at + 1 :]
     assert tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) in expansion
+    # What the worker budgets per image is what the server's processor makes of one.
+    assert place["length"] == model_tokens_per_image(str(seeing_model))
+
+
+def content_of_length(tokenizer, low: int, high: int) -> str:
+    """An "apple" and filler whose ids with the lead-in are between low and high long."""
+    from worker.prompts import tokenize_contents
+
+    words = ["an", "apple", *(FILLER_WORDS[n % 50] for n in range(high))]
+    lengths = tokenize_contents(tokenizer, [" ".join(words[:n]) for n in range(2, len(words))])
+    n = max(n for n, ids in enumerate(lengths, 2) if len(ids) <= high)
+    assert low <= len(lengths[n - 2]) <= high, (low, high, len(lengths[n - 2]))
+    return " ".join(words[:n])
+
+
+async def test_text_that_fits_alone_but_not_beside_its_image_follows_engine_overlong(
+    broker, seeing_model, seeing_engine, tmp_path
+):
+    """The image's tokens in the engine count in the budget: with overlong=truncate the
+    text is cut to fit beside the image (exact labels: the apple at its start and the
+    image's river both seen), with dead_letter it ends as content_too_long, never as an
+    engine_error after the engine refused it."""
+    from worker.policies import load_policies
+    from worker.prompts import content_room, media_suffix
+
+    settings = settings_for(broker, seeing_model, tmp_path, topic_names("fit-probe"))
+    [policy] = load_policies(settings.policies.dir).resolve(["fruit"])
+    tokenizer = seeing_engine.tokenizer
+    prompt = build_policy_prompt(tokenizer, policy, settings.engine.max_model_len)
+    text_room = content_room(prompt, media_suffix(tokenizer, 1))
+    image = seeing_engine.tokens_per_image
+    assert image == 4
+    # Fits with the placeholder alone; beside the image's tokens it is past max_model_len.
+    text = content_of_length(tokenizer, text_room - image + 3, text_room)
+    event = ev("long", [inline("image", samples.image(BLUE))], text)
+    outcome = {}
+    for overlong in ("truncate", "dead_letter"):
+        topics = topic_names(f"fit-{overlong}")
+        settings = settings_for(
+            broker, seeing_model, tmp_path, topics, engine={"overlong": overlong}
+        )
+        await create_topics(broker.bootstrap_servers, list(topics.values()), 1)
+        await produce(broker.bootstrap_servers, topics["content"], [event])
+        async with RunningWorker(settings, seeing_engine):
+            if overlong == "truncate":
+                outcome[overlong] = await read_topic(
+                    broker.bootstrap_servers, topics["results"], ids=["long"]
+                )
+            else:
+                outcome[overlong] = await read_topic(
+                    broker.bootstrap_servers, topics["dead_letter"], at_least=1
+                )
+    [verdict] = verdicts(outcome["truncate"])
+    assert labels(verdict) == {"fruit": 1, "water": 1}
+    [letter] = outcome["dead_letter"]
+    headers = dict(letter.headers)
+    assert headers["x-dead-letter-error-type"] == b"content_too_long"
+    reason = headers["x-dead-letter-reason"].decode()
+    assert "'fruit'" in reason or "'water'" in reason
+    assert "1 image of 4 tokens each" in reason and "engine.overlong" in reason
