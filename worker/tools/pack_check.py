@@ -20,6 +20,7 @@ from ..catalog import check_routing
 from ..config import Settings
 from ..engine.image_tokens import ImageTokensUnknown, model_tokens_per_image
 from ..kv_footprint import KvShape, kv_bytes
+from ..model_files import pretrained_config
 from ..policies import PackResult, Policy, PolicyError, PolicyRegistry, read_pack
 from ..policy_lint import Finding, lint
 from ..prompt_check import check_splice
@@ -71,9 +72,9 @@ class Tally:
 
 def image_layout(settings: Settings, model: str) -> ImageLayout | str | None:
     """What images take for ``model`` (its files), or why that is not known; None for a
-    model without a vision part or with media off."""
-    if not settings.media.enabled:
-        return None
+    model without a vision part or without a config to say, or with media off."""
+    if not settings.media.enabled or pretrained_config(model) is None:
+        return None  # a tokenizer alone does not say whether its model takes images
     try:
         tokens_each = model_tokens_per_image(model)
     except ImageTokensUnknown as exc:

@@ -57,8 +57,17 @@ def test_the_layout_is_the_engines_count_from_the_model_files(seeing, tmp_path, 
     assert layout == ImageLayout(tokens_each=4, counts=(1, 6))
     assert image_layout(settings(tmp_path, seeing, enabled=False), str(seeing)) is None
     assert image_layout(settings(tmp_path, test_model), str(test_model)) is None  # text only
-    missing = image_layout(settings(tmp_path, seeing), str(tmp_path / "nothing"))
-    assert isinstance(missing, str) and "no model config" in missing
+    assert image_layout(settings(tmp_path, seeing), str(tmp_path / "nothing")) is None
+
+
+def test_a_vision_model_whose_tokens_cannot_be_counted_says_why(seeing, tmp_path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(seeing, broken)
+    (broken / "preprocessor_config.json").write_text("{not json")
+    layout = image_layout(settings(tmp_path, seeing), str(broken))
+    assert isinstance(layout, str) and "cannot count the tokens of an image" in layout
 
 
 def test_the_prompt_command_says_what_each_placeholder_becomes(seeing, tmp_path) -> None:
