@@ -344,11 +344,11 @@ def assemble(
 
 def _too_long(prompt: PolicyPrompt, length: int, room: int, images: Images | None) -> str:
     where = f"policy {prompt.policy.id!r} leaves room for {room}"
-    if images is None or not images.count:
-        return f"content is {length} tokens with its heading; {where}"
+    if images is not None and images.count:
+        where += f" beside its {images.described()}"
     return (
-        f"content is {length} tokens with its heading; {where} beside its "
-        f"{images.described()}: set engine.overlong to truncate, or raise engine.max_model_len"
+        f"content is {length} tokens with its heading; {where}: set engine.overlong to "
+        "truncate, or raise engine.max_model_len"
     )
 
 

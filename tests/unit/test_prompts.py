@@ -109,6 +109,9 @@ def test_overlong_content_is_dead_lettered_or_truncated(tokenizer):
     with pytest.raises(PromptError) as info:
         assemble(prompt, ids, "dead_letter")
     assert info.value.kind == "content_too_long"
+    assert str(info.value).endswith(
+        "set engine.overlong to truncate, or raise engine.max_model_len"
+    ), info.value  # the line names the settings that change the outcome
     truncated = assemble(prompt, ids, "truncate")
     assert len(truncated) == 255  # one position stays free for the answer
     assert truncated[-len(prompt.suffix) :] == list(prompt.suffix)
