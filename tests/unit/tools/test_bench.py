@@ -12,7 +12,7 @@ from worker.hashbanks import decide, load_banks
 from worker.tools.bench.command import parse_engine_args, parse_levels, parse_range
 from worker.tools.bench.config import BenchConfig
 from worker.tools.bench.hashed import write_banks
-from worker.tools.bench.naive import cli_flags
+from worker.tools.bench.naive import cli_flags, server_command
 from worker.tools.bench.stats import (
     cache_summary,
     latency_summary,
@@ -208,6 +208,23 @@ def test_engine_args_parse_json_values_and_keep_text():
 def test_server_flags_from_engine_args():
     flags = cli_flags({"enforce_eager": True, "block_size": 32, "enable_x": False, "o": {"a": 1}})
     assert flags == ["--enforce-eager", "--block-size", "32", "--no-enable-x", "--o", '{"a":1}']
+
+
+def test_server_takes_the_in_process_engines_step_sizes_unless_the_run_sets_them():
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    tokens, seqs = EngineArgs.get_batch_defaults(1)
+
+    def flag(command: list[str], name: str) -> str:
+        return command[command.index(name) + 1]
+
+    command = server_command(BenchConfig(model="m"), 8000)
+    assert flag(command, "--max-num-batched-tokens") == str(tokens[UsageContext.LLM_CLASS])
+    assert flag(command, "--max-num-seqs") == str(seqs[UsageContext.LLM_CLASS])
+    command = server_command(BenchConfig(model="m", engine_args={"max_num_seqs": 8}), 8000)
+    assert flag(command, "--max-num-seqs") == "8"
+    assert command.count("--max-num-seqs") == 1
 
 
 def test_config_round_trips_through_json_and_splits_engine_args():

@@ -35,9 +35,29 @@ def server_command(config: BenchConfig, port: int) -> list[str]:
     """
     args = engine_args(config.engine_settings())
     args.pop("disable_log_stats", None)
+    args = {**worker_step_sizes(args), **args}  # sizes the run sets win
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--enable-prompt-tokens-details"]
     return command + cli_flags(args)
+
+
+def worker_step_sizes(args: dict[str, Any]) -> dict[str, int]:
+    """The scheduler's step sizes the worker's in-process engine runs with.
+
+    vLLM sizes its scheduler by how it is used: the worker's engine takes the offline sizes
+    (see ``engine/vllm.py``), an OpenAI server smaller ones (on a CPU, 2,048 tokens and 128
+    sequences a step against 4,096 and 256). Given the same sizes, the server's engine
+    takes the same steps, so the in-process and remote phases differ only in how prompts
+    reach the engine.
+    """
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    tokens, seqs = EngineArgs.get_batch_defaults(int(args.get("tensor_parallel_size") or 1))
+    return {
+        "max_num_batched_tokens": tokens[UsageContext.LLM_CLASS],
+        "max_num_seqs": seqs[UsageContext.LLM_CLASS],
+    }
 
 
 def cli_flags(args: dict[str, Any]) -> list[str]:
