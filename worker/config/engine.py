@@ -74,10 +74,11 @@ class RemoteEngineSettings(_Engine):
         256, ge=1, description="Prompts in flight at once (the servers batch them)."
     )
     prompts_per_request: int = Field(
-        16,
+        64,
         ge=1,
         description="Most prompts sent in one request. Prompts waiting at the same moment go "
-        "together, which spares the server most of its per-request cost.",
+        "together (a whole micro-batch at batch.max_items' default), which spares the server "
+        "most of its per-request cost.",
     )
     connect_retry_s: float = Field(
         30.0,
