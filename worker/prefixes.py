@@ -63,13 +63,32 @@ def compile_halves(
     alone: bool = False,
 ) -> dict[str, Halves]:
     """Halves by policy version for every policy: taken from ``known`` (versions compiled
-    before with this tokenizer) or compiled and proven. Raises PromptError ("template").
+    before with this tokenizer) or compiled and proven. Raises PromptError ("template"), the
+    first policy's that cannot compile.
 
     ``alone``: tokenize in the calling thread only. The backend's batch call spreads over
     every core, which suits start-up; a reload runs beside the engine and must not take
     its cores."""
+    policies = list(policies)
+    outcomes = compile_each(tokenizer, policies, known, alone)
+    for policy in policies:
+        failed = outcomes[policy.version]
+        if isinstance(failed, PromptError):
+            raise failed
+    return outcomes  # type: ignore[return-value] (no PromptError left)
+
+
+def compile_each(
+    tokenizer: Tokenizer,
+    policies: Iterable[Policy],
+    known: Mapping[str, Halves] | None = None,
+    alone: bool = False,
+) -> dict[str, Halves | PromptError]:
+    """As ``compile_halves``, but each policy that cannot compile has its PromptError in
+    place of its halves (``policies check`` reports every one). Raises PromptError
+    ("tokenizer") only for a backend that tokenizes differently from its tokenizer."""
     known = known or {}
-    halves: dict[str, Halves] = {}
+    halves: dict[str, Halves | PromptError] = {}
     todo: dict[str, Policy] = {}
     for policy in policies:
         if policy.version in known:
@@ -79,9 +98,7 @@ def compile_halves(
     backend = backend_copy(tokenizer, split_special=False)
     if backend is None:
         for version, policy in todo.items():
-            check_policy(tokenizer, policy)
-            prompt = build_policy_prompt(tokenizer, policy, _UNBOUNDED)
-            halves[version] = Halves(shared_ids(prompt.prefix), shared_ids(prompt.suffix))
+            halves[version] = _one(tokenizer, policy)
         return halves
     if todo:
         _check_backend(tokenizer, backend)
@@ -91,32 +108,51 @@ def compile_halves(
     return halves
 
 
+def _one(tokenizer: Tokenizer, policy: Policy) -> Halves | PromptError:
+    """A policy compiled the general (slower) way, for a tokenizer without a Rust backend."""
+    try:
+        check_policy(tokenizer, policy)
+        prompt = build_policy_prompt(tokenizer, policy, _UNBOUNDED)
+    except PromptError as exc:
+        return exc
+    return Halves(shared_ids(prompt.prefix), shared_ids(prompt.suffix))
+
+
 def _batch(
     tokenizer: Tokenizer,
     backend: tokenizers.Tokenizer,
     policies: Sequence[Policy],
     alone: bool = False,
-) -> dict[str, Halves]:
+) -> dict[str, Halves | PromptError]:
     """One backend call for ``policies`` (a call per policy when ``alone``): their halves,
-    each proven on the probe content."""
+    each proven on the probe content, or why not."""
     [probe] = tokenize_contents(tokenizer, [POLICY_PROBE])
-    cuts, tails, texts = [], [], []
+    out: dict[str, Halves | PromptError] = {}
+    rendered, cuts, tails, texts = [], [], [], []
     for policy in policies:
-        before, after = split_render(tokenizer, policy.text)
+        try:
+            before, after = split_render(tokenizer, policy.text)
+        except PromptError as exc:
+            out[policy.version] = exc
+            continue
+        rendered.append(policy)
         cuts.append(len(before))
         tails.append(after)
         texts.append(f"{before}{LEAD_IN}{POLICY_PROBE}{after}")
     unique = sorted(set(tails))  # the template's tail: one text, whatever the policy
     encoded = backend.encode_batch(unique, add_special_tokens=False)
     suffixes = {tail: shared_ids(e.ids) for tail, e in zip(unique, encoded, strict=True)}
-    out = {}
     if alone:
         encodings = [backend.encode(text, add_special_tokens=False) for text in texts]
     else:
         encodings = backend.encode_batch(texts, add_special_tokens=False)
-    for policy, cut, tail, encoding in zip(policies, cuts, tails, encodings, strict=True):
-        prefix = _prefix(tokenizer, policy, encoding, cut, [*probe, *suffixes[tail]])
-        out[policy.version] = Halves(prefix, suffixes[tail])
+    for policy, cut, tail, encoding in zip(rendered, cuts, tails, encodings, strict=True):
+        try:
+            prefix = _prefix(tokenizer, policy, encoding, cut, [*probe, *suffixes[tail]])
+        except PromptError as exc:
+            out[policy.version] = exc
+        else:
+            out[policy.version] = Halves(prefix, suffixes[tail])
     return out
 
 
@@ -155,7 +191,7 @@ def same_tokenizer(a: Tokenizer, b: Tokenizer | None) -> bool:
         return True
     if b is None:
         return False
-    mine, theirs = _fingerprint(a), _fingerprint(b)
+    mine, theirs = fingerprint(a), fingerprint(b)
     return mine is not None and mine == theirs
 
 
@@ -163,7 +199,9 @@ def same_tokenizer(a: Tokenizer, b: Tokenizer | None) -> bool:
 _backend_digests: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
-def _fingerprint(tokenizer: Tokenizer) -> tuple[str, str, str] | None:
+def fingerprint(tokenizer: Tokenizer) -> tuple[str, str, str] | None:
+    """What makes two tokenizers compile the same prompts: a digest of the backend, the chat
+    template and the special tokens; None for a tokenizer without a Rust backend."""
     backend = backend_copy(tokenizer, split_special=False)
     if backend is None:
         return None

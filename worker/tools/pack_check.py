@@ -12,7 +12,7 @@ when there is any warning; else 0. Needs only the tokenizer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from ..kv_footprint import KvShape, kv_bytes
 from ..model_files import pretrained_config
 from ..policies import PackResult, Policy, PolicyError, PolicyRegistry, read_pack
 from ..policy_lint import Finding, lint
+from ..prefixes import Halves, compile_each
 from ..prompt_check import check_splice
 from ..prompts import (
     Images,
@@ -31,6 +32,8 @@ from ..prompts import (
     Tokenizer,
     build_policy_prompt,
     content_room,
+    fit_prompt,
+    lead_in_tokens,
     media_suffix,
 )
 
@@ -53,7 +56,15 @@ class ImageLayout:
         )
 
 
-Limits = tuple[int, KvLayout | None, ImageLayout | None]
+@dataclass(frozen=True)
+class _Fit:
+    """What a policy's halves are measured against."""
+
+    tokenizer: Tokenizer
+    max_model_len: int
+    kv: KvLayout | None
+    images: ImageLayout | None
+    lead_in: int  # the lead-in's own tokens
 
 
 @dataclass
@@ -101,11 +112,16 @@ def check_pack(
     if images is not None:
         echo(images.line() if isinstance(images, ImageLayout) else f"images: {images}")
     layout = images if isinstance(images, ImageLayout) else None
+    policies = [r.policy for r in results if r.policy is not None]
+    try:
+        compiled = compile_each(tokenizer, policies)  # in batches, as the worker compiles
+    except PromptError as exc:  # a tokenizer the worker cannot compile policies for at all
+        compiled = dict.fromkeys((p.version for p in policies), exc)
+    fit = _Fit(tokenizer, max_model_len, kv, layout, lead_in_tokens(tokenizer))
     tally = Tally()
     for result in results:
-        _report_file(result, tokenizer, (max_model_len, kv, layout), echo, tally)
-    policies = [r.policy for r in results if r.policy is not None]
-    for problem in pack_problems(settings, policies, tokenizer):
+        _report_file(result, compiled, fit, echo, tally)
+    for problem in pack_problems(settings, policies, tokenizer, compiled):
         echo(f"error    pack: {problem}")
         tally.errors += 1
     echo(tally.line())
@@ -114,8 +130,8 @@ def check_pack(
 
 def _report_file(
     result: PackResult,
-    tokenizer: Tokenizer,
-    limits: Limits,
+    compiled: Mapping[str, Halves | PromptError],
+    fit: _Fit,
     echo: Echo,
     tally: Tally,
 ) -> None:
@@ -129,7 +145,7 @@ def _report_file(
         tally.errors += 1
         return
     policy = result.policy
-    length = _length(tokenizer, policy, *limits)
+    length = _length(policy, compiled[policy.version], fit)
     status = "error   " if length.startswith("too long") else "loaded  "
     tally.errors += status == "error   "
     tally.loaded += status == "loaded  "
@@ -138,26 +154,30 @@ def _report_file(
         _finding(finding, echo, tally)
 
 
-def _length(
-    tokenizer: Tokenizer,
-    policy: Policy,
-    max_model_len: int,
-    kv: KvLayout | None,
-    images: ImageLayout | None,
-) -> str:
+def _length(policy: Policy, halves: Halves | PromptError, fit: _Fit) -> str:
     try:
-        prompt = build_policy_prompt(tokenizer, policy, max_model_len)
+        prompt = _prompt(policy, halves, fit)
     except PromptError as exc:
         if exc.kind != "policy_too_long":
             return f"not compiled: {exc.reason}"
         return f"too long: {exc.reason}; raise engine.max_model_len or shorten the policy"
     room = f"{prompt.overhead} prompt tokens, {prompt.max_content_tokens} left for content"
-    if images is not None:
-        room += "".join(_beside(tokenizer, prompt, images.tokens_each, n) for n in images.counts)
-    if kv is None:
+    if fit.images is not None:
+        tokens_each = fit.images.tokens_each
+        room += "".join(_beside(fit.tokenizer, prompt, tokens_each, n) for n in fit.images.counts)
+    if fit.kv is None:
         return room
-    mib = kv_bytes(kv[0], len(prompt.prefix), kv[1]) / 2**20
+    mib = kv_bytes(fit.kv[0], len(prompt.prefix), fit.kv[1]) / 2**20
     return f"{room}, {mib:.1f} MiB of KV cache"
+
+
+def _prompt(policy: Policy, halves: Halves | PromptError, fit: _Fit) -> PolicyPrompt:
+    """The policy's prompt within the context; PromptError when it cannot be built."""
+    if isinstance(halves, PromptError):
+        # Compiled, but its splice not proven: the halves the render gives are still
+        # measured (the proof's error is the pack's, below); a render that fails raises.
+        return build_policy_prompt(fit.tokenizer, policy, fit.max_model_len)
+    return fit_prompt(policy, halves.prefix, halves.suffix, fit.max_model_len, fit.lead_in)
 
 
 def _beside(tokenizer: Tokenizer, prompt: PolicyPrompt, tokens_each: int, count: int) -> str:
@@ -177,17 +197,29 @@ def _finding(finding: Finding, echo: Echo, tally: Tally) -> None:
 
 
 def pack_problems(
-    settings: Settings, policies: Iterable[Policy], tokenizer: Tokenizer
+    settings: Settings,
+    policies: Iterable[Policy],
+    tokenizer: Tokenizer,
+    compiled: Mapping[str, Halves | PromptError],
 ) -> list[str]:
-    """What the worker would refuse about the pack as a whole."""
+    """What the worker would refuse about the pack as a whole. ``compiled``: the policies'
+    halves, or why not (``compile_each``)."""
     policies = list(policies)
     try:
         registry = PolicyRegistry(policies, settings.policies.default, settings.shadow.pairs)
         check_routing(registry, settings.routing)
-        check_splice(tokenizer, registry)
+        check_splice(tokenizer)  # the probe contents; each policy was proven compiling
+        _first_error(registry, compiled)
     except (PolicyError, PromptError) as exc:
         return [str(exc)]
     return []
+
+
+def _first_error(registry: Iterable[Policy], compiled: Mapping[str, Halves | PromptError]) -> None:
+    for policy in registry:
+        failed = compiled[policy.version]
+        if isinstance(failed, PromptError):
+            raise failed
 
 
 def _without_path(error: str, path: Path) -> str:
