@@ -13,8 +13,10 @@ and never in a circle (tests/unit/test_layers.py holds this true). Lowest first:
    and videos made on the spot).
 2. Domain: ``events`` (the wire models), ``policies`` (with ``packs``: which files of a
    pack are policies; ``policy_lint``: what ``policies check`` warns about), ``prompts``,
-   ``prompt_check``, ``routing``, ``catalog``, ``audit``, ``decisions`` (the reviewers'
-   decision records), ``kafka`` (client factories and the translation of broker errors),
+   ``prompt_check``, ``prefixes`` (a pack's prompts compiled in batches),
+   ``compile_process`` (a reload's many changes compiled in a child), ``routing``,
+   ``catalog``, ``audit``, ``decisions`` (the reviewers' decision records), ``kafka``
+   (client factories and the translation of broker errors),
    ``model_files`` (a model's files from a directory, the cache or the hub, failing fast
    offline), ``hashbanks/`` (banks of known content: signal types, the bank directory, the
    PDQ index, decisions, reloads), ``kv_footprint`` (a policy prefix's KV-cache size for a

@@ -2,7 +2,8 @@
 
 A catalog is immutable; a reload compiles a new one and the worker swaps it in whole. Given
 the catalog in use, a compile reuses the prompt halves of every policy whose text did not
-change (``prefixes.py``), so a reload's cost grows with what changed, not with the pack.
+change (``prefixes.py``), so a reload's cost grows with what changed, not with the pack; a
+reload with many changes compiles them in a process of its own (``compile_process.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .compile_process import compile_changed
 from .config import RoutingSettings, env_spelling
 from .policies import Policy, PolicyError, PolicyRegistry
 from .prefixes import Halves, compile_halves, same_tokenizer
@@ -54,12 +56,13 @@ def compile_catalog(
 ) -> Catalog:
     """Raises PolicyError, or PromptError (a policy too long for the model, or a model whose
     chat template the worker's prompts do not match). ``previous``: the catalog in use, whose
-    halves are reused for unchanged policy texts."""
+    halves are reused for unchanged policy texts; with it, CompileProcessError too."""
     check_routing(registry, routing)
     check_splice(tokenizer)  # the probe contents; each policy is proven as it compiles
-    known = previous.halves(tokenizer) if previous is not None else None
-    # With a catalog in use, the compile runs beside serving: one thread, not every core.
-    halves = compile_halves(tokenizer, registry, known, alone=previous is not None)
+    if previous is None:  # start-up: the backend's batch call, over every core
+        halves = compile_halves(tokenizer, registry)
+    else:  # a reload, beside serving: many changes compile in a process of their own
+        halves = compile_changed(tokenizer, registry, previous.halves(tokenizer))
     lead_in = lead_in_tokens(tokenizer)
     entries = {}
     for policy in registry:

@@ -40,6 +40,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "prompts",
             "prompt_check",
             "prefixes",
+            "compile_process",
             "routing",
             "catalog",
             "audit",
