@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,72 @@ async def test_a_reload_adding_the_first_shadow_policy_needs_its_topic(
         await create_topics(broker.bootstrap_servers, [topics["shadow"]], 1)
         (policies / "fruit-v2.md").write_text(draft + "\n")  # a change, for the watcher
         assert await _wait_for(lambda: "fruit-v2" in running.worker.catalog.entries)
+
+
+OTHERS = {"other-1": "Flag content that mentions a lemon.", "other-2": "Flag a kite."}
+
+
+def _write_pack(directory: Path, fruit: str, note: str) -> None:
+    """``fruit`` as the fruit policy's text, ``note`` added to the other ones."""
+    texts = {"fruit": fruit, **{pid: f"{body}{note}" for pid, body in OTHERS.items()}}
+    for policy_id, text in texts.items():
+        (directory / f"{policy_id}.md").write_text(f"---\nid: {policy_id}\n---\n{text}\n")
+
+
+def _record_children(monkeypatch) -> list[bool]:
+    """Per compile process started: whether its halves were taken (False when it died or
+    its tokenizer was not trusted). From two changed policies on."""
+    from worker import compile_process
+
+    monkeypatch.setattr(compile_process, "APART_AT", 2)
+    children: list[bool] = []
+    real = compile_process.compile_apart
+
+    def recording(tokenizer, source, policies):
+        children.append(False)
+        halves = real(tokenizer, source, policies)
+        children[-1] = halves is not None
+        return halves
+
+    monkeypatch.setattr(compile_process, "compile_apart", recording)
+    return children
+
+
+async def test_a_reload_of_many_changed_policies_compiles_in_a_process_of_its_own(
+    broker, engine, test_model, tmp_path, monkeypatch
+):
+    """A pack rewritten whole compiles in a child with the engine's own tokenizer; a child
+    that dies rejects the reload and the policies in use keep serving."""
+    from worker import compile_process
+
+    children = _record_children(monkeypatch)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    _write_pack(policies, V1, "")
+    topics = topic_names("reload-apart")
+    settings = worker_settings(
+        broker.bootstrap_servers,
+        test_model,
+        topics,
+        partitions=1,
+        policies={"dir": str(policies), "watch": True},
+    )
+    await create_topics(broker.bootstrap_servers, list(topics.values()), 1)
+    async with RunningWorker(settings, engine) as running:
+        assert (await _verdict_for(broker.bootstrap_servers, topics, "before", 1))["label"] == 0
+        _write_pack(policies, V2, " Edited.")  # three policy texts change
+        entries = lambda: running.worker.catalog.entries  # noqa: E731
+        assert await _wait_for(lambda: entries()["fruit"].policy.version == policy_version(V2))
+        assert children and all(children)
+        after = await _verdict_for(broker.bootstrap_servers, topics, "after", 2)
+        assert after["policy_version"] == policy_version(V2) and after["label"] == 1
+
+        dying = [sys.executable, "-c", "import sys; sys.exit(9)"]
+        monkeypatch.setattr(compile_process, "bound_to_parent", lambda command: dying)
+        started = len(children)
+        _write_pack(policies, V1, " Edited again.")
+        assert await _wait_for(lambda: len(children) > started)
+        await asyncio.sleep(1)
+        assert not children[-1] and entries()["fruit"].policy.version == policy_version(V2)
+        kept = await _verdict_for(broker.bootstrap_servers, topics, "kept", 3)
+        assert kept["policy_version"] == policy_version(V2)
