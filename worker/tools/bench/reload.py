@@ -9,7 +9,7 @@ shows in verdicts, every file is edited (a reload that compiles the whole pack a
 longest gap between two verdicts (their own timestamps) in each reload's window says
 whether verdicts kept flowing; the first verdict carrying the edited policy's new version
 says when each reload took effect. Load stops a few seconds after the second one did. The
-pack is put back as it was.
+pack is put back as it was once the worker stopped.
 """
 
 from __future__ import annotations
@@ -83,22 +83,26 @@ async def _run_with_edits(
     spec = Spec(bench.bootstrap, topics, f"bench-{topics['content']}", 50, settings)
     system = await bench.launch("worker", spec)
     stop = asyncio.Event()
-    try:
-        await system.start()
-        started = time.time()
-        sending = asyncio.create_task(
-            produce_open_loop(bench.bootstrap, topics["content"], workload.events, offsets, stop)
-        )
-        with _restored(directory):
+    # The pack is put back after the worker stopped: putting 10,000 files back is a reload
+    # of its own, and the writes held this process's event loop, pausing the load it offers.
+    with _restored(directory):
+        try:
+            await system.start()
+            started = time.time()
+            sending = asyncio.create_task(
+                produce_open_loop(
+                    bench.bootstrap, topics["content"], workload.events, offsets, stop
+                )
+            )
             marks = await _edit_twice(directory, collector, config.wait_timeout_s)
-        await asyncio.sleep(SETTLE_S)
-        stop.set()
-        due = await sending
-        missing = await collector.wait_for(list(due), config.wait_timeout_s)
-    finally:
-        stop.set()
-        await system.stop()
-        await collector.stop()
+            await asyncio.sleep(SETTLE_S)
+            stop.set()
+            due = await sending
+            missing = await collector.wait_for(list(due), config.wait_timeout_s)
+        finally:
+            stop.set()
+            await system.stop()
+            await collector.stop()
     return {**_gaps(collector, list(due), marks), "missing": missing, "run_s": _since(started)}
 
 
