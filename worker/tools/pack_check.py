@@ -7,7 +7,9 @@ be read, the KV cache its cached prefix holds) or why not (an error, or the reas
 policy); then the warnings ``policy_lint`` finds. The pack-wide checks the worker makes at
 start-up (ids unique, default set, shadow pairs, routing overrides, the model's chat
 template) follow. Exit code: 1 when anything would stop the worker, or with ``strict``
-when there is any warning; else 0. Needs only the tokenizer.
+when there is any warning; else 0. Needs only the tokenizer. The prompts are compiled in
+batches (``prefixes.compile_each``), as the worker compiles them: each policy's halves, or
+its own error.
 """
 
 from __future__ import annotations
