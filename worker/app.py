@@ -203,10 +203,10 @@ async def _reload_on_change(settings: Settings, classifier: Classifier, worker: 
     from watchfiles import awatch
 
     directory = Path(settings.policies.dir)
-    # Reloads compile in a thread of their own, one reload at a time: only changed files are
-    # parsed and compiled again, but a pack rewritten whole takes seconds of CPU. Not at a
-    # lower OS priority: measured, that made the pauses in verdicts longer (the thread holds
-    # the GIL at times; descheduled while holding it, it keeps the event loop waiting).
+    # Reloads run in a thread of their own, one reload at a time: only changed files are
+    # parsed and compiled again. A pack rewritten whole is seconds of CPU: its compile runs
+    # in a process of its own at a lower priority (compile_process.py). The thread keeps the
+    # normal one: descheduled while it holds the GIL, it would keep the event loop waiting.
     reloads = ThreadPoolExecutor(1, "policy-reload")
     loop = asyncio.get_running_loop()
     try:
