@@ -152,26 +152,8 @@ class VllmClassifier:
 
     @classmethod
     async def start(cls, settings: LocalEngineSettings) -> VllmClassifier:
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.usage.usage_lib import UsageContext
-        from vllm.v1.engine.async_llm import AsyncLLM
-
         stats = EngineStats()
-
-        def load() -> list[AsyncLLM]:
-            engine = AsyncLLM.from_engine_args(
-                AsyncEngineArgs(**engine_args(settings)),
-                # The worker feeds the engine like an offline batch job. vLLM sizes the
-                # scheduler (max_num_batched_tokens, max_num_seqs) by usage context, and its
-                # default for an embedded engine is the smallest (2,048 tokens and 128
-                # sequences a step, on an H100 too), which starves a GPU; the offline context
-                # picks per-hardware sizes (16,384 and 1,024 on an H100). Explicit engine
-                # settings still win.
-                usage_context=UsageContext.LLM_CLASS,
-                stat_loggers=[stats_logger(stats)],
-            )
-            return [engine]  # in a box that is emptied below: see close()
-
+        load = _loader(settings, stats)
         if orphans := find_orphans():
             log.warning(orphans_line(orphans))
         # The engine's processes die with the worker, however it dies (SIGKILL included), so
@@ -276,3 +258,26 @@ class VllmClassifier:
             gc.collect()
         if self._starter is not None:
             self._starter.release()
+
+
+def _loader(settings: LocalEngineSettings, stats: EngineStats) -> Callable[[], list[Any]]:
+    """What the starter thread runs: the engine, built, in a box (see close())."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    def load() -> list[Any]:
+        engine = AsyncLLM.from_engine_args(
+            AsyncEngineArgs(**engine_args(settings)),
+            # The worker feeds the engine like an offline batch job. vLLM sizes the
+            # scheduler (max_num_batched_tokens, max_num_seqs) by usage context, and its
+            # default for an embedded engine is the smallest (2,048 tokens and 128
+            # sequences a step, on an H100 too), which starves a GPU; the offline context
+            # picks per-hardware sizes (16,384 and 1,024 on an H100). Explicit engine
+            # settings still win.
+            usage_context=UsageContext.LLM_CLASS,
+            stat_loggers=[stats_logger(stats)],
+        )
+        return [engine]
+
+    return load
