@@ -185,6 +185,14 @@ def verdicts(records: list[ConsumerRecord]) -> list[dict]:
     return [orjson.loads(r.value) for r in records]
 
 
+def labels_and_scores(records: list[ConsumerRecord]) -> dict[str, dict[str, tuple[int, float]]]:
+    """Per item id, per policy: the verdict's (label, score)."""
+    return {
+        v["id"]: {p["policy"]: (p["label"], p["score"]) for p in v["verdicts"]}
+        for v in verdicts(records)
+    }
+
+
 class RunningWorker:
     """A Worker running in this process on the session's engine; stop() drains it."""
 

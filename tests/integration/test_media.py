@@ -20,7 +20,15 @@ from worker.prompts import build_policy_prompt
 from worker.testing import media_samples as samples
 from worker.testing.words import FILLER_WORDS
 
-from .harness import RunningWorker, create_topics, produce, read_topic, topic_names, verdicts
+from .harness import (
+    RunningWorker,
+    create_topics,
+    labels_and_scores,
+    produce,
+    read_topic,
+    topic_names,
+    verdicts,
+)
 from .harness import worker_settings as base_settings
 from .vllm_server import SERVED_NAME, VllmServer
 
@@ -289,10 +297,7 @@ async def test_the_remote_engine_scores_media_as_the_in_process_engine_does(
         finally:
             if kind == "remote":
                 classifier.close()
-        outcome[kind] = {
-            v["id"]: {p["policy"]: (p["label"], p["score"]) for p in v["verdicts"]}
-            for v in verdicts(results)
-        }
+        outcome[kind] = labels_and_scores(results)
     local, remote = outcome["local"], outcome["remote"]
     assert {i: {p: v[0] for p, v in remote[i].items()} for i in expected} == expected
     for item_id in expected:

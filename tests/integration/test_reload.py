@@ -43,6 +43,19 @@ def _configmap_version(root: Path, name: str, policies: dict[str, str]) -> None:
             visible.symlink_to(f"..data/{policy_id}.md")
 
 
+def _watching(broker, test_model, policies: Path, name: str):
+    """Topics named after ``name``, and a worker's settings watching ``policies``."""
+    topics = topic_names(name)
+    settings = worker_settings(
+        broker.bootstrap_servers,
+        test_model,
+        topics,
+        partitions=1,
+        policies={"dir": str(policies), "watch": True},
+    )
+    return topics, settings
+
+
 async def _verdict_for(bootstrap: str, topics: dict[str, str], item_id: str, n: int) -> dict:
     await produce(bootstrap, topics["content"], [(None, event(item_id, "a walk by the river"), [])])
     records = await read_topic(bootstrap, topics["results"], at_least=n, timeout=60, settle=0.5)
@@ -54,14 +67,7 @@ async def test_symlink_swap_reloads_policies_without_restart(broker, engine, tes
     policies = tmp_path / "policies"
     policies.mkdir()
     _configmap_version(policies, "..v1", {"fruit": V1})
-    topics = topic_names("reload")
-    settings = worker_settings(
-        broker.bootstrap_servers,
-        test_model,
-        topics,
-        partitions=1,
-        policies={"dir": str(policies), "watch": True},
-    )
+    topics, settings = _watching(broker, test_model, policies, "reload")
     await create_topics(broker.bootstrap_servers, list(topics.values()), 1)
     async with RunningWorker(settings, engine) as running:
         before = await _verdict_for(broker.bootstrap_servers, topics, "before", 1)
@@ -99,14 +105,7 @@ async def test_a_reload_adding_the_first_shadow_policy_needs_its_topic(
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "fruit.md").write_text(f"---\nid: fruit\n---\n{V1}\n")
-    topics = topic_names("reload-shadow")
-    settings = worker_settings(
-        broker.bootstrap_servers,
-        test_model,
-        topics,
-        partitions=1,
-        policies={"dir": str(policies), "watch": True},
-    )
+    topics, settings = _watching(broker, test_model, policies, "reload-shadow")
     settings.topics.create = False
     present = [name for key, name in topics.items() if key != "shadow"]
     await create_topics(broker.bootstrap_servers, present, 1)
@@ -161,14 +160,7 @@ async def test_a_reload_of_many_changed_policies_compiles_in_a_process_of_its_ow
     policies = tmp_path / "policies"
     policies.mkdir()
     _write_pack(policies, V1, "")
-    topics = topic_names("reload-apart")
-    settings = worker_settings(
-        broker.bootstrap_servers,
-        test_model,
-        topics,
-        partitions=1,
-        policies={"dir": str(policies), "watch": True},
-    )
+    topics, settings = _watching(broker, test_model, policies, "reload-apart")
     await create_topics(broker.bootstrap_servers, list(topics.values()), 1)
     async with RunningWorker(settings, engine) as running:
         assert (await _verdict_for(broker.bootstrap_servers, topics, "before", 1))["label"] == 0

@@ -30,6 +30,7 @@ from .harness import (
     committed,
     create_topics,
     event,
+    labels_and_scores,
     produce,
     read_topic,
     topic_names,
@@ -130,10 +131,7 @@ async def test_labels_and_scores_equal_the_in_process_engines(
         finally:
             if kind == "remote":
                 classifier.close()
-        outcome[kind] = {
-            v["id"]: {p["policy"]: (p["label"], p["score"]) for p in v["verdicts"]}
-            for v in verdicts(results)
-        }
+        outcome[kind] = labels_and_scores(results)
         assert set(outcome[kind]) == expected
     local, remote = outcome["local"], outcome["remote"]
     for item_id in expected:
