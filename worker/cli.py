@@ -104,7 +104,7 @@ def policies_check(
     settings = settings_for(config, model, directory)
     try:
         tok, max_len = _tokenizer_and_limit(settings, tokenizer)
-        source = tokenizer or settings.engine.tokenizer or settings.engine.model
+        source = _model_files(settings, tokenizer)
         kv = load_kv_shape(settings, source)
         tally = check_pack(settings, tok, max_len, typer.echo, kv, image_layout(settings, source))
     except WorkerError as exc:
@@ -117,8 +117,13 @@ def _tokenizer_and_limit(settings: Settings, tokenizer: str | None) -> tuple[Any
     from .preflight import load_tokenizer, model_max_len
 
     engine = settings.engine
-    tok = load_tokenizer(tokenizer or engine.tokenizer or engine.model)
+    tok = load_tokenizer(_model_files(settings, tokenizer))
     return tok, model_max_len(engine.max_model_len, tokenizer or engine.model, tok)
+
+
+def _model_files(settings: Settings, tokenizer: str | None) -> str:
+    """Where the checks read the model's files: ``--tokenizer``, else the engine's."""
+    return tokenizer or settings.engine.tokenizer or settings.engine.model
 
 
 @app.command()
@@ -142,7 +147,7 @@ def prompt(
     try:
         tok, max_len = _tokenizer_and_limit(settings, tokenizer)
         registry = load_policies(settings.policies.dir, settings.policies.default)
-        each = _tokens_per_image(tokenizer or engine.tokenizer or engine.model) if images else None
+        each = _tokens_per_image(_model_files(settings, tokenizer)) if images else None
         built = prompt_ids(tok, registry, policy, text, max_len, engine.overlong, images, each)
     except (WorkerError, ValueError) as exc:
         die(str(exc), code=exc.exit_code)

@@ -71,11 +71,19 @@ def compile_halves(
     its cores."""
     policies = list(policies)
     outcomes = compile_each(tokenizer, policies, known, alone)
+    raise_first_error(policies, outcomes)
+    return outcomes  # type: ignore[return-value] (no PromptError left)
+
+
+def raise_first_error(
+    policies: Iterable[Policy], outcomes: Mapping[str, Halves | PromptError]
+) -> None:
+    """Raise the PromptError of the first of ``policies`` that ``compile_each`` could not
+    compile, as a compile of the whole pack would."""
     for policy in policies:
         failed = outcomes[policy.version]
         if isinstance(failed, PromptError):
             raise failed
-    return outcomes  # type: ignore[return-value] (no PromptError left)
 
 
 def compile_each(

@@ -25,7 +25,7 @@ from ..kv_footprint import KvShape, kv_bytes
 from ..model_files import pretrained_config
 from ..policies import PackResult, Policy, PolicyError, PolicyRegistry, read_pack
 from ..policy_lint import Finding, lint
-from ..prefixes import Halves, compile_each
+from ..prefixes import Halves, compile_each, raise_first_error
 from ..prompt_check import check_splice
 from ..prompts import (
     Images,
@@ -211,17 +211,10 @@ def pack_problems(
         registry = PolicyRegistry(policies, settings.policies.default, settings.shadow.pairs)
         check_routing(registry, settings.routing)
         check_splice(tokenizer)  # the probe contents; each policy was proven compiling
-        _first_error(registry, compiled)
+        raise_first_error(registry, compiled)
     except (PolicyError, PromptError) as exc:
         return [str(exc)]
     return []
-
-
-def _first_error(registry: Iterable[Policy], compiled: Mapping[str, Halves | PromptError]) -> None:
-    for policy in registry:
-        failed = compiled[policy.version]
-        if isinstance(failed, PromptError):
-            raise failed
 
 
 def _without_path(error: str, path: Path) -> str:
